@@ -1,0 +1,1 @@
+"""Deploy: ONNX model bundles, precision variants, TensorRT engines and inference backends."""

@@ -1,0 +1,401 @@
+"""The scenario spec: one YAML per scenario, the single source of modalities, rates, windows, labels and model.
+
+The trainer, deploy and the runtime all read the same spec. Validation is strict (unknown keys are refused) and
+every problem is reported at once with its dotted path, so a user fixes a config in one pass.
+
+Tensor conventions every part of edgefuse follows (batch dimension first, omitted here):
+  image   (channels, H, W) float32 in [0, 1], RGB                  shape: [H, W], channels: 3 or 1
+  audio   (channels, round(window_s * rate_hz)) float32 in [-1, 1]   channels: int
+  series  (len(channels), round(window_s * rate_hz)) float32, raw units; channels: names
+  text    (max_tokens,) int64 hashed token ids, 0 = padding         shape: [max_tokens]
+  mask    (n_modalities,) float32, 1 = present, in spec order
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgefuse.errors import EdgefuseError
+
+
+class SpecError(EdgefuseError, ValueError):
+    """A spec that fails validation; `problems` lists (dotted path, message) pairs, all of them at once."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {path}: {msg}" for path, msg in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s) in scenario spec\n{lines}")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Synchronization policies, one per modality (runtime/sync.py implements them; the trainer cuts windows with them).
+
+
+class SyncSpec(Strict):
+    # nearest: the sample closest to the tick within tolerance_s;
+    # window: all samples in [tick - window_s, tick], resampled to rate_hz;
+    # hold: the latest sample if it is at most max_staleness_s old (zero-order hold).
+    policy: Literal["nearest", "window", "hold"] = "window"
+    # nearest: how far from the tick a sample may be and still count
+    tolerance_s: float = Field(0.1, gt=0)
+    # hold: how old the held sample may be before the modality is marked missing
+    max_staleness_s: float = Field(2.0, gt=0)
+    # fraction of the window that must be covered by samples for the modality to count as present
+    min_coverage: float = Field(0.8, ge=0, le=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Runtime sources, one per modality (runtime/sources/ implements them).
+
+
+class SourceSpec(Strict):
+    # synthetic: paced streams from the scenario generator (with ground truth); camera: OpenCV VideoCapture;
+    # microphone: sounddevice InputStream; zmq: SUB to sensor publishers; replay: a recorded session
+    type: Literal["synthetic", "camera", "microphone", "zmq", "replay"] = "synthetic"
+    # camera: device index ("0"), video file, RTSP URL or GStreamer pipeline string; microphone: device name or
+    # index; zmq: endpoint to connect to (tcp://host:port); replay: session folder
+    uri: str | None = None
+    # zmq: topic prefix to subscribe to (empty = all)
+    topic: str = ""
+    # camera/microphone: seconds between reconnect attempts, doubled up to reconnect_max_s
+    reconnect_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(8.0, gt=0)
+    # microphone: frames per PortAudio callback block
+    blocksize: int = Field(1024, gt=0)
+    # video file / replay: loop at end of stream
+    loop: bool = False
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Modalities
+
+
+class ModalitySpec(Strict):
+    kind: Literal["image", "audio", "series", "text"]
+    # samples (image: frames, audio: samples, series: rows) per second; text: utterances arrive as events
+    rate_hz: float = Field(gt=0)
+    # seconds before the fusion tick that the model sees: [tick - window_s, tick]; 0 = one sample at the tick
+    window_s: float = Field(0.0, ge=0)
+    # image: [H, W]; text: [max_tokens]; audio/series: derived from window_s and rate_hz (leave unset)
+    shape: list[int] | None = None
+    # image: 3 (RGB) or 1 (gray); audio: channel count; series: channel names, in order
+    channels: int | list[str] = 1
+    # an optional modality is often absent (e.g. the camera of a voice call); models train with it missing
+    optional: bool = False
+    sync: SyncSpec = SyncSpec()
+    source: SourceSpec = SourceSpec()
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> ModalitySpec:
+        if self.kind == "image":
+            if not self.shape or len(self.shape) != 2 or min(self.shape) <= 0:
+                raise ValueError("image needs shape: [H, W] with positive sizes")
+            if self.channels not in (1, 3):
+                raise ValueError("image channels must be 3 (RGB) or 1 (gray)")
+        elif self.kind == "text":
+            if not self.shape or len(self.shape) != 1 or self.shape[0] <= 0:
+                raise ValueError("text needs shape: [max_tokens]")
+        else:
+            if self.shape is not None:
+                raise ValueError(f"{self.kind} shape is derived from window_s and rate_hz; remove 'shape'")
+            if self.window_s <= 0:
+                raise ValueError(f"{self.kind} needs window_s > 0")
+            if self.kind == "series":
+                if not isinstance(self.channels, list) or not self.channels:
+                    raise ValueError("series channels must be a list of channel names")
+                if len(set(self.channels)) != len(self.channels):
+                    raise ValueError("series channel names must be unique")
+            elif not isinstance(self.channels, int) or self.channels <= 0:
+                raise ValueError("audio channels must be a positive integer")
+        return self
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels) if isinstance(self.channels, list) else int(self.channels)
+
+    @property
+    def n_steps(self) -> int:
+        """Samples in one window (audio/series), 1 for image, max_tokens for text."""
+        if self.kind in ("audio", "series"):
+            return max(1, round(self.window_s * self.rate_hz))
+        if self.kind == "text":
+            return self.shape[0]  # type: ignore[index]
+        return 1
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The per-sample tensor shape the model takes (no batch dimension)."""
+        if self.kind == "image":
+            return (self.n_channels, self.shape[0], self.shape[1])  # type: ignore[index]
+        if self.kind == "text":
+            return (self.shape[0],)  # type: ignore[index]
+        return (self.n_channels, self.n_steps)
+
+    @property
+    def input_dtype(self) -> str:
+        return "int64" if self.kind == "text" else "float32"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model: one encoder per modality and one fusion method. Encoder types are registered in trainer/models.
+
+
+class DWCNNEncoder(Strict):
+    """Depthwise-separable CNN for images."""
+
+    type: Literal["dwcnn"]
+    width: int = Field(16, gt=0)  # channels of the first block, doubled per stage
+    stages: int = Field(3, ge=1, le=6)
+
+
+class LogMelEncoder(Strict):
+    """Log-mel front end (inside the model, conv/matmul only) followed by a small 2D CNN."""
+
+    type: Literal["logmel_cnn"]
+    n_fft: int = Field(512, gt=0)
+    hop: int = Field(256, gt=0)
+    n_mels: int = Field(40, gt=0)
+    f_min: float = Field(0.0, ge=0)
+    f_max: float | None = None  # None = Nyquist
+    width: int = Field(16, gt=0)
+
+
+class CNN1DEncoder(Strict):
+    """Temporal 1D CNN for sensor series."""
+
+    type: Literal["cnn1d"]
+    width: int = Field(32, gt=0)
+    kernel: int = Field(5, gt=0)
+    layers: int = Field(3, ge=1)
+
+
+class GRUEncoder(Strict):
+    """GRU over sensor series; the last hidden state is the embedding."""
+
+    type: Literal["gru"]
+    hidden: int = Field(64, gt=0)
+    layers: int = Field(1, ge=1)
+
+
+class HashedTextEncoder(Strict):
+    """Hashed-token embedding bag (no vocabulary download); tokens hashed by edgefuse.text."""
+
+    type: Literal["hashed_embedding"]
+    buckets: int = Field(4096, gt=1)  # must match the tokenizer in the manifest
+    ngrams: int = Field(2, ge=1, le=3)  # word n-grams hashed as extra tokens
+    width: int = Field(64, gt=0)
+
+
+EncoderSpec = Annotated[
+    DWCNNEncoder | LogMelEncoder | CNN1DEncoder | GRUEncoder | HashedTextEncoder, Field(discriminator="type")
+]
+
+FUSION_METHODS = (
+    "concat",  # early fusion: concatenate embeddings, MLP
+    "late",  # one classifier per modality, logits averaged over present modalities
+    "attention",  # self-attention across modality tokens, masked
+    "attention_pool",  # learned query attends over modality tokens
+    "max_align",  # project to a shared space, element-wise max over present modalities
+    "weighted_align",  # project to a shared space, softmax-gated weighted sum
+    "adversarial",  # shared space + modality discriminator behind a gradient-reversal layer
+    "tensor",  # tensor fusion: outer product of [z, 1] vectors (small dims)
+    "low_rank",  # low-rank multimodal fusion (LMF): rank-r factors per modality
+)
+
+
+class FusionSpec(Strict):
+    method: Literal[
+        "concat",
+        "late",
+        "attention",
+        "attention_pool",
+        "max_align",
+        "weighted_align",
+        "adversarial",
+        "tensor",
+        "low_rank",
+    ] = "attention"
+    heads: int = Field(4, gt=0)  # attention heads
+    rank: int = Field(8, gt=0)  # low_rank factors
+    tensor_dim: int = Field(8, gt=0)  # tensor fusion: per-modality projection size before the outer product
+    adversarial_weight: float = Field(0.1, ge=0)  # adversarial: weight of the discriminator loss
+
+
+class ModelSpec(Strict):
+    dim: int = Field(64, gt=0)  # shared embedding size every encoder projects to
+    encoders: dict[str, EncoderSpec]
+    fusion: FusionSpec = FusionSpec()
+    dropout: float = Field(0.1, ge=0, lt=1)
+    # probability of masking each present modality during training (at least one modality is always kept)
+    modality_dropout: float = Field(0.25, ge=0, lt=1)
+
+
+class TrainSpec(Strict):
+    epochs: int = Field(30, gt=0)
+    batch_size: int = Field(64, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    warmup_epochs: int = Field(1, ge=0)
+    patience: int = Field(6, gt=0)  # early stopping: epochs without validation improvement
+    seed: int = 0
+    threads: int = Field(2, gt=0)  # torch CPU threads
+
+
+class SynthSpec(Strict):
+    generator: str  # name of a generator registered in trainer/synth (the three built-ins use their own name)
+    samples: int = Field(2400, gt=0)  # default sample count for `edgefuse synth`
+    splits: dict[str, float] = {"train": 0.7, "val": 0.15, "test": 0.15}
+    # per-label prior weights (label value -> weight); unset = uniform
+    noise: float = Field(1.0, ge=0)  # global noise scale
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Runtime
+
+
+class PublishSpec(Strict):
+    endpoint: str = "tcp://127.0.0.1:5555"  # binds to localhost unless configured
+    hwm: int = Field(100, gt=0)  # ZeroMQ send high-water mark; sends never block
+    # CURVE: paths to the server's secret key file and a folder of authorized client public keys
+    curve_secret_key: str | None = None
+    curve_authorized_keys: str | None = None
+    # monitoring topics (thumbnails, levels, stats) at this rate; 0 = off
+    monitor_hz: float = Field(2.0, ge=0)
+
+
+class RuntimeSpec(Strict):
+    tick_hz: float = Field(2.0, gt=0)  # fusion ticks per second (when trigger is unset)
+    trigger: str | None = None  # a modality name: tick on each of its samples instead of a fixed rate
+    latency_budget_ms: float = Field(50.0, gt=0)  # how long a tick waits for late samples
+    queue_size: int = Field(256, gt=0)  # bounded per-source queue, drop-oldest when full
+    batch_max: int = Field(8, gt=0)  # batch ticks across sensor groups
+    batch_deadline_ms: float = Field(5.0, ge=0)
+    groups: int = Field(1, gt=0)  # sensor groups (rooms, cameras) in one process
+    backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = "auto"
+    publish: PublishSpec = PublishSpec()
+    metrics_port: int | None = None  # Prometheus exporter port; None = off
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class ScenarioSpec(Strict):
+    name: str
+    description: str = ""
+    version: int = 1
+    modalities: dict[str, ModalitySpec]
+    # head name -> class names; a spec with several heads trains one classifier per head
+    labels: dict[str, list[str]]
+    model: ModelSpec
+    train: TrainSpec = TrainSpec()
+    synth: SynthSpec | None = None
+    runtime: RuntimeSpec = RuntimeSpec()
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> ScenarioSpec:
+        problems: list[str] = []
+        if not self.modalities:
+            problems.append("modalities: at least one modality is required")
+        for head, classes in self.labels.items():
+            if len(classes) < 2:
+                problems.append(f"labels.{head}: a head needs at least two classes")
+            if len(set(classes)) != len(classes):
+                problems.append(f"labels.{head}: class names must be unique")
+        if not self.labels:
+            problems.append("labels: at least one head is required")
+        missing = [m for m in self.modalities if m not in self.model.encoders]
+        extra = [m for m in self.model.encoders if m not in self.modalities]
+        for m in missing:
+            problems.append(f"model.encoders.{m}: modality '{m}' has no encoder")
+        for m in extra:
+            problems.append(f"model.encoders.{m}: no modality named '{m}'")
+        allowed = {
+            "image": ("dwcnn",),
+            "audio": ("logmel_cnn",),
+            "series": ("cnn1d", "gru"),
+            "text": ("hashed_embedding",),
+        }
+        for m, enc in self.model.encoders.items():
+            if m in self.modalities and enc.type not in allowed[self.modalities[m].kind]:
+                kind = self.modalities[m].kind
+                problems.append(f"model.encoders.{m}.type: '{enc.type}' cannot encode {kind}; use {allowed[kind]}")
+        if self.runtime.trigger is not None and self.runtime.trigger not in self.modalities:
+            problems.append(f"runtime.trigger: no modality named '{self.runtime.trigger}'")
+        if self.synth is not None and abs(sum(self.synth.splits.values()) - 1.0) > 1e-6:
+            problems.append("synth.splits: fractions must sum to 1")
+        if problems:
+            # raised as one ValueError; load_spec turns each line into its own (path, message) pair
+            raise ValueError("\n".join(problems))
+        return self
+
+    # convenience --------------------------------------------------------------------------------------------------
+    @property
+    def modality_names(self) -> list[str]:
+        return list(self.modalities)
+
+    @property
+    def heads(self) -> list[str]:
+        return list(self.labels)
+
+    def window_span_s(self) -> float:
+        """The longest window any modality needs: how much history the synchronizer keeps per tick."""
+        return max(m.window_s for m in self.modalities.values())
+
+
+def _format_errors(err: ValidationError) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        # drop discriminated-union tags pydantic adds to the path ("dwcnn", "function-after[...]")
+        loc = [p for p in loc if not p.startswith("function-") and p not in _ENCODER_TAGS]
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        for line in msg.split("\n"):
+            if not loc and ": " in line:  # root cross-checks carry their own dotted path
+                path, text = line.split(": ", 1)
+                out.append((path, text))
+            else:
+                out.append((".".join(loc) or "<root>", line))
+    return out
+
+
+_ENCODER_TAGS = {"dwcnn", "logmel_cnn", "cnn1d", "gru", "hashed_embedding"}
+
+
+def parse_spec(data: Any, source: str = "<spec>") -> ScenarioSpec:
+    """Validate a mapping as a ScenarioSpec; raises SpecError naming `source` and every bad dotted path."""
+    if not isinstance(data, dict):
+        raise SpecError(source, [("<root>", f"expected a mapping, got {type(data).__name__}")])
+    try:
+        return ScenarioSpec.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(source, _format_errors(err)) from None
+
+
+def load_spec(path: str | Path) -> ScenarioSpec:
+    """Read and validate a scenario YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(str(path), [("<file>", f"cannot read: {err.strerror or err}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(str(path), [("<yaml>", str(err).replace("\n", " "))]) from None
+    return parse_spec(data, str(path))
+
+
+def spec_to_dict(spec: ScenarioSpec) -> dict[str, Any]:
+    """A JSON-safe dict of the spec (for checkpoints and bundle manifests); parse_spec() reads it back."""
+    return spec.model_dump(mode="json")

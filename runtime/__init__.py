@@ -1,0 +1,1 @@
+"""Runtime: sources on one clock, synchronizer, fused inference, ZeroMQ publishing, record and replay."""
