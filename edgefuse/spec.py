@@ -302,39 +302,10 @@ class ScenarioSpec(Strict):
 
     @model_validator(mode="after")
     def _cross_check(self) -> ScenarioSpec:
-        problems: list[str] = []
-        if not self.modalities:
-            problems.append("modalities: at least one modality is required")
-        for head, classes in self.labels.items():
-            if len(classes) < 2:
-                problems.append(f"labels.{head}: a head needs at least two classes")
-            if len(set(classes)) != len(classes):
-                problems.append(f"labels.{head}: class names must be unique")
-        if not self.labels:
-            problems.append("labels: at least one head is required")
-        missing = [m for m in self.modalities if m not in self.model.encoders]
-        extra = [m for m in self.model.encoders if m not in self.modalities]
-        for m in missing:
-            problems.append(f"model.encoders.{m}: modality '{m}' has no encoder")
-        for m in extra:
-            problems.append(f"model.encoders.{m}: no modality named '{m}'")
-        allowed = {
-            "image": ("dwcnn",),
-            "audio": ("logmel_cnn",),
-            "series": ("cnn1d", "gru"),
-            "text": ("hashed_embedding",),
-        }
-        for m, enc in self.model.encoders.items():
-            if m in self.modalities and enc.type not in allowed[self.modalities[m].kind]:
-                kind = self.modalities[m].kind
-                problems.append(f"model.encoders.{m}.type: '{enc.type}' cannot encode {kind}; use {allowed[kind]}")
-        if self.runtime.trigger is not None and self.runtime.trigger not in self.modalities:
-            problems.append(f"runtime.trigger: no modality named '{self.runtime.trigger}'")
-        if self.synth is not None and abs(sum(self.synth.splits.values()) - 1.0) > 1e-6:
-            problems.append("synth.splits: fractions must sum to 1")
+        problems = cross_check(self.model_dump(mode="json"))
         if problems:
-            # raised as one ValueError; load_spec turns each line into its own (path, message) pair
-            raise ValueError("\n".join(problems))
+            # one ValueError; _format_errors splits it back into (path, message) pairs
+            raise ValueError("\n".join(f"{path}: {msg}" for path, msg in problems))
         return self
 
     # convenience --------------------------------------------------------------------------------------------------
@@ -349,6 +320,55 @@ class ScenarioSpec(Strict):
     def window_span_s(self) -> float:
         """The longest window any modality needs: how much history the synchronizer keeps per tick."""
         return max(m.window_s for m in self.modalities.values())
+
+
+_ENCODERS_FOR_KIND = {
+    "image": ("dwcnn",),
+    "audio": ("logmel_cnn",),
+    "series": ("cnn1d", "gru"),
+    "text": ("hashed_embedding",),
+}
+
+
+def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Checks that span fields (encoders vs modalities, labels, trigger, splits), on the raw mapping.
+
+    Runs on raw data so that these problems are reported together with field errors, not only after them.
+    """
+    d = lambda x: x if isinstance(x, dict) else {}  # noqa: E731 - tolerate malformed parts: they have own errors
+    modalities, model, labels = d(data.get("modalities")), d(data.get("model")), data.get("labels")
+    encoders = d(model.get("encoders"))
+    problems: list[tuple[str, str]] = []
+    if "modalities" in data and not modalities:
+        problems.append(("modalities", "at least one modality is required"))
+    if isinstance(labels, dict):
+        if not labels:
+            problems.append(("labels", "at least one head is required"))
+        for head, classes in labels.items():
+            if isinstance(classes, list) and len(classes) < 2:
+                problems.append((f"labels.{head}", "a head needs at least two classes"))
+            if isinstance(classes, list) and len(set(map(str, classes))) != len(classes):
+                problems.append((f"labels.{head}", "class names must be unique"))
+    if "encoders" in model:
+        for m in modalities:
+            if m not in encoders:
+                problems.append((f"model.encoders.{m}", f"modality '{m}' has no encoder"))
+        for m, enc in encoders.items():
+            if m not in modalities:
+                problems.append((f"model.encoders.{m}", f"no modality named '{m}'"))
+                continue
+            kind, etype = d(modalities[m]).get("kind"), d(enc).get("type")
+            if kind in _ENCODERS_FOR_KIND and etype not in _ENCODERS_FOR_KIND[kind]:
+                allowed = ", ".join(_ENCODERS_FOR_KIND[kind])
+                problems.append((f"model.encoders.{m}.type", f"'{etype}' cannot encode {kind}; use one of: {allowed}"))
+    trigger = d(data.get("runtime")).get("trigger")
+    if trigger is not None and trigger not in modalities:
+        problems.append(("runtime.trigger", f"no modality named '{trigger}'"))
+    splits = d(data.get("synth")).get("splits")
+    numeric = isinstance(splits, dict) and all(isinstance(v, (int, float)) for v in splits.values())
+    if numeric and abs(sum(splits.values()) - 1.0) > 1e-6:  # type: ignore[union-attr]
+        problems.append(("synth.splits", "fractions must sum to 1"))
+    return problems
 
 
 def _format_errors(err: ValidationError) -> list[tuple[str, str]]:
@@ -379,7 +399,9 @@ def parse_spec(data: Any, source: str = "<spec>") -> ScenarioSpec:
     try:
         return ScenarioSpec.model_validate(data)
     except ValidationError as err:
-        raise SpecError(source, _format_errors(err)) from None
+        problems = _format_errors(err)
+        problems += [p for p in cross_check(data) if p not in problems]
+        raise SpecError(source, problems) from None
 
 
 def load_spec(path: str | Path) -> ScenarioSpec:
