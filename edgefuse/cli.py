@@ -53,6 +53,7 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     p.add_argument("--fusion", default=None, help="override model.fusion.method")
     p.add_argument("--only", default=None, help="train on one modality only (a unimodal baseline)")
+    p.add_argument("--drop", default=None, help="train with one modality always masked (a modality-free baseline)")
     p.add_argument("--seed", type=int, default=None, help="override train.seed")
 
 

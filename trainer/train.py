@@ -1,0 +1,302 @@
+"""Train a fused model on a dataset folder: `edgefuse train --config --data --out`.
+
+One loop, top to bottom: AdamW, linear warm-up then cosine decay per step, the sum of per-head cross-entropies
+plus the fusion's auxiliary (adversarial) loss, modality dropout on training batches, early stopping on the mean
+validation accuracy over heads (the best state is kept). Seeds fix python, NumPy and torch, and the batch order
+comes from a seeded generator, so the same seed gives the same metrics.
+
+Baselines reuse the same encoders and settings: `only=m` masks every other modality always (and turns modality
+dropout off), `drop=m` masks m always. The run folder gets checkpoint.pt, metrics.json and TensorBoard logs (tb/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefuse._optional import require
+from edgefuse.errors import DataError
+from edgefuse.spec import ScenarioSpec, SpecError, load_spec, parse_spec, spec_to_dict
+from edgefuse.trainer.checkpoint import Normalization, save_run
+
+torch = require("torch", "training")
+F = torch.nn.functional
+
+EVAL_BATCH = 256  # inference batch for validation/test passes (memory, not accuracy)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# settings
+
+
+def apply_overrides(
+    spec: ScenarioSpec, *, epochs: int | None = None, fusion: str | None = None, seed: int | None = None
+) -> ScenarioSpec:
+    """A copy of `spec` with command-line overrides, validated like the YAML itself."""
+    d = spec_to_dict(spec)
+    if epochs is not None:
+        d["train"]["epochs"] = epochs
+    if fusion is not None:
+        d["model"]["fusion"]["method"] = fusion
+    if seed is not None:
+        d["train"]["seed"] = seed
+    return parse_spec(d, f"{spec.name} (with command-line overrides)")
+
+
+def masked_modalities(spec: ScenarioSpec, only: str | None, drop: str | None) -> list[str]:
+    """The modalities a baseline never sees: all but `only`, or `drop`."""
+    names = spec.modality_names
+    problems = [
+        (f"--{flag}", f"no modality named '{m}'; choose from {names}")
+        for flag, m in (("only", only), ("drop", drop))
+        if m is not None and m not in names
+    ]
+    if only is not None and drop is not None:
+        problems.append(("--only/--drop", "give one of them, not both"))
+    if drop is not None and len(names) == 1:
+        problems.append(("--drop", f"'{drop}' is the only modality; nothing would be left"))
+    if problems:
+        raise SpecError(spec.name, problems)
+    if only is not None:
+        return [m for m in names if m != only]
+    return [drop] if drop is not None else []
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# data
+
+
+def check_dataset(ds: Any, spec: ScenarioSpec, where: str | Path) -> None:
+    """Refuse a dataset that does not fit the spec with a DataError naming the tensor (never a torch stack trace)."""
+    n = len(ds)
+    for name, m in spec.modalities.items():
+        x = ds.inputs.get(name)
+        if x is None:
+            raise DataError(where, f"no inputs for modality '{name}'")
+        if tuple(x.shape) != (n, *m.input_shape):
+            raise DataError(where, f"inputs['{name}'] has shape {tuple(x.shape)}, expected {(n, *m.input_shape)}")
+    if tuple(ds.mask.shape) != (n, len(spec.modalities)):
+        raise DataError(where, f"mask has shape {tuple(ds.mask.shape)}, expected {(n, len(spec.modalities))}")
+    for head, classes in spec.labels.items():
+        y = ds.targets.get(head)
+        if y is None or y.shape != (n,):
+            raise DataError(where, f"targets['{head}'] missing or not of shape ({n},)")
+        if n and (y.min() < 0 or y.max() >= len(classes)):
+            raise DataError(where, f"targets['{head}'] outside [0, {len(classes)})")
+
+
+def to_tensors(ds: Any) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """Zero-copy torch views of a Dataset: (inputs, mask (N, M), targets)."""
+    inputs = {m: torch.from_numpy(np.ascontiguousarray(x)) for m, x in ds.inputs.items()}
+    mask = torch.from_numpy(np.ascontiguousarray(ds.mask, dtype=np.float32))  # (N, M)
+    targets = {h: torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)) for h, y in ds.targets.items()}
+    return inputs, mask, targets
+
+
+def series_normalization(spec: ScenarioSpec, train_ds: Any) -> Normalization:
+    """Per-channel mean/std of every series modality over the training samples where it is present."""
+    stats: Normalization = {}
+    for j, (name, m) in enumerate(spec.modalities.items()):
+        if m.kind != "series":
+            continue
+        x = train_ds.inputs[name][train_ds.mask[:, j] > 0].astype(np.float64)  # (n, C, T)
+        if len(x) == 0:
+            mean, std = np.zeros(m.n_channels), np.ones(m.n_channels)
+        else:
+            mean, std = x.mean(axis=(0, 2)), x.std(axis=(0, 2))
+        std = np.where(std < 1e-6, 1.0, std)  # a constant channel stays as it is instead of blowing up
+        stats[name] = (mean.astype(np.float32), std.astype(np.float32))
+    return stats
+
+
+def batches(n: int, batch_size: int, generator: Any) -> list[Any]:
+    """A seeded permutation cut into batches; a trailing batch of one joins the previous (BatchNorm needs two)."""
+    parts = list(torch.randperm(n, generator=generator).split(batch_size))
+    if len(parts) > 1 and len(parts[-1]) < 2:
+        parts[-2] = torch.cat([parts[-2], parts.pop()])
+    return parts
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the loop
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.05) -> float:
+    """Linear warm-up to 1, then cosine decay to `min_ratio` at the last step."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def loss_of(logits: dict[str, Any], targets: dict[str, Any], idx: Any) -> Any:
+    return sum(F.cross_entropy(logits[h], y[idx]) for h, y in targets.items())
+
+
+@torch.inference_mode()
+def predict_logits(model: Any, inputs: dict[str, Any], mask: Any, batch_size: int = EVAL_BATCH) -> dict[str, Any]:
+    """Eval-mode logits for every sample: head -> (N, C). The caller restores train mode if it needs it."""
+    model.eval()
+    n = len(mask)
+    out: dict[str, list[Any]] = {}
+    for start in range(0, n, batch_size):
+        sl = slice(start, start + batch_size)
+        logits = model({m: x[sl] for m, x in inputs.items()}, mask[sl])
+        for h, v in logits.items():
+            out.setdefault(h, []).append(v)
+    return {h: torch.cat(v) for h, v in out.items()}
+
+
+def validate(model: Any, inputs: dict[str, Any], mask: Any, targets: dict[str, Any]) -> tuple[float, dict[str, float]]:
+    """(summed cross-entropy, per-head accuracy) on a split."""
+    logits = predict_logits(model, inputs, mask)
+    loss = float(sum(F.cross_entropy(logits[h], y) for h, y in targets.items()))
+    acc = {h: float((logits[h].argmax(-1) == y).float().mean()) for h, y in targets.items()}
+    return loss, acc
+
+
+def train(
+    spec: ScenarioSpec,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    epochs: int | None = None,
+    fusion: str | None = None,
+    only: str | None = None,
+    drop: str | None = None,
+    seed: int | None = None,
+    progress: bool = True,
+    dataset: Any | None = None,
+) -> dict[str, Any]:
+    """Train a model for `spec` on the dataset folder `data_dir` (or an already loaded `dataset` of it).
+
+    Writes `out_dir`/checkpoint.pt, metrics.json and tb/ and returns the metrics: the best epoch's validation
+    accuracy (mean over heads of per-head accuracy) and loss, per-head accuracies, the history, the time taken.
+    """
+    from edgefuse.trainer.data import load_dataset
+    from edgefuse.trainer.models import build_model, count_params, modality_dropout
+
+    spec = apply_overrides(spec, epochs=epochs, fusion=fusion, seed=seed)
+    masked = masked_modalities(spec, only, drop)
+    cfg = spec.train
+    seed_everything(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+
+    ds = dataset if dataset is not None else load_dataset(spec, data_dir, progress=progress)
+    check_dataset(ds, spec, data_dir)
+    train_ds, val_ds = ds.subset("train"), ds.subset("val")
+    for split, part in (("train", train_ds), ("val", val_ds)):
+        if len(part) == 0:
+            raise DataError(data_dir, f"the '{split}' split is empty; training needs train and val samples")
+
+    norm = series_normalization(spec, train_ds)
+    model = build_model(spec)
+    model.set_normalization(norm)
+    x_tr, m_tr, y_tr = to_tensors(train_ds)
+    x_va, m_va, y_va = to_tensors(val_ds)
+    keep = torch.tensor([0.0 if m in masked else 1.0 for m in spec.modality_names])  # (M,)
+    m_tr, m_va = m_tr * keep, m_va * keep
+    p_drop = 0.0 if only is not None else spec.model.modality_dropout
+
+    steps_per_epoch = len(batches(len(train_ds), cfg.batch_size, torch.Generator().manual_seed(0)))
+    total_steps = cfg.epochs * steps_per_epoch
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total_steps))
+    order_gen = torch.Generator().manual_seed(cfg.seed)  # batch order
+    drop_gen = torch.Generator().manual_seed(cfg.seed + 1)  # modality dropout draws
+
+    out = Path(out_dir)
+    writer = require("torch.utils.tensorboard", "TensorBoard logs").SummaryWriter(str(out / "tb"))
+    tqdm = require("tqdm").tqdm
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"acc": -1.0, "loss": math.inf, "epoch": 0, "state": None, "heads": {}}
+    t0 = time.perf_counter()
+    bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {spec.name}", unit="epoch", disable=not progress)
+    for epoch in bar:
+        model.train()
+        total, count = 0.0, 0
+        for idx in batches(len(train_ds), cfg.batch_size, order_gen):
+            mask = m_tr[idx]  # (B, M)
+            if p_drop > 0:
+                mask = modality_dropout(mask, p_drop, drop_gen)
+            logits = model({m: x[idx] for m, x in x_tr.items()}, mask)
+            loss = loss_of(logits, y_tr, idx) + model.aux_loss()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total, count = total + loss.item() * len(idx), count + len(idx)
+        val_loss, val_heads = validate(model, x_va, m_va, y_va)
+        val_acc = float(np.mean(list(val_heads.values())))
+        lr = opt.param_groups[0]["lr"]
+        history.append(
+            {"epoch": epoch, "train_loss": total / count, "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr}
+        )
+        for key in ("train_loss", "val_loss", "val_accuracy", "lr"):
+            writer.add_scalar(key.replace("_", "/", 1), history[-1][key], epoch)
+        bar.set_postfix(loss=f"{total / count:.3f}", val_acc=f"{val_acc:.3f}")
+        if val_acc > best["acc"] or (val_acc == best["acc"] and val_loss < best["loss"]):
+            best = {"acc": val_acc, "loss": val_loss, "epoch": epoch, "heads": val_heads}
+            best["state"] = copy.deepcopy(model.state_dict())
+        elif epoch - best["epoch"] >= cfg.patience:
+            break
+    writer.close()
+    model.load_state_dict(best["state"])
+    model.eval()
+
+    metrics = {
+        "scenario": spec.name,
+        "fusion": spec.model.fusion.method,
+        "only": only,
+        "drop": drop,
+        "masked": masked,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "epochs_run": len(history),
+        "stopped_early": len(history) < cfg.epochs,
+        "best_epoch": best["epoch"],
+        "val_accuracy": best["acc"],
+        "val_loss": best["loss"],
+        "val_heads": best["heads"],
+        "params": count_params(model),
+        "n_train": len(train_ds),
+        "n_val": len(val_ds),
+        "train_time_s": time.perf_counter() - t0,
+        "history": history,
+    }
+    save_run(out, spec, model, norm, metrics, data_dir=data_dir, n_samples=len(ds), masked=masked)
+    return metrics
+
+
+def cli_train(args: argparse.Namespace) -> int:
+    """`edgefuse train`: train, then print where the run went and its validation accuracy."""
+    spec = load_spec(args.config)
+    m = train(
+        spec,
+        args.data,
+        args.out,
+        epochs=args.epochs,
+        fusion=args.fusion,
+        only=args.only,
+        drop=getattr(args, "drop", None),
+        seed=args.seed,
+    )
+    print(
+        f"{args.out}: {m['fusion']} fusion, {m['params']:,} params, val accuracy {m['val_accuracy']:.3f} "
+        f"(best epoch {m['best_epoch']}/{m['epochs_run']}), {m['train_time_s']:.1f} s"
+    )
+    return 0
