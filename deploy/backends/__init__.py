@@ -161,7 +161,7 @@ def _auto_backend(bundle: Any, precision: str) -> str:
     except Exception:  # noqa: BLE001 - no engine module or no TensorRT: ONNX Runtime serves
         return "onnxruntime"
     try:
-        return "tensorrt" if find_engine(bundle, precision) is not None else "onnxruntime"
+        return "tensorrt" if find_engine(bundle.dir, precision) is not None else "onnxruntime"
     except Exception:  # noqa: BLE001 - no GPU / driver problems: fall back rather than fail to start
         return "onnxruntime"
 

@@ -1,0 +1,86 @@
+"""Precision variants of an exported ONNX model: FP16 (float16 weights and compute) and INT8 (static QDQ).
+
+Both keep float32 inputs and outputs, so a runtime feeds every variant the same arrays.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgefuse._optional import require
+
+Feeds = dict[str, np.ndarray]
+
+# INT8 attempts, in order, until one stays within the accuracy budget: quantize every op ONNX Runtime can, then
+# only the weight-heavy ops (convolutions and matrix products), which keeps softmax, norms and the log-mel's
+# log in float where small activation ranges lose the most.
+INT8_ATTEMPTS: list[tuple[str, list[str] | None]] = [
+    ("all quantizable ops", None),
+    ("Conv/MatMul/Gemm only", ["Conv", "MatMul", "Gemm"]),
+]
+
+
+def to_fp16(src: str | Path, dst: str | Path) -> None:
+    """FP16 weights and compute, float32 inputs/outputs (Cast nodes at the edges)."""
+    float16 = require("onnxconverter_common.float16", "the FP16 variant")
+    model = onnx.load(str(src))
+    # keep_io_types: the runtime feeds float32 to every variant; int64 token ids stay int64 either way
+    half = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    onnx.save(half, str(dst))
+
+
+class FeedsReader:
+    """A CalibrationDataReader over a list of feed batches (ONNX Runtime asks for get_next until None)."""
+
+    def __init__(self, batches: Iterable[Feeds]):
+        self._batches = list(batches)
+        self._it: Iterator[Feeds] = iter(self._batches)
+
+    def get_next(self) -> Feeds | None:
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = iter(self._batches)
+
+
+def to_int8(src: str | Path, dst: str | Path, calibration: list[Feeds], op_types: list[str] | None = None) -> None:
+    """Static INT8 in QDQ format: per-channel int8 weights, uint8 activations calibrated (MinMax) on `calibration`."""
+    q = require("onnxruntime.quantization", "the INT8 variant")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        # shape inference + graph cleanup first, as ONNX Runtime recommends, so more ops get quantized
+        prepped = Path(tmp) / "prep.onnx"
+        quant_pre_process(str(src), str(prepped), skip_symbolic_shape=False)
+        reader = FeedsReader(calibration)
+        # U8S8 (uint8 activations, int8 weights) is the fast path of x86 CPUs; ActivationSymmetric off keeps
+        # the full uint8 range for post-ReLU activations
+        q.quantize_static(
+            str(prepped),
+            str(dst),
+            reader,
+            quant_format=q.QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=q.QuantType.QUInt8,
+            weight_type=q.QuantType.QInt8,
+            calibrate_method=q.CalibrationMethod.MinMax,
+            op_types_to_quantize=op_types,
+        )
+
+
+def quantized_op_types(path: str | Path) -> dict[str, int]:
+    """How many nodes of each op type take a dequantized input: which ops the INT8 model runs on int8 data."""
+    model = onnx.load(str(path))
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    counts: dict[str, int] = {}
+    for n in model.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if any(producers.get(i) == "DequantizeLinear" for i in n.input):
+            counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return dict(sorted(counts.items()))
