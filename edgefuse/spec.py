@@ -73,6 +73,12 @@ class SourceSpec(Strict):
     blocksize: int = Field(1024, gt=0)
     # video file / replay: loop at end of stream
     loop: bool = False
+    # zmq: messages larger than this are refused (counted as "oversized")
+    max_message_bytes: int = Field(1 << 20, gt=0)
+    # zmq / synthetic series: sliding window of the sensor-clock fit (runtime/clockfit.py)
+    clock_window_s: float = Field(60.0, gt=0)
+    # zmq / synthetic series: a reading this far off the fitted clock line is a clock jump (re-anchored, counted)
+    clock_jump_ms: float = Field(100.0, gt=0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
