@@ -115,11 +115,14 @@ def load_run(run_dir: str | Path) -> tuple[ScenarioSpec, Any, dict[str, Any]]:
         spec = parse_spec(ckpt["spec"], f"{path}:spec")
     except SpecError as err:
         raise CheckpointError(path, f"stored spec fails validation:\n{err}") from None
-    model = build_model(spec)
-    model.set_normalization(normalization_of(ckpt))
     try:
+        model = build_model(spec)
+    except SpecError as err:
+        raise CheckpointError(path, f"stored spec cannot build a model:\n{err}") from None
+    try:
+        model.set_normalization(normalization_of(ckpt))
         model.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, KeyError, TypeError) as err:
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
         raise CheckpointError(path, f"weights do not fit the model its spec builds: {str(err)[:300]}") from None
     model.eval()
     return spec, model, ckpt

@@ -168,6 +168,63 @@ def validate(model: Any, inputs: dict[str, Any], mask: Any, targets: dict[str, A
     return loss, acc
 
 
+class EarlyStopping:
+    """Keeps the state with the best validation (accuracy, then loss); stops `patience` epochs after the accuracy
+    last improved, so a loss creeping down on a saturated accuracy does not hold training open forever."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.acc, self.loss, self.epoch, self.heads, self.state = -1.0, math.inf, 0, {}, None
+        self.best_acc, self.improved = -1.0, 0  # for stopping: the best accuracy and the epoch it came
+
+    def step(self, epoch: int, acc: float, loss: float, heads: dict[str, float], model: Any) -> bool:
+        """Record one epoch's validation; True when training should stop."""
+        if acc > self.acc or (acc == self.acc and loss < self.loss):
+            self.acc, self.loss, self.epoch, self.heads = acc, loss, epoch, heads
+            self.state = copy.deepcopy(model.state_dict())
+        if acc > self.best_acc:
+            self.best_acc, self.improved = acc, epoch
+        return epoch - self.improved >= self.patience
+
+
+def make_optimizer(model: Any, cfg: Any, steps_per_epoch: int) -> tuple[Any, Any]:
+    """AdamW with a per-step schedule: linear warm-up over `warmup_epochs`, then cosine decay."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup, total = cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total))
+
+
+def train_epoch(model: Any, opt: Any, sched: Any, data: tuple, batch_size: int, gens: tuple, p_drop: float) -> float:
+    """One pass over the training split in a seeded order; returns the mean loss per sample."""
+    from edgefuse.trainer.models import modality_dropout
+
+    inputs, masks, targets = data
+    order_gen, drop_gen = gens
+    model.train()
+    total, count = 0.0, 0
+    for idx in batches(len(masks), batch_size, order_gen):
+        mask = masks[idx]  # (B, M)
+        if p_drop > 0:
+            mask = modality_dropout(mask, p_drop, drop_gen)
+        logits = model({m: x[idx] for m, x in inputs.items()}, mask)  # head -> (B, C)
+        loss = loss_of(logits, targets, idx) + model.aux_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total, count = total + loss.item() * len(idx), count + len(idx)
+    return total / count
+
+
+def train_val_splits(ds: Any, spec: ScenarioSpec, data_dir: str | Path) -> tuple[Any, Any]:
+    check_dataset(ds, spec, data_dir)
+    train_ds, val_ds = ds.subset("train"), ds.subset("val")
+    for split, part in (("train", train_ds), ("val", val_ds)):
+        if len(part) < 2:
+            raise DataError(data_dir, f"the '{split}' split has {len(part)} samples; training needs train and val")
+    return train_ds, val_ds
+
+
 def train(
     spec: ScenarioSpec,
     data_dir: str | Path,
@@ -187,75 +244,47 @@ def train(
     accuracy (mean over heads of per-head accuracy) and loss, per-head accuracies, the history, the time taken.
     """
     from edgefuse.trainer.data import load_dataset
-    from edgefuse.trainer.models import build_model, count_params, modality_dropout
+    from edgefuse.trainer.models import build_model, count_params
 
     spec = apply_overrides(spec, epochs=epochs, fusion=fusion, seed=seed)
     masked = masked_modalities(spec, only, drop)
     cfg = spec.train
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
-
     ds = dataset if dataset is not None else load_dataset(spec, data_dir, progress=progress)
-    check_dataset(ds, spec, data_dir)
-    train_ds, val_ds = ds.subset("train"), ds.subset("val")
-    for split, part in (("train", train_ds), ("val", val_ds)):
-        if len(part) == 0:
-            raise DataError(data_dir, f"the '{split}' split is empty; training needs train and val samples")
+    train_ds, val_ds = train_val_splits(ds, spec, data_dir)
 
     norm = series_normalization(spec, train_ds)
     model = build_model(spec)
     model.set_normalization(norm)
+    keep = torch.tensor([0.0 if m in masked else 1.0 for m in spec.modality_names])  # (M,)
     x_tr, m_tr, y_tr = to_tensors(train_ds)
     x_va, m_va, y_va = to_tensors(val_ds)
-    keep = torch.tensor([0.0 if m in masked else 1.0 for m in spec.modality_names])  # (M,)
-    m_tr, m_va = m_tr * keep, m_va * keep
+    m_tr, m_va = m_tr * keep, m_va * keep  # baselines: the masked modalities are never seen
     p_drop = 0.0 if only is not None else spec.model.modality_dropout
-
-    steps_per_epoch = len(batches(len(train_ds), cfg.batch_size, torch.Generator().manual_seed(0)))
-    total_steps = cfg.epochs * steps_per_epoch
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup = cfg.warmup_epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total_steps))
-    order_gen = torch.Generator().manual_seed(cfg.seed)  # batch order
-    drop_gen = torch.Generator().manual_seed(cfg.seed + 1)  # modality dropout draws
+    gens = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)  # order, dropout
+    opt, sched = make_optimizer(model, cfg, len(batches(len(train_ds), cfg.batch_size, torch.Generator())))
 
     out = Path(out_dir)
     writer = require("torch.utils.tensorboard", "TensorBoard logs").SummaryWriter(str(out / "tb"))
-    tqdm = require("tqdm").tqdm
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"acc": -1.0, "loss": math.inf, "epoch": 0, "state": None, "heads": {}}
+    stopper, history = EarlyStopping(cfg.patience), []
     t0 = time.perf_counter()
-    bar = tqdm(range(1, cfg.epochs + 1), desc=f"train {spec.name}", unit="epoch", disable=not progress)
+    bar = require("tqdm").tqdm(range(1, cfg.epochs + 1), desc=f"train {spec.name}", unit="epoch", disable=not progress)
     for epoch in bar:
-        model.train()
-        total, count = 0.0, 0
-        for idx in batches(len(train_ds), cfg.batch_size, order_gen):
-            mask = m_tr[idx]  # (B, M)
-            if p_drop > 0:
-                mask = modality_dropout(mask, p_drop, drop_gen)
-            logits = model({m: x[idx] for m, x in x_tr.items()}, mask)
-            loss = loss_of(logits, y_tr, idx) + model.aux_loss()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total, count = total + loss.item() * len(idx), count + len(idx)
+        train_loss = train_epoch(model, opt, sched, (x_tr, m_tr, y_tr), cfg.batch_size, gens, p_drop)
         val_loss, val_heads = validate(model, x_va, m_va, y_va)
         val_acc = float(np.mean(list(val_heads.values())))
         lr = opt.param_groups[0]["lr"]
         history.append(
-            {"epoch": epoch, "train_loss": total / count, "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr}
+            {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr}
         )
         for key in ("train_loss", "val_loss", "val_accuracy", "lr"):
             writer.add_scalar(key.replace("_", "/", 1), history[-1][key], epoch)
-        bar.set_postfix(loss=f"{total / count:.3f}", val_acc=f"{val_acc:.3f}")
-        if val_acc > best["acc"] or (val_acc == best["acc"] and val_loss < best["loss"]):
-            best = {"acc": val_acc, "loss": val_loss, "epoch": epoch, "heads": val_heads}
-            best["state"] = copy.deepcopy(model.state_dict())
-        elif epoch - best["epoch"] >= cfg.patience:
+        bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
+        if stopper.step(epoch, val_acc, val_loss, val_heads, model):
             break
     writer.close()
-    model.load_state_dict(best["state"])
+    model.load_state_dict(stopper.state)
     model.eval()
 
     metrics = {
@@ -268,10 +297,10 @@ def train(
         "epochs": cfg.epochs,
         "epochs_run": len(history),
         "stopped_early": len(history) < cfg.epochs,
-        "best_epoch": best["epoch"],
-        "val_accuracy": best["acc"],
-        "val_loss": best["loss"],
-        "val_heads": best["heads"],
+        "best_epoch": stopper.epoch,
+        "val_accuracy": stopper.acc,
+        "val_loss": stopper.loss,
+        "val_heads": stopper.heads,
         "params": count_params(model),
         "n_train": len(train_ds),
         "n_val": len(val_ds),
