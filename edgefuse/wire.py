@@ -1,0 +1,214 @@
+"""The wire schema of what the runtime publishes on ZeroMQ: versioned, msgpack-encoded, validated on decode.
+
+A message is a multipart ZeroMQ message [topic, header, payload, *blobs] (docs/wire.md is the full reference, written
+so that a subscriber in any language can decode it without this file):
+  topic    UTF-8 bytes: "result/<group>", "stats", "thumb/<source>", "level/<source>", "series/<source>"
+  header   msgpack map {v, type, seq, t_pub_ns, group}
+  payload  msgpack map, fields per type (RESULT_FIELDS, ...)
+  blobs    raw binary frames (only `thumb`: one JPEG)
+
+msgpack only (never pickle): a subscriber decodes untrusted bytes, so decode() caps every size, refuses extension
+types and checks each field's type, raising WireError naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from edgefuse.errors import EdgefuseError
+
+VERSION = 1
+TYPES = ("result", "stats", "thumb", "level", "series")
+# topic prefix per message type; the rest of the topic is the group (result) or the source id (monitoring)
+TOPIC_PREFIX = {"result": "result", "stats": "stats", "thumb": "thumb", "level": "level", "series": "series"}
+
+MAX_TOPIC_BYTES = 256
+MAX_HEADER_BYTES = 1024
+MAX_PAYLOAD_BYTES = 1 << 20  # 1 MiB: a result is ~1 KB, a stats message a few KB
+MAX_BLOB_BYTES = 4 << 20  # a thumbnail JPEG
+MAX_BLOBS = 1
+
+HEADER_FIELDS = {"v": int, "type": str, "seq": int, "t_pub_ns": int, "group": str}
+_NUM = (int, float)
+RESULT_FIELDS = {
+    "t_tick_ns": int,
+    "capture_ns": dict,  # modality -> int ns, or nil when the modality was missing
+    "mask": dict,  # modality -> bool
+    "scores": dict,  # head -> {label: float probability}
+    "top": dict,  # head -> label
+    "latency_ms": dict,  # stage -> float ms
+}
+STATS_FIELDS = {"t_ns": int, "sources": dict, "drops": dict, "latency_ms": dict, "ticks": int, "published": int}
+THUMB_FIELDS = {"t_capture_ns": int, "width": int, "height": int, "format": str}
+LEVEL_FIELDS = {"t_capture_ns": int, "rms_db": list}
+SERIES_FIELDS = {"t_capture_ns": int, "rate_hz": _NUM, "channels": list, "values": list}
+PAYLOAD_FIELDS = {
+    "result": RESULT_FIELDS,
+    "stats": STATS_FIELDS,
+    "thumb": THUMB_FIELDS,
+    "level": LEVEL_FIELDS,
+    "series": SERIES_FIELDS,
+}
+
+
+class WireError(EdgefuseError):
+    """A message that does not follow the wire schema; the text names the frame or field."""
+
+
+@dataclass
+class Message:
+    """One decoded message."""
+
+    topic: str
+    header: dict[str, Any]
+    payload: dict[str, Any]
+    blobs: list[bytes] = field(default_factory=list)
+
+    @property
+    def type(self) -> str:
+        return self.header["type"]
+
+
+# -- encode -----------------------------------------------------------------------------------------------------------
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def encode(
+    mtype: str, topic: str, seq: int, t_pub_ns: int, group: str, payload: dict, blobs: tuple[bytes, ...] = ()
+) -> list[bytes]:
+    """A message as ZeroMQ frames. `payload` must hold plain Python values (no NumPy scalars)."""
+    if mtype not in TYPES:
+        raise ValueError(f"unknown message type {mtype!r}; one of {TYPES}")
+    header = {"v": VERSION, "type": mtype, "seq": int(seq), "t_pub_ns": int(t_pub_ns), "group": group}
+    return [topic.encode(), _pack(header), _pack(payload), *blobs]
+
+
+def result_payload(
+    t_tick_ns: int,
+    capture_ns: dict[str, int | None],
+    mask: dict[str, bool],
+    scores: dict[str, dict[str, float]],
+    latency_ms: dict[str, float],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A result payload; `top` is derived from `scores` so the two never disagree."""
+    top = {head: max(s, key=s.get) for head, s in scores.items()}
+    out = {
+        "t_tick_ns": int(t_tick_ns),
+        "capture_ns": {m: None if t is None else int(t) for m, t in capture_ns.items()},
+        "mask": {m: bool(v) for m, v in mask.items()},
+        "scores": {h: {k: float(p) for k, p in s.items()} for h, s in scores.items()},
+        "top": top,
+        "latency_ms": {k: float(v) for k, v in latency_ms.items()},
+    }
+    if extra:
+        out.update(extra)
+    return out
+
+
+# -- decode -----------------------------------------------------------------------------------------------------------
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise WireError(f"msgpack extension type {code} is not part of the schema")
+
+
+def _unpack(raw: bytes, what: str, limit: int) -> Any:
+    if len(raw) > limit:
+        raise WireError(f"{what}: {len(raw)} bytes exceeds the {limit}-byte limit")
+    try:
+        return msgpack.unpackb(
+            raw,
+            raw=False,
+            strict_map_key=True,
+            ext_hook=_refuse_ext,
+            max_buffer_size=limit,
+            max_str_len=limit,
+            max_bin_len=0,  # no binary inside header/payload: binary data travels as blob frames
+            max_array_len=100_000,
+            max_map_len=10_000,
+        )
+    except WireError:
+        raise
+    except (ValueError, TypeError, msgpack.UnpackException) as err:
+        # ExtraData, FormatError, StackError, UnicodeDecodeError and limit errors all land here
+        raise WireError(f"{what}: not a single valid msgpack object ({type(err).__name__}: {err})") from None
+
+
+def _check_fields(obj: Any, spec: dict[str, Any], what: str) -> None:
+    if not isinstance(obj, dict):
+        raise WireError(f"{what}: expected a map, got {type(obj).__name__}")
+    for name, typ in spec.items():
+        if name not in obj:
+            raise WireError(f"{what}.{name}: missing")
+        value = obj[name]
+        # bool is an int in Python; the schema never means a bool where it says int
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            raise WireError(f"{what}.{name}: expected {_type_name(typ)}, got {type(value).__name__}")
+
+
+def _type_name(typ: Any) -> str:
+    return "number" if typ == _NUM else typ.__name__
+
+
+def _check_result(p: dict[str, Any]) -> None:
+    for m, t in p["capture_ns"].items():
+        if t is not None and (not isinstance(t, int) or isinstance(t, bool)):
+            raise WireError(f"payload.capture_ns.{m}: expected int or nil")
+    for m, v in p["mask"].items():
+        if not isinstance(v, bool):
+            raise WireError(f"payload.mask.{m}: expected bool")
+    for head, s in p["scores"].items():
+        if not isinstance(s, dict) or not s:
+            raise WireError(f"payload.scores.{head}: expected a non-empty map label -> probability")
+        for label, prob in s.items():
+            if not isinstance(prob, _NUM) or isinstance(prob, bool) or not 0.0 <= prob <= 1.0:
+                raise WireError(f"payload.scores.{head}.{label}: expected a probability in [0, 1], got {prob!r}")
+    for head, label in p["top"].items():
+        if head not in p["scores"] or label not in p["scores"][head]:
+            raise WireError(f"payload.top.{head}: {label!r} is not a label of scores.{head}")
+    for stage, ms in p["latency_ms"].items():
+        if not isinstance(ms, _NUM) or isinstance(ms, bool) or not math.isfinite(ms):
+            raise WireError(f"payload.latency_ms.{stage}: expected a finite number")
+
+
+def decode(frames: list[bytes]) -> Message:
+    """Validate and decode ZeroMQ frames; raises WireError naming the first problem."""
+    if not isinstance(frames, (list, tuple)) or len(frames) < 3:
+        raise WireError(f"expected at least 3 frames [topic, header, payload], got {len(frames)}")
+    if len(frames) > 3 + MAX_BLOBS:
+        raise WireError(f"expected at most {3 + MAX_BLOBS} frames, got {len(frames)}")
+    raw_topic = bytes(frames[0])
+    if len(raw_topic) > MAX_TOPIC_BYTES:
+        raise WireError(f"topic: {len(raw_topic)} bytes exceeds the {MAX_TOPIC_BYTES}-byte limit")
+    try:
+        topic = raw_topic.decode()
+    except UnicodeDecodeError:
+        raise WireError("topic: not UTF-8") from None
+    header = _unpack(bytes(frames[1]), "header", MAX_HEADER_BYTES)
+    _check_fields(header, HEADER_FIELDS, "header")
+    if header["v"] != VERSION:
+        raise WireError(f"header.v: schema version {header['v']} is not supported (this decoder reads v{VERSION})")
+    mtype = header["type"]
+    if mtype not in TYPES:
+        raise WireError(f"header.type: unknown message type {mtype!r}")
+    if topic.split("/", 1)[0] != TOPIC_PREFIX[mtype]:
+        raise WireError(f"topic: {topic!r} does not match header.type {mtype!r}")
+    payload = _unpack(bytes(frames[2]), "payload", MAX_PAYLOAD_BYTES)
+    _check_fields(payload, PAYLOAD_FIELDS[mtype], "payload")
+    if mtype == "result":
+        _check_result(payload)
+    blobs = [bytes(b) for b in frames[3:]]
+    for i, b in enumerate(blobs):
+        if len(b) > MAX_BLOB_BYTES:
+            raise WireError(f"blob {i}: {len(b)} bytes exceeds the {MAX_BLOB_BYTES}-byte limit")
+    if mtype == "thumb" and len(blobs) != 1:
+        raise WireError("thumb: expected exactly one JPEG blob frame")
+    return Message(topic, header, payload, blobs)

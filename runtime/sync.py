@@ -1,0 +1,536 @@
+"""The synchronizer: timestamped samples from several sources in, one fused tick of model-ready tensors out.
+
+Ticks come at `runtime.tick_hz` on the sample clock (multiples of the period), or on every sample of the
+`runtime.trigger` modality. For each tick every modality is resolved by its sync policy:
+
+  nearest  image/text: the sample closest to the tick within `tolerance_s`
+  window   audio/series: the rows in [t - window_s, t] (block rows timed by rate_hz) resampled onto exactly n_steps
+           rows at the spec's rate_hz; series use nearest-row resampling (sensor values are never invented), audio
+           linear interpolation unless the source already runs at the spec rate (then nearest = sample-exact).
+           Grid points farther than 0.75 period from any row are uncovered, and coverage below min_coverage
+           marks the modality missing. text: the utterances in the window, joined.
+  hold     the latest sample at or before the tick if at most max_staleness_s old; audio/series: the window ending
+           at the latest row; text: the utterances in [t - window_s, t] joined, else the latest within staleness.
+
+A tick waits until every modality has data up to the tick, or at most `runtime.latency_budget_ms`, then it is
+emitted with a presence mask; hold policies never wait. A sample whose capture time falls at or before a tick already
+emitted without it is counted as a "late" drop (kept for later windows when it is still in time order).
+
+The API is pure and clock-injected, so tests and training drive it with synthetic timestamps:
+  sync.push(sample) -> bool          sync.poll(now_ns) -> list[Tick]          sync.flush() -> list[Tick]
+`drive()` replays a sample stream through it and `windows_from_session()` cuts training windows with the same code.
+
+History lives in preallocated NumPy rings per modality (written twice so the newest rows are one contiguous slice):
+no per-row Python loops and no growth however long the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgefuse.errors import DataError
+from edgefuse.preprocess import prepare_image, prepare_text
+from edgefuse.runtime.clock import Sample
+from edgefuse.runtime.queues import Drops
+from edgefuse.spec import HashedTextEncoder, ModalitySpec, ScenarioSpec, SpecError
+
+NS = 1_000_000_000
+HISTORY_SLACK_S = 2.0  # history kept beyond the longest window: room for the latency budget and block sizes
+NEVER = -(1 << 62)
+
+
+@dataclass
+class Tick:
+    """One fused instant: model-ready tensors for every modality (zeros where missing) and what they came from."""
+
+    group: str
+    t_tick_ns: int
+    inputs: dict[str, np.ndarray]  # modality -> tensor in the spec's input_shape (no batch dimension)
+    mask: np.ndarray  # (M,) float32, 1 = present, spec order
+    capture_ns: dict[str, int | None]  # capture time of the newest sample used, None when missing
+    sync_err_ns: dict[str, int | None]  # |t_capture - t_true| of the samples used, when ground truth is known
+    complete: bool  # every modality had its data before the budget ran out
+    stamps: dict[str, int] = field(default_factory=dict)  # stage -> monotonic ns (tick, data, ready, synced, ...)
+    labels: dict[str, str] | None = None  # ground truth at the tick, when known
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Rings
+
+
+class _Ring:
+    """The last `capacity` timed entries; rows are (C,) float32 vectors, or any object when `width` is None."""
+
+    def __init__(self, capacity: int, width: int | None):
+        self.cap = capacity
+        self.t = np.zeros(2 * capacity, dtype=np.int64)
+        self.err = np.full(2 * capacity, -1, dtype=np.int64)  # |capture - truth| ns, -1 = unknown
+        self.x: Any = np.zeros((2 * capacity, width), dtype=np.float32) if width else [None] * (2 * capacity)
+        self.n = 0
+
+    def write(self, ts: np.ndarray, rows: Any, err: int) -> None:
+        k = len(ts)
+        if k > self.cap:  # a block longer than the history: only its newest rows matter
+            ts, rows, k = ts[-self.cap :], rows[-self.cap :], self.cap
+        p, cap = self.n % self.cap, self.cap
+        for lo, hi, shift in ((p, p + k, 0), (p, min(p + k, cap), cap), (max(p, cap), p + k, -cap)):
+            # the slot itself, then its mirror in the other half, so the newest `cap` entries stay contiguous
+            if hi > lo:
+                a, b = lo - p, hi - p
+                self.t[lo + shift : hi + shift] = ts[a:b]
+                self.err[lo + shift : hi + shift] = err
+                self.x[lo + shift : hi + shift] = rows[a:b]
+        self.n += k
+
+    def view(self) -> tuple[np.ndarray, np.ndarray, Any]:
+        """(t, err, x) of the stored entries, oldest first, as views."""
+        size, end = min(self.n, self.cap), self.n % self.cap + self.cap
+        return self.t[end - size : end], self.err[end - size : end], self.x[end - size : end]
+
+    @property
+    def last_t(self) -> int:
+        return int(self.t[(self.n - 1) % self.cap]) if self.n else NEVER
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One modality
+
+
+class _Track:
+    """History, readiness and tensor assembly for one modality."""
+
+    def __init__(self, name: str, m: ModalitySpec, text_settings: tuple[int, int] | None, trigger: bool):
+        self.name, self.m, self.trigger = name, m, trigger
+        self.policy = m.sync.policy
+        if m.kind == "image" and self.policy == "window":
+            raise SpecError("<spec>", [(f"modalities.{name}.sync.policy", "an image takes one frame: nearest or hold")])
+        if m.kind in ("audio", "series") and self.policy == "nearest":
+            raise SpecError("<spec>", [(f"modalities.{name}.sync.policy", f"{m.kind} needs a window: window or hold")])
+        self.text_settings = text_settings or (4096, 2)
+        self.rows = m.kind in ("audio", "series")
+        self.grid_period_ns = NS / m.rate_hz
+        self.src_period_ns = self.grid_period_ns
+        if self.rows or m.kind == "text":
+            span_s = max(m.window_s, m.sync.max_staleness_s if self.policy == "hold" else 0.0) + HISTORY_SLACK_S
+        else:  # frames are large: keep only what nearest can reach (a tolerance either side) plus a second
+            span_s = (2 * m.sync.tolerance_s if self.policy == "nearest" else 0.0) + 1.0
+        self._alloc(m.rate_hz, span_s)
+        n = m.n_steps
+        self.grid_off = np.round(np.arange(n - 1, -1, -1) * self.grid_period_ns).astype(np.int64)  # (n,) newest last
+        self.latest_end = NEVER  # capture time of the newest row/sample
+        self.missed_t = NEVER  # newest emitted tick this modality missed: older samples are late
+
+    def _alloc(self, rate_hz: float, span_s: float) -> None:
+        self.rate_planned = rate_hz
+        if self.rows:
+            self.ring = _Ring(max(64, math.ceil(rate_hz * span_s)), self.m.n_channels)
+        else:
+            self.ring = _Ring(max(8, math.ceil(rate_hz * span_s)), None)
+
+    # -- push ---------------------------------------------------------------------------------------------------------
+    def push(self, s: Sample) -> tuple[str, bool]:
+        """Store a sample; returns (status "ok" | "late" | "invalid", whether it was stored)."""
+        err = -1
+        t_true = s.meta.get("t_true_ns") if s.meta else None
+        if isinstance(t_true, int):
+            err = abs(int(s.t_capture_ns) - t_true)
+        status = self._push_rows(s, err) if self.rows else self._push_item(s, err)
+        if status == "ok" and s.t_capture_ns <= self.missed_t:
+            return "late", True  # kept for later windows, but a tick already went out without it
+        return status, status == "ok"
+
+    def _push_rows(self, s: Sample, err: int) -> str:
+        x = s.data
+        if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu" or x.size == 0:
+            return "invalid"
+        c = self.m.n_channels
+        if x.ndim == 1:
+            x = x.reshape(1, c) if (c > 1 and len(x) == c) else x.reshape(-1, 1)
+        if x.ndim != 2 or x.shape[1] != c or not np.isfinite(x).all():
+            return "invalid"
+        rate = s.rate_hz if s.rate_hz > 0 else self.m.rate_hz
+        if rate > self.rate_planned * 1.01:  # a source faster than the spec: size the history for it, once
+            self._alloc(rate, self.ring.cap / self.rate_planned)
+        self.src_period_ns = NS / rate
+        ts = s.t_capture_ns + np.round(np.arange(len(x)) * self.src_period_ns).astype(np.int64)  # (n,)
+        keep = ts > self.ring.last_t  # rows overlapping what is stored (stamp jitter) are dropped, order kept
+        if not keep[-1]:
+            return "late"  # entirely older than what is stored: out of order
+        if not keep[0]:
+            ts, x = ts[keep], x[keep]
+        self.ring.write(ts, x.astype(np.float32, copy=False), err)
+        self.latest_end = int(ts[-1])
+        return "ok"
+
+    def _push_item(self, s: Sample, err: int) -> str:
+        x = s.data
+        if self.m.kind == "text":
+            if not isinstance(x, str):
+                return "invalid"
+        elif not (
+            isinstance(x, np.ndarray) and x.dtype == np.uint8 and (x.ndim == 2 or (x.ndim == 3 and x.shape[2] == 3))
+        ):
+            return "invalid"
+        if s.t_capture_ns <= self.ring.last_t:
+            return "late"  # out of order
+        self.ring.write(np.array([s.t_capture_ns], dtype=np.int64), [x], err)
+        self.latest_end = int(s.t_capture_ns)
+        return "ok"
+
+    # -- readiness ----------------------------------------------------------------------------------------------------
+    def ready(self, t: int) -> bool:
+        """True when no sample still to come can change this modality's tensor for tick `t`."""
+        if self.trigger or self.policy == "hold" or (self.m.kind == "text" and self.policy == "window"):
+            return True
+        if self.rows:
+            return self.latest_end >= t - min(self.src_period_ns, self.grid_period_ns) / 2
+        return self.latest_end >= t
+
+    # -- assembly -----------------------------------------------------------------------------------------------------
+    def take(self, t: int) -> tuple[np.ndarray | None, int | None, int | None]:
+        """(tensor or None when missing, capture ns of the newest sample used, sync error ns or None)."""
+        if self.ring.n == 0:
+            return None, None, None
+        if self.rows:
+            return self._take_rows(t)
+        if self.m.kind == "text":
+            return self._take_text(t)
+        return self._take_image(t)
+
+    def _take_image(self, t: int) -> tuple[np.ndarray | None, int | None, int | None]:
+        ts, errs, items = self.ring.view()
+        if self.policy == "nearest":
+            tol = round(self.m.sync.tolerance_s * NS)
+            lo, hi = np.searchsorted(ts, t - tol), np.searchsorted(ts, t + tol, side="right")
+            if hi <= lo:
+                return None, None, None
+            j = lo + int(np.argmin(np.abs(ts[lo:hi] - t)))
+        else:
+            j = int(np.searchsorted(ts, t, side="right")) - 1
+            if j < 0 or t - ts[j] > self.m.sync.max_staleness_s * NS:
+                return None, None, None
+        return prepare_image(items[j], self.m), int(ts[j]), _err(errs[j : j + 1])
+
+    def _take_text(self, t: int) -> tuple[np.ndarray | None, int | None, int | None]:
+        ts, errs, items = self.ring.view()
+        sync = self.m.sync
+        if self.policy == "nearest":
+            tol = round(sync.tolerance_s * NS)
+            lo, hi = np.searchsorted(ts, t - tol), np.searchsorted(ts, t + tol, side="right")
+            if hi > lo:
+                lo = lo + int(np.argmin(np.abs(ts[lo:hi] - t)))
+                hi = lo + 1
+        else:
+            hi = int(np.searchsorted(ts, t, side="right"))
+            lo = int(np.searchsorted(ts, t - round(self.m.window_s * NS)))
+            if hi <= lo and self.policy == "hold" and hi > 0 and t - ts[hi - 1] <= sync.max_staleness_s * NS:
+                lo = hi - 1
+        if hi <= lo:
+            return None, None, None
+        text = " ".join(items[lo:hi])
+        tensor = prepare_text(text, self.m, *self.text_settings)
+        return tensor, int(ts[hi - 1]), _err(errs[lo:hi])
+
+    def _take_rows(self, t: int) -> tuple[np.ndarray | None, int | None, int | None]:
+        ts, errs, xs = self.ring.view()
+        if self.policy == "hold":
+            j = int(np.searchsorted(ts, t, side="right")) - 1
+            if j < 0 or t - ts[j] > self.m.sync.max_staleness_s * NS:
+                return None, None, None
+            t = int(ts[j])  # the window ends at the newest row
+        grid = t - self.grid_off  # (n,)
+        margin = 2 * self.src_period_ns
+        lo = int(np.searchsorted(ts, grid[0] - margin))
+        hi = int(np.searchsorted(ts, t + margin, side="right"))
+        if hi <= lo:
+            return None, None, None
+        t_src, x_src = ts[lo:hi], xs[lo:hi]
+        linear = self.m.kind == "audio" and abs(self.src_period_ns - self.grid_period_ns) > 1e-3 * self.grid_period_ns
+        out, coverage = _resample(t_src, x_src, grid, 0.75 * max(self.src_period_ns, self.grid_period_ns), linear)
+        if coverage < self.m.sync.min_coverage:
+            return None, None, None
+        newest = int(np.searchsorted(t_src, t, side="right")) - 1
+        capture = int(t_src[max(newest, 0)])
+        return np.ascontiguousarray(out.T), capture, _err(errs[lo:hi])  # (C, n_steps)
+
+
+def _err(errs: np.ndarray) -> int | None:
+    known = errs[errs >= 0]
+    return int(known.max()) if len(known) else None
+
+
+def _resample(
+    t_src: np.ndarray, x_src: np.ndarray, grid: np.ndarray, tol_ns: float, linear: bool
+) -> tuple[np.ndarray, float]:
+    """Rows (t_src (k,), x_src (k, C)) onto `grid` (n,) -> ((n, C) float32, fraction of grid points covered)."""
+    k = len(t_src)
+    idx = np.searchsorted(t_src, grid, side="right")  # (n,) first source row after each grid point
+    left, right = np.clip(idx - 1, 0, k - 1), np.clip(idx, 0, k - 1)
+    d_left = np.where(idx > 0, grid - t_src[left], np.inf)  # (n,)
+    d_right = np.where(idx < k, t_src[right] - grid, np.inf)  # (n,)
+    coverage = float(np.mean(np.minimum(d_left, d_right) <= tol_ns))
+    if linear:
+        span = (t_src[right] - t_src[left]).astype(np.float64)
+        w = np.where(span > 0, (grid - t_src[left]) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
+        out = x_src[left] * (1 - w)[:, None] + x_src[right] * w[:, None]  # (n, C)
+    else:
+        out = x_src[np.where(d_left <= d_right, left, right)]  # (n, C)
+    return out.astype(np.float32, copy=False), coverage
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The synchronizer
+
+
+def text_settings_from_spec(spec: ScenarioSpec) -> dict[str, tuple[int, int]]:
+    """modality -> (buckets, ngrams) of its hashed-text encoder: the tokenizer settings the bundle records."""
+    return {m: (e.buckets, e.ngrams) for m, e in spec.model.encoders.items() if isinstance(e, HashedTextEncoder)}
+
+
+class Synchronizer:
+    """Fuses one sensor group's samples into ticks; see the module docstring for the policies.
+
+    Not thread-safe: one thread pushes and polls (the pipeline's sync thread, or a replay loop).
+    """
+
+    def __init__(
+        self,
+        spec: ScenarioSpec,
+        group: str = "g0",
+        drops: Drops | None = None,
+        text_settings: dict[str, tuple[int, int]] | None = None,
+        clock: Callable[[], int] = time.monotonic_ns,
+        max_pending: int = 64,
+    ):
+        rt = spec.runtime
+        self.spec, self.group, self.clock, self.max_pending = spec, group, clock, max_pending
+        self.drops = drops if drops is not None else Drops()
+        self.names = spec.modality_names
+        settings = text_settings if text_settings is not None else text_settings_from_spec(spec)
+        self.tracks = {
+            name: _Track(name, m, settings.get(name), trigger=name == rt.trigger) for name, m in spec.modalities.items()
+        }
+        self.trigger = rt.trigger
+        self.period_ns = round(NS / rt.tick_hz)
+        self.budget_ns = round(rt.latency_budget_ms * 1e6)
+        self._next_tick: int | None = None
+        self._pending: deque[int] = deque()
+        self._last_arrival = 0
+        self.ticks = 0
+        self.skipped = 0  # ticks never emitted because the pending list overflowed (a stalled consumer)
+        self.pushed = 0
+
+    def push(self, s: Sample) -> bool:
+        """Add a sample; False when it was dropped ("invalid", or "late" out of order) or stored but late."""
+        track = self.tracks.get(s.source.rsplit("/", 1)[-1])
+        status, stored = ("invalid", False) if track is None else track.push(s)
+        if status != "ok":
+            self.drops.add(s.source, status)
+        if not stored:
+            return False
+        self.pushed += 1
+        self._last_arrival = max(self._last_arrival, s.t_arrival_ns)
+        if self._next_tick is None and self.trigger is None:
+            self._next_tick = -(-track.latest_end // self.period_ns) * self.period_ns  # first grid point after data
+        if status == "ok" and track.trigger:
+            self._enqueue(track.latest_end)
+        return status == "ok"
+
+    def _enqueue(self, t: int) -> None:
+        if len(self._pending) >= self.max_pending:
+            self._pending.popleft()
+            self.skipped += 1
+        self._pending.append(t)
+
+    def _schedule(self, now_ns: int) -> None:
+        if self._next_tick is None or self._next_tick > now_ns:
+            return
+        n = (now_ns - self._next_tick) // self.period_ns + 1
+        if n > self.max_pending:  # the clock jumped (a stall): keep only the newest ticks
+            self.skipped += n - self.max_pending
+            self._next_tick += (n - self.max_pending) * self.period_ns
+            n = self.max_pending
+        for _ in range(n):
+            self._enqueue(self._next_tick)
+            self._next_tick += self.period_ns
+
+    def poll(self, now_ns: int) -> list[Tick]:
+        """Ticks due by `now_ns` whose data is complete or whose budget has run out, in time order."""
+        if self.trigger is None:
+            self._schedule(now_ns)
+        out = []
+        while self._pending:
+            t = self._pending[0]
+            expired = now_ns >= t + self.budget_ns
+            ready = [track.ready(t) for track in self.tracks.values()]
+            if not expired and not all(ready):
+                break
+            self._pending.popleft()
+            out.append(self._assemble(t, now_ns, ready))
+        return out
+
+    def flush(self) -> list[Tick]:
+        """At end of stream: schedule ticks up to the newest data and emit every pending one with what there is."""
+        newest = max(track.latest_end for track in self.tracks.values())
+        if self.trigger is None and newest != NEVER:
+            self._schedule(newest)
+        out = []
+        while self._pending:
+            t = self._pending.popleft()
+            out.append(self._assemble(t, t + self.budget_ns, [tr.ready(t) for tr in self.tracks.values()]))
+        return out
+
+    def next_wakeup_ns(self) -> int | None:
+        """When poll() may next have something to emit without a new sample (a tick due or a budget running out)."""
+        times = []
+        if self._pending:
+            times.append(self._pending[0] + self.budget_ns)
+        if self.trigger is None and self._next_tick is not None:
+            times.append(self._next_tick)
+        return min(times) if times else None
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def _assemble(self, t: int, now_ns: int, ready: list[bool]) -> Tick:
+        t_start = self.clock()
+        inputs, capture, errs = {}, {}, {}
+        mask = np.zeros(len(self.names), dtype=np.float32)  # (M,)
+        for i, (name, track) in enumerate(self.tracks.items()):
+            tensor, capture[name], errs[name] = track.take(t)
+            if tensor is None:
+                tensor = np.zeros(track.m.input_shape, dtype=track.m.input_dtype)
+            else:
+                mask[i] = 1.0
+            if not ready[i]:
+                track.missed_t = t
+            inputs[name] = tensor
+        complete = all(ready)
+        stamps = {
+            "tick": t,
+            # when the data was all in: the newest arrival, or the budget running out
+            "data": min(self._last_arrival, now_ns) if complete else t + self.budget_ns,
+            "ready": now_ns,
+            "sync_start": t_start,
+            "synced": self.clock(),
+        }
+        self.ticks += 1
+        return Tick(self.group, t, inputs, mask, capture, errs, complete, stamps)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Offline: replay a stream through a synchronizer, and cut training windows
+
+
+def drive(sync: Synchronizer, samples: Iterable[Sample]) -> Iterator[Tick]:
+    """Push samples (in capture order) through `sync` on their own recorded clock: `now` is the newest arrival time.
+
+    Deterministic: the same samples give the same ticks, whatever the machine's speed.
+    """
+    now = NEVER
+    for s in samples:
+        now = max(now, int(s.t_arrival_ns))
+        sync.push(s)
+        yield from sync.poll(now)
+    yield from sync.flush()
+
+
+def load_labels(labels: str | Path | list[dict], heads: dict[str, list[str]]) -> list[tuple[int, int, dict[str, str]]]:
+    """Label segments [(t_start_ns, t_end_ns, {head: label})] sorted by start, from a JSON-lines file or a list.
+
+    Each line/entry: {"t_start_ns": int, "t_end_ns": int, "labels": {head: label}}; every head of the spec must be
+    labelled with one of its classes.
+    """
+    where = str(labels) if isinstance(labels, (str, Path)) else "<labels>"
+    if isinstance(labels, (str, Path)):
+        try:
+            lines = Path(labels).read_text().splitlines()
+        except OSError as err:
+            raise DataError(labels, f"cannot read label file: {err.strerror or err}") from None
+        entries = []
+        for i, line in enumerate(lines, 1):
+            if line.strip():
+                try:
+                    entries.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DataError(labels, f"line {i}: not JSON ({err.msg})") from None
+    else:
+        entries = list(labels)
+    out = []
+    for i, e in enumerate(entries, 1):
+        if not isinstance(e, dict) or not isinstance(e.get("labels"), dict):
+            raise DataError(where, f"entry {i}: expected {{t_start_ns, t_end_ns, labels: {{head: label}}}}")
+        t0, t1 = e.get("t_start_ns"), e.get("t_end_ns")
+        if not isinstance(t0, int) or not isinstance(t1, int) or t1 < t0:
+            raise DataError(where, f"entry {i}: t_start_ns and t_end_ns must be integers with start <= end")
+        for head, classes in heads.items():
+            if e["labels"].get(head) not in classes:
+                raise DataError(
+                    where, f"entry {i}: labels.{head} must be one of {classes}, got {e['labels'].get(head)!r}"
+                )
+        out.append((t0, t1, dict(e["labels"])))
+    return sorted(out, key=lambda seg: seg[0])
+
+
+def _label_at(segments: list[tuple[int, int, dict[str, str]]], starts: list[int], t: int) -> dict[str, str] | None:
+    i = bisect_right(starts, t) - 1
+    return segments[i][2] if i >= 0 and t <= segments[i][1] else None
+
+
+def _open_session(session: Any) -> Iterable[Sample]:
+    if isinstance(session, (str, Path)):
+        from edgefuse.runtime.record import SessionReader  # the recorder's reader: samples in capture order
+
+        return SessionReader(session)
+    return session
+
+
+def windows_from_session(
+    spec: ScenarioSpec,
+    session: Any,
+    labels: str | Path | list[dict],
+    text_settings: dict[str, tuple[int, int]] | None = None,
+) -> dict[str, Any]:
+    """Training windows cut from a recorded session by the runtime's own synchronizer.
+
+    `session` is a session folder (read with runtime.record.SessionReader) or an iterable of Samples in capture
+    order; `labels` label segments (see load_labels). Ticks are those the runtime would emit replaying the session;
+    ticks outside every label segment are skipped. Returns arrays shaped like the trainer's dataset:
+      inputs  {modality: (N, *input_shape)}   mask (N, M) float32   targets {head: (N,) int64}   t_ns (N,) int64
+    """
+    segments = load_labels(labels, spec.labels)
+    starts = [seg[0] for seg in segments]
+    sync = Synchronizer(spec, drops=Drops(), text_settings=text_settings)
+    inputs: dict[str, list[np.ndarray]] = {m: [] for m in spec.modality_names}
+    masks, targets, t_ns = [], {h: [] for h in spec.heads}, []
+    for tick in drive(sync, _open_session(session)):
+        truth = _label_at(segments, starts, tick.t_tick_ns)
+        if truth is None:
+            continue
+        for m, x in tick.inputs.items():
+            inputs[m].append(x)
+        masks.append(tick.mask)
+        for h, classes in spec.labels.items():
+            targets[h].append(classes.index(truth[h]))
+        t_ns.append(tick.t_tick_ns)
+    n = len(t_ns)
+    return {
+        "inputs": {
+            m: np.stack(v) if n else np.zeros((0, *spec.modalities[m].input_shape), spec.modalities[m].input_dtype)
+            for m, v in inputs.items()
+        },
+        "mask": np.stack(masks) if n else np.zeros((0, len(spec.modalities)), np.float32),  # (N, M)
+        "targets": {h: np.asarray(v, dtype=np.int64) for h, v in targets.items()},  # (N,)
+        "t_ns": np.asarray(t_ns, dtype=np.int64),
+    }

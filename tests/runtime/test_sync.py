@@ -1,0 +1,279 @@
+"""The synchronizer on synthetic timestamps: policies, resampling, budget, late samples, bounded history."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgefuse.errors import DataError
+from edgefuse.runtime.clock import Sample
+from edgefuse.runtime.queues import Drops
+from edgefuse.runtime.sync import NS, Synchronizer, _Ring, drive, load_labels, windows_from_session
+from edgefuse.spec import SpecError, parse_spec
+
+MS = 1_000_000
+
+
+def make_spec(**runtime) -> object:
+    data = {
+        "name": "tiny",
+        "modalities": {
+            "cam": {
+                "kind": "image",
+                "rate_hz": 10,
+                "shape": [8, 8],
+                "channels": 3,
+                "sync": {"policy": "nearest", "tolerance_s": 0.06},
+            },
+            "mic": {"kind": "audio", "rate_hz": 1000, "window_s": 0.5, "channels": 1, "sync": {"policy": "window"}},
+            "env": {
+                "kind": "series",
+                "rate_hz": 10,
+                "window_s": 2.0,
+                "channels": ["a", "b"],
+                "sync": {"policy": "window", "min_coverage": 0.6},
+            },
+            "txt": {
+                "kind": "text",
+                "rate_hz": 1,
+                "window_s": 3.0,
+                "shape": [8],
+                "sync": {"policy": "hold", "max_staleness_s": 5.0},
+            },
+        },
+        "labels": {"event": ["quiet", "loud"]},
+        "model": {
+            "encoders": {
+                "cam": {"type": "dwcnn"},
+                "mic": {"type": "logmel_cnn", "n_fft": 64, "hop": 32},
+                "env": {"type": "cnn1d"},
+                "txt": {"type": "hashed_embedding", "buckets": 64},
+            }
+        },
+        "runtime": {"tick_hz": 2, "latency_budget_ms": 50, **runtime},
+    }
+    return parse_spec(data)
+
+
+def frame(v: int) -> np.ndarray:
+    return np.full((8, 8, 3), v, dtype=np.uint8)
+
+
+def s(source: str, seq: int, t_ns: int, data, rate_hz: float = 0.0, arrival: int | None = None, **meta) -> Sample:
+    return Sample(source, seq, t_ns, t_ns if arrival is None else arrival, data, rate_hz, meta)
+
+
+def stream(t0: int, t1: int, txt_every_s: float = 1.0) -> list[Sample]:
+    """All four modalities from t0 to t1 ns in capture order: cam 10 Hz, mic 100-row blocks, env 10 Hz, txt 1 Hz."""
+    out = []
+    for i, t in enumerate(range(t0, t1, 100 * MS)):  # mic block of 100 rows at 1 kHz = 100 ms
+        out.append(s("mic", i, t, np.full((100, 1), i, np.float32), 1000.0, arrival=t + 99 * MS))
+        out.append(s("cam", i, t, frame(i % 256)))
+        out.append(s("env", i, t, np.array([[i, -i]], np.float32)))
+        if (t - t0) % round(txt_every_s * NS) == 0:
+            out.append(s("txt", i, t, f"word{i}"))
+    return sorted(out, key=lambda x: x.t_arrival_ns)
+
+
+def test_ring_keeps_newest_rows_contiguous_and_in_order():
+    ring = _Ring(10, 1)
+    for k in range(7):  # 7 blocks of 3 rows: wraps twice
+        ts = np.arange(3 * k, 3 * k + 3, dtype=np.int64)
+        ring.write(ts, ts[:, None].astype(np.float32), err=-1)
+    t, err, x = ring.view()
+    assert t.tolist() == list(range(11, 21))
+    assert x[:, 0].tolist() == list(range(11, 21))
+    ring.write(np.arange(100, 125, dtype=np.int64), np.zeros((25, 1), np.float32), err=-1)  # longer than capacity
+    assert ring.view()[0].tolist() == list(range(115, 125))
+
+
+def test_fixed_rate_ticks_resolve_every_policy():
+    spec = make_spec()
+    sync = Synchronizer(spec)
+    ticks = list(drive(sync, stream(0, 5 * NS)))
+    by_t = {tk.t_tick_ns: tk for tk in ticks}
+    assert sorted(by_t) == [i * NS // 2 for i in range(0, 10)]  # 2 Hz grid from the first sample, to the last data
+    tk = by_t[3 * NS]
+    assert tk.mask.tolist() == [1, 1, 1, 1] and tk.complete
+    # cam: the frame at exactly 3 s is index 30
+    assert tk.inputs["cam"].shape == (3, 8, 8) and np.allclose(tk.inputs["cam"], 30 / 255)
+    # env: 20 rows in [1.1 s, 3.0 s] are readings 11..30 (series: nearest rows, never invented values)
+    assert tk.inputs["env"].shape == (2, 20)
+    assert tk.inputs["env"][0].tolist() == list(range(11, 31)) and tk.inputs["env"][1].tolist() == list(
+        range(-11, -31, -1)
+    )
+    # mic: 500 rows ending at 3.0 s; the block starting at 3.0 s (value 30) supplies the last row
+    mic = tk.inputs["mic"]
+    assert mic.shape == (1, 500) and mic[0, -1] == 30 and mic[0, 0] == 25 and mic[0, -2] == 29
+    # txt: utterances in [0 s, 3 s] joined (one per second)
+    assert tk.inputs["txt"].dtype == np.int64 and (tk.inputs["txt"] > 0).sum() >= 4
+    assert tk.capture_ns == {"cam": 3 * NS, "mic": 3 * NS, "env": 3 * NS, "txt": 3 * NS}
+    # early ticks: the 2 s env window is not yet covered at 0.5 s -> missing, zeros
+    assert by_t[NS // 2].mask[2] == 0 and not by_t[NS // 2].inputs["env"].any()
+
+
+def test_audio_resampled_linearly_from_a_faster_source():
+    spec = make_spec()
+    sync = Synchronizer(spec)
+    t = np.arange(0, 4000)  # 2 s of a 2 kHz ramp whose value is the time in ms
+    for b in range(0, 4000, 200):
+        sync.push(s("mic", b // 200, b * NS // 2000, (t[b : b + 200, None] / 2).astype(np.float32), 2000.0))
+    tk = sync._assemble(1_500 * MS, 1_500 * MS, [True] * 4)
+    grid_ms = np.arange(1001, 1501)  # 500 rows at 1 kHz ending at 1500 ms
+    assert np.allclose(tk.inputs["mic"][0], grid_ms, atol=1e-3)
+
+
+def test_window_coverage_below_minimum_marks_missing():
+    spec = make_spec()
+    sync = Synchronizer(spec)
+    for i in range(0, 20):  # env rows 0.0..1.9 s, then a gap
+        if 5 <= i < 14:  # 9 of the 20 rows missing -> coverage 0.55 < 0.6
+            continue
+        sync.push(s("env", i, i * 100 * MS, np.array([[i, i]], np.float32)))
+    tk = sync._assemble(1_900 * MS, 1_900 * MS, [True] * 4)
+    assert tk.mask[2] == 0 and tk.capture_ns["env"] is None
+
+
+def test_nearest_picks_closest_frame_within_tolerance_only():
+    spec = make_spec()
+    sync = Synchronizer(spec)
+    for i, t_ms in enumerate([900, 980, 1100]):
+        sync.push(s("cam", i, t_ms * MS, frame(i + 1)))
+    tk = sync._assemble(1000 * MS, 1000 * MS, [True] * 4)
+    assert tk.capture_ns["cam"] == 980 * MS and np.allclose(tk.inputs["cam"], 2 / 255)
+    tk = sync._assemble(1200 * MS, 1200 * MS, [True] * 4)  # nearest is 100 ms away > 60 ms tolerance
+    assert tk.mask[0] == 0
+
+
+def test_hold_text_joins_window_then_falls_back_to_latest_within_staleness():
+    spec = make_spec()
+    sync = Synchronizer(spec)
+    sync.push(s("txt", 0, 1 * NS, "turn the lights"))
+    sync.push(s("txt", 1, 2 * NS, "off now"))
+    both = sync._assemble(3 * NS, 3 * NS, [True] * 4).inputs["txt"]
+    from edgefuse.text import hash_tokens
+
+    assert both.tolist() == hash_tokens("turn the lights off now", 8, 64, 2).tolist()
+    late = sync._assemble(6 * NS, 6 * NS, [True] * 4)  # window [3 s, 6 s] empty; latest is 4 s old <= 5 s
+    assert late.mask[3] == 1 and late.inputs["txt"].tolist() == hash_tokens("off now", 8, 64, 2).tolist()
+    assert sync._assemble(8 * NS, 8 * NS, [True] * 4).mask[3] == 0  # 6 s old > staleness
+
+
+def test_silent_modality_waits_for_budget_then_emits_masked_and_counts_late():
+    spec = make_spec()
+    drops = Drops()
+    sync = Synchronizer(spec, drops=drops)
+    # the camera dies at 1 s; everything else has arrived up to 1.52 s
+    samples = [
+        x for x in stream(0, 2 * NS) if (x.source != "cam" or x.t_capture_ns < NS) and x.t_arrival_ns <= 1_520 * MS
+    ]
+    now = 0
+    for x in samples:
+        now = max(now, x.t_arrival_ns)
+        sync.push(x)
+        sync.poll(now)
+    # tick at 1.5 s: mic/env/txt data present, camera silent -> not before the 50 ms budget
+    assert sync.pending == 1 and sync.poll(1_549 * MS) == []
+    (tk,) = sync.poll(1_550 * MS)
+    assert tk.t_tick_ns == 1_500 * MS and not tk.complete and tk.mask.tolist() == [0, 1, 1, 1]
+    assert tk.stamps["data"] == 1_550 * MS
+    # the frame captured at 1.5 s shows up after its tick went out: counted late, never blocks
+    assert sync.push(s("cam", 99, 1_500 * MS, frame(1), arrival=1_600 * MS)) is False
+    assert drops.by_reason()["late"] == 1
+
+
+def test_trigger_ticks_on_each_trigger_sample():
+    spec = make_spec(trigger="cam")
+    sync = Synchronizer(spec)
+    ticks = list(drive(sync, [x for x in stream(0, 3 * NS) if x.source in ("cam", "env")]))
+    assert [tk.t_tick_ns for tk in ticks] == [i * 100 * MS for i in range(30)]
+    assert all(tk.mask[0] == 1 for tk in ticks)
+
+
+def test_invalid_samples_are_counted_not_raised():
+    spec = make_spec()
+    drops = Drops()
+    sync = Synchronizer(spec, drops=drops)
+    assert not sync.push(s("env", 0, 0, np.zeros((1, 3), np.float32)))  # 3 channels, spec has 2
+    assert not sync.push(s("env", 1, 1, np.array([[np.nan, 1]], np.float32)))
+    assert not sync.push(s("cam", 0, 0, np.zeros((8, 8, 3), np.float32)))  # not uint8
+    assert not sync.push(s("txt", 0, 0, b"bytes"))
+    assert not sync.push(s("radar", 0, 0, np.zeros((1, 1), np.float32)))
+    assert drops.by_source() == {
+        "env": {"invalid": 2},
+        "cam": {"invalid": 1},
+        "txt": {"invalid": 1},
+        "radar": {"invalid": 1},
+    }
+
+
+def test_history_and_pending_stay_bounded_under_a_long_flood():
+    spec = make_spec()
+    sync = Synchronizer(spec, max_pending=16)
+    ring = sync.tracks["mic"].ring
+    nbytes = ring.t.nbytes + ring.x.nbytes
+    block = np.zeros((100, 1), np.float32)
+    for i in range(3000):  # 300 s of audio, never polled: ticks pile up
+        sync.push(s("mic", i, i * 100 * MS, block, 1000.0))
+    sync.poll(5 * MS)  # nothing due yet
+    sync.poll(300 * NS)
+    assert ring.t.nbytes + ring.x.nbytes == nbytes and ring.n == 300_000
+    assert sync.pending <= 16 and sync.skipped > 0
+
+
+def test_group_prefixed_sources_map_to_modalities():
+    spec = make_spec()
+    sync = Synchronizer(spec, group="g1")
+    sync.push(s("g1/cam", 0, 0, frame(7)))
+    tk = sync._assemble(0, 0, [True] * 4)
+    assert tk.group == "g1" and tk.mask[0] == 1
+
+
+def test_policies_that_make_no_sense_are_refused_with_their_path():
+    spec = make_spec()
+    spec.modalities["cam"].sync.policy = "window"
+    with pytest.raises(SpecError, match=r"modalities\.cam\.sync\.policy"):
+        Synchronizer(spec)
+
+
+def test_sync_error_against_ground_truth():
+    spec = make_spec()
+    sync = Synchronizer(spec)
+    sync.push(s("cam", 0, 1_000 * MS, frame(1), t_true_ns=1_000 * MS - 3 * MS))
+    tk = sync._assemble(1_000 * MS, 1_000 * MS, [True] * 4)
+    assert tk.sync_err_ns["cam"] == 3 * MS and tk.sync_err_ns["mic"] is None
+
+
+def test_windows_from_session_match_the_serving_ticks(tmp_path):
+    spec = make_spec()
+    samples = stream(0, 5 * NS)
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(
+        json.dumps({"t_start_ns": 0, "t_end_ns": 2 * NS, "labels": {"event": "quiet"}})
+        + "\n"
+        + json.dumps({"t_start_ns": 3 * NS, "t_end_ns": 4 * NS, "labels": {"event": "loud"}})
+        + "\n"
+    )
+    w = windows_from_session(spec, samples, labels)
+    assert w["t_ns"].tolist() == [0, NS // 2, NS, 3 * NS // 2, 2 * NS, 3 * NS, 7 * NS // 2, 4 * NS]
+    assert w["targets"]["event"].tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert w["inputs"]["cam"].shape == (8, 3, 8, 8) and w["inputs"]["mic"].shape == (8, 1, 500)
+    assert w["inputs"]["env"].shape == (8, 2, 20) and w["inputs"]["txt"].shape == (8, 8)
+    assert w["mask"].shape == (8, 4) and w["mask"].dtype == np.float32
+    serving = {tk.t_tick_ns: tk for tk in drive(Synchronizer(spec), samples)}
+    for i, t in enumerate(w["t_ns"]):
+        for m in spec.modality_names:
+            assert np.array_equal(w["inputs"][m][i], serving[int(t)].inputs[m])
+
+
+def test_label_file_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "labels.jsonl"
+    bad.write_text('{"t_start_ns": 0, "t_end_ns": 1, "labels": {"event": "quiet"}}\nnot json\n')
+    with pytest.raises(DataError, match=r"labels\.jsonl: line 2: not JSON"):
+        load_labels(bad, {"event": ["quiet", "loud"]})
+    with pytest.raises(DataError, match=r"entry 1: labels\.event must be one of"):
+        load_labels([{"t_start_ns": 0, "t_end_ns": 1, "labels": {"event": "boom"}}], {"event": ["quiet", "loud"]})
+    with pytest.raises(DataError, match="cannot read label file"):
+        load_labels(tmp_path / "missing.jsonl", {"event": ["quiet", "loud"]})
