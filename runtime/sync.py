@@ -26,7 +26,6 @@ no per-row Python loops and no growth however long the run.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from bisect import bisect_right
@@ -446,40 +445,17 @@ def drive(sync: Synchronizer, samples: Iterable[Sample]) -> Iterator[Tick]:
     yield from sync.flush()
 
 
-def load_labels(labels: str | Path | list[dict], heads: dict[str, list[str]]) -> list[tuple[int, int, dict[str, str]]]:
-    """Label segments [(t_start_ns, t_end_ns, {head: label})] sorted by start, from a JSON-lines file or a list.
-
-    Each line/entry: {"t_start_ns": int, "t_end_ns": int, "labels": {head: label}}; every head of the spec must be
-    labelled with one of its classes.
-    """
-    where = str(labels) if isinstance(labels, (str, Path)) else "<labels>"
-    if isinstance(labels, (str, Path)):
-        try:
-            lines = Path(labels).read_text().splitlines()
-        except OSError as err:
-            raise DataError(labels, f"cannot read label file: {err.strerror or err}") from None
-        entries = []
-        for i, line in enumerate(lines, 1):
-            if line.strip():
-                try:
-                    entries.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise DataError(labels, f"line {i}: not JSON ({err.msg})") from None
-    else:
-        entries = list(labels)
+def label_segments(
+    labels: list[tuple[float, float, dict[str, str]]], start_ns: int, heads: dict[str, list[str]], where: str
+) -> list[tuple[int, int, dict[str, str]]]:
+    """Label rows (t0_s, t1_s, {head: class}), seconds since `start_ns` (runtime.record's labels.csv) -> sorted
+    segments in monotonic ns. Every head of the spec must be labelled with one of its classes (DataError if not)."""
     out = []
-    for i, e in enumerate(entries, 1):
-        if not isinstance(e, dict) or not isinstance(e.get("labels"), dict):
-            raise DataError(where, f"entry {i}: expected {{t_start_ns, t_end_ns, labels: {{head: label}}}}")
-        t0, t1 = e.get("t_start_ns"), e.get("t_end_ns")
-        if not isinstance(t0, int) or not isinstance(t1, int) or t1 < t0:
-            raise DataError(where, f"entry {i}: t_start_ns and t_end_ns must be integers with start <= end")
+    for i, (t0, t1, row) in enumerate(labels, 1):
         for head, classes in heads.items():
-            if e["labels"].get(head) not in classes:
-                raise DataError(
-                    where, f"entry {i}: labels.{head} must be one of {classes}, got {e['labels'].get(head)!r}"
-                )
-        out.append((t0, t1, dict(e["labels"])))
+            if row.get(head) not in classes:
+                raise DataError(where, f"label row {i}: {head} must be one of {classes}, got {row.get(head)!r}")
+        out.append((start_ns + round(t0 * NS), start_ns + round(t1 * NS), dict(row)))
     return sorted(out, key=lambda seg: seg[0])
 
 
@@ -488,33 +464,52 @@ def _label_at(segments: list[tuple[int, int, dict[str, str]]], starts: list[int]
     return segments[i][2] if i >= 0 and t <= segments[i][1] else None
 
 
-def _open_session(session: Any) -> Iterable[Sample]:
-    if isinstance(session, (str, Path)):
-        from edgefuse.runtime.record import SessionReader  # the recorder's reader: samples in capture order
+@dataclass
+class Windows:
+    """Training windows shaped like the trainer's dataset (inputs, mask, targets), plus each window's tick time."""
 
-        return SessionReader(session)
-    return session
+    inputs: dict[str, np.ndarray]  # modality -> (N, *input_shape)
+    mask: np.ndarray  # (N, M) float32
+    targets: dict[str, np.ndarray]  # head -> (N,) int64 class index
+    t_ns: np.ndarray  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.t_ns)
 
 
 def windows_from_session(
     spec: ScenarioSpec,
     session: Any,
-    labels: str | Path | list[dict],
+    labels: str | Path | list[tuple[float, float, dict[str, str]]] | None = None,
+    start_ns: int = 0,
     text_settings: dict[str, tuple[int, int]] | None = None,
-) -> dict[str, Any]:
+) -> Windows:
     """Training windows cut from a recorded session by the runtime's own synchronizer.
 
-    `session` is a session folder (read with runtime.record.SessionReader) or an iterable of Samples in capture
-    order; `labels` label segments (see load_labels). Ticks are those the runtime would emit replaying the session;
-    ticks outside every label segment are skipped. Returns arrays shaped like the trainer's dataset:
-      inputs  {modality: (N, *input_shape)}   mask (N, M) float32   targets {head: (N,) int64}   t_ns (N,) int64
+    `session`: a session folder or runtime.record.SessionReader (samples merged in capture order), or any iterable
+    of Samples in capture order. `labels`: a labels.csv (runtime.record format: t0_s,t1_s,<head>...), rows
+    (t0_s, t1_s, {head: class}), or None for the session's own labels.csv. Label times are seconds since the
+    session's start_ns (`start_ns` for a plain iterable). The windows are exactly the ticks a replay of the session
+    would fuse (same code, same clock); ticks outside every label segment are skipped.
     """
-    segments = load_labels(labels, spec.labels)
+    from edgefuse.runtime.record import SessionReader, read_labels
+
+    reader = SessionReader(session) if isinstance(session, (str, Path)) else session
+    where = str(getattr(reader, "path", "<session>"))
+    if isinstance(reader, SessionReader):
+        start_ns = reader.start_ns
+        if labels is None:
+            labels = reader.labels()
+    if labels is None:
+        raise DataError(where, "no labels: pass a labels.csv or record the session with labels")
+    if isinstance(labels, (str, Path)):
+        where, labels = str(labels), read_labels(labels, spec.labels)
+    segments = label_segments(labels, start_ns, spec.labels, where)
     starts = [seg[0] for seg in segments]
     sync = Synchronizer(spec, drops=Drops(), text_settings=text_settings)
     inputs: dict[str, list[np.ndarray]] = {m: [] for m in spec.modality_names}
     masks, targets, t_ns = [], {h: [] for h in spec.heads}, []
-    for tick in drive(sync, _open_session(session)):
+    for tick in drive(sync, reader):
         truth = _label_at(segments, starts, tick.t_tick_ns)
         if truth is None:
             continue
@@ -524,13 +519,12 @@ def windows_from_session(
         for h, classes in spec.labels.items():
             targets[h].append(classes.index(truth[h]))
         t_ns.append(tick.t_tick_ns)
-    n = len(t_ns)
-    return {
-        "inputs": {
-            m: np.stack(v) if n else np.zeros((0, *spec.modalities[m].input_shape), spec.modalities[m].input_dtype)
-            for m, v in inputs.items()
+    mods = spec.modalities
+    return Windows(
+        inputs={
+            m: np.stack(v) if v else np.zeros((0, *mods[m].input_shape), mods[m].input_dtype) for m, v in inputs.items()
         },
-        "mask": np.stack(masks) if n else np.zeros((0, len(spec.modalities)), np.float32),  # (N, M)
-        "targets": {h: np.asarray(v, dtype=np.int64) for h, v in targets.items()},  # (N,)
-        "t_ns": np.asarray(t_ns, dtype=np.int64),
-    }
+        mask=np.stack(masks) if masks else np.zeros((0, len(mods)), np.float32),
+        targets={h: np.asarray(v, dtype=np.int64) for h, v in targets.items()},
+        t_ns=np.asarray(t_ns, dtype=np.int64),
+    )

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from edgefuse.errors import DataError
 from edgefuse.runtime.clock import Sample
 from edgefuse.runtime.queues import Drops
-from edgefuse.runtime.sync import NS, Synchronizer, _Ring, drive, load_labels, windows_from_session
+from edgefuse.runtime.sync import NS, Synchronizer, _Ring, drive, windows_from_session
 from edgefuse.spec import SpecError, parse_spec
 
 MS = 1_000_000
@@ -249,31 +247,42 @@ def test_sync_error_against_ground_truth():
 def test_windows_from_session_match_the_serving_ticks(tmp_path):
     spec = make_spec()
     samples = stream(0, 5 * NS)
-    labels = tmp_path / "labels.jsonl"
-    labels.write_text(
-        json.dumps({"t_start_ns": 0, "t_end_ns": 2 * NS, "labels": {"event": "quiet"}})
-        + "\n"
-        + json.dumps({"t_start_ns": 3 * NS, "t_end_ns": 4 * NS, "labels": {"event": "loud"}})
-        + "\n"
-    )
+    labels = tmp_path / "labels.csv"
+    labels.write_text("t0_s,t1_s,event\n0,2,quiet\n3,4,loud\n")
     w = windows_from_session(spec, samples, labels)
-    assert w["t_ns"].tolist() == [0, NS // 2, NS, 3 * NS // 2, 2 * NS, 3 * NS, 7 * NS // 2, 4 * NS]
-    assert w["targets"]["event"].tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
-    assert w["inputs"]["cam"].shape == (8, 3, 8, 8) and w["inputs"]["mic"].shape == (8, 1, 500)
-    assert w["inputs"]["env"].shape == (8, 2, 20) and w["inputs"]["txt"].shape == (8, 8)
-    assert w["mask"].shape == (8, 4) and w["mask"].dtype == np.float32
+    assert len(w) == 8 and w.t_ns.tolist() == [0, NS // 2, NS, 3 * NS // 2, 2 * NS, 3 * NS, 7 * NS // 2, 4 * NS]
+    assert w.targets["event"].tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert w.inputs["cam"].shape == (8, 3, 8, 8) and w.inputs["mic"].shape == (8, 1, 500)
+    assert w.inputs["env"].shape == (8, 2, 20) and w.inputs["txt"].shape == (8, 8)
+    assert w.mask.shape == (8, 4) and w.mask.dtype == np.float32
     serving = {tk.t_tick_ns: tk for tk in drive(Synchronizer(spec), samples)}
-    for i, t in enumerate(w["t_ns"]):
+    for i, t in enumerate(w.t_ns):
         for m in spec.modality_names:
-            assert np.array_equal(w["inputs"][m][i], serving[int(t)].inputs[m])
+            assert np.array_equal(w.inputs[m][i], serving[int(t)].inputs[m])
 
 
-def test_label_file_errors_name_file_and_line(tmp_path):
-    bad = tmp_path / "labels.jsonl"
-    bad.write_text('{"t_start_ns": 0, "t_end_ns": 1, "labels": {"event": "quiet"}}\nnot json\n')
-    with pytest.raises(DataError, match=r"labels\.jsonl: line 2: not JSON"):
-        load_labels(bad, {"event": ["quiet", "loud"]})
-    with pytest.raises(DataError, match=r"entry 1: labels\.event must be one of"):
-        load_labels([{"t_start_ns": 0, "t_end_ns": 1, "labels": {"event": "boom"}}], {"event": ["quiet", "loud"]})
-    with pytest.raises(DataError, match="cannot read label file"):
-        load_labels(tmp_path / "missing.jsonl", {"event": ["quiet", "loud"]})
+def test_windows_from_a_recorded_session_folder(tmp_path):
+    from edgefuse.runtime.record import SessionWriter, write_labels
+
+    spec = make_spec()
+    with SessionWriter(tmp_path / "s", spec, chunk_s=0.05) as writer:
+        start = writer.start_ns
+        for x in stream(start, start + 3 * NS):
+            writer.write(x)
+    write_labels(tmp_path / "s" / "labels.csv", [(0.0, 3.0, {"event": "loud"})], ["event"])
+    w = windows_from_session(spec, tmp_path / "s")
+    grid0 = -(-start // (NS // 2)) * (NS // 2)
+    assert w.t_ns.tolist() == [t for t in range(grid0, start + 3 * NS, NS // 2)]
+    assert w.targets["event"].tolist() == [1] * len(w) and w.mask[-1].tolist() == [1, 1, 1, 1]
+
+
+def test_label_errors_name_the_file_and_row(tmp_path):
+    spec = make_spec()
+    bad = tmp_path / "labels.csv"
+    bad.write_text("t0_s,t1_s,event\n0,1,boom\n")
+    with pytest.raises(DataError, match=r"labels\.csv: line 2: event='boom'"):
+        windows_from_session(spec, stream(0, NS), bad)
+    with pytest.raises(DataError, match=r"label row 1: event must be one of"):
+        windows_from_session(spec, stream(0, NS), [(0.0, 1.0, {"event": "boom"})])
+    with pytest.raises(DataError, match="no labels"):
+        windows_from_session(spec, stream(0, NS))
