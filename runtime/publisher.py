@@ -1,0 +1,167 @@
+"""ZeroMQ PUB of results and monitoring topics (edgefuse.wire, docs/wire.md) that never blocks the pipeline.
+
+Every send is non-blocking. The socket sets XPUB_NODROP, so a subscriber whose queue is at the high-water mark
+makes the send fail with EAGAIN (counted as a publish failure, reason "hwm") instead of being skipped silently;
+`PublishSpec.count_drops: false` restores libzmq's default (a full subscriber silently misses messages while the
+others keep receiving). Either way a slow or dead subscriber never stalls a tick.
+
+CURVE (optional): `curve_secret_key` is a zmq.auth certificate file holding the server's secret key;
+`curve_authorized_keys` a folder of client public-key certificates. A ThreadAuthenticator admits only those clients.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import zmq
+
+from edgefuse import wire
+from edgefuse.errors import EdgefuseError
+from edgefuse.runtime.clock import monotonic_ns
+from edgefuse.spec import PublishSpec
+
+THUMB_MAX_SIDE = 160  # thumbnails are for a dashboard glance, not for analysis
+THUMB_QUALITY = 70
+SERIES_MAX_ROWS = 50  # decimated rows per series message
+
+
+class PublishError(EdgefuseError):
+    """The publisher cannot start: bad endpoint, address in use, unreadable CURVE keys."""
+
+
+class Publisher:
+    """Publishes results and monitoring messages on one PUB socket. Use from one thread only (ZeroMQ sockets are
+    not thread-safe); the pipeline's output thread owns it."""
+
+    def __init__(self, spec: PublishSpec, endpoint: str | None = None, context: zmq.Context | None = None):
+        self.spec = spec
+        self._lock = threading.Lock()  # guards close() against a concurrent publish from a stopping thread
+        self.ctx = context or zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.PUB)
+        self.sock.setsockopt(zmq.SNDHWM, spec.hwm)
+        self.sock.setsockopt(zmq.LINGER, 0)  # close never waits on a subscriber that does not read
+        if spec.count_drops:
+            self.sock.setsockopt(zmq.XPUB_NODROP, 1)
+        self.auth: Any = None
+        if spec.curve_secret_key:
+            self._setup_curve(spec)
+        want = endpoint or spec.endpoint
+        try:
+            self.sock.bind(want)
+        except zmq.ZMQError as err:
+            self.close()
+            raise PublishError(f"runtime.publish.endpoint {want!r}: cannot bind ({err})") from None
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)  # the real port when bound to ":*"
+        self.seq: dict[str, int] = {}
+        self.sent: dict[str, int] = {}
+        self.failures: dict[str, int] = {}
+
+    def _setup_curve(self, spec: PublishSpec) -> None:
+        from zmq.auth import load_certificate
+        from zmq.auth.thread import ThreadAuthenticator
+
+        key_file = Path(spec.curve_secret_key)  # type: ignore[arg-type]
+        try:
+            public, secret = load_certificate(key_file)
+        except (OSError, ValueError) as err:
+            raise PublishError(f"runtime.publish.curve_secret_key {key_file}: cannot load ({err})") from None
+        if secret is None:
+            raise PublishError(f"runtime.publish.curve_secret_key {key_file}: holds no secret key")
+        keys = spec.curve_authorized_keys
+        if not keys or not Path(keys).is_dir():
+            raise PublishError(f"runtime.publish.curve_authorized_keys {keys!r}: must be a folder of client keys")
+        self.auth = ThreadAuthenticator(self.ctx)
+        self.auth.start()
+        self.auth.configure_curve(domain="*", location=str(keys))
+        self.sock.curve_secretkey = secret
+        self.sock.curve_publickey = public
+        self.sock.curve_server = True
+
+    # sending ----------------------------------------------------------------------------------------------------------
+    def publish(self, mtype: str, topic: str, group: str, payload: dict, blobs: tuple[bytes, ...] = ()) -> bool:
+        """Send one message without blocking; False (and counted by reason) when it could not be sent."""
+        seq = self.seq.get(mtype, 0)
+        try:
+            frames = wire.encode(mtype, topic, seq, monotonic_ns(), group, payload, blobs)
+        except (TypeError, ValueError, OverflowError):
+            return self._failed("encode")
+        with self._lock:
+            if self.sock.closed:
+                return self._failed("closed")
+            try:
+                self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return self._failed("hwm")
+            except zmq.ZMQError:
+                return self._failed("send")
+        self.seq[mtype] = seq + 1
+        self.sent[mtype] = self.sent.get(mtype, 0) + 1
+        return True
+
+    def _failed(self, reason: str) -> bool:
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+        return False
+
+    def result(self, group: str, payload: dict) -> bool:
+        return self.publish("result", f"result/{group}" if group else "result", group, payload)
+
+    def stats(self, payload: dict) -> bool:
+        return self.publish("stats", "stats", "", payload)
+
+    def thumb(self, source: str, frame: np.ndarray, t_capture_ns: int, group: str = "") -> bool:
+        """A small JPEG of a BGR/gray frame on `thumb/<source>`."""
+        h, w = frame.shape[:2]
+        scale = min(1.0, THUMB_MAX_SIDE / max(h, w))
+        if scale < 1.0:
+            frame = cv2.resize(
+                frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+            )
+        ok, jpeg = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY])
+        if not ok:
+            return self._failed("encode")
+        payload = {
+            "t_capture_ns": int(t_capture_ns),
+            "width": frame.shape[1],
+            "height": frame.shape[0],
+            "format": "jpeg",
+        }
+        return self.publish("thumb", f"thumb/{source}", group, payload, (jpeg.tobytes(),))
+
+    def level(self, source: str, block: np.ndarray, t_capture_ns: int, group: str = "") -> bool:
+        """Per-channel RMS level in dBFS of an audio block (n, C) on `level/<source>`."""
+        rms = np.sqrt(np.mean(np.square(block.astype(np.float64)), axis=0))  # (C,)
+        db = [round(20 * math.log10(max(float(r), 1e-10)), 2) for r in rms]
+        return self.publish("level", f"level/{source}", group, {"t_capture_ns": int(t_capture_ns), "rms_db": db})
+
+    def series(
+        self, source: str, rows: np.ndarray, t_capture_ns: int, rate_hz: float, channels: list[str], group: str = ""
+    ) -> bool:
+        """Sensor rows (n, C), decimated to at most SERIES_MAX_ROWS, on `series/<source>`; rate_hz is after decimation."""
+        step = max(1, math.ceil(len(rows) / SERIES_MAX_ROWS))
+        values = np.asarray(rows[::step], dtype=np.float64)
+        values = np.where(np.isfinite(values), values, 0.0).round(6).tolist()
+        payload = {
+            "t_capture_ns": int(t_capture_ns),
+            "rate_hz": float(rate_hz) / step,
+            "channels": channels,
+            "values": values,
+        }
+        return self.publish("series", f"series/{source}", group, payload)
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+    def close(self) -> None:
+        """Close the socket (LINGER 0: unsent messages are discarded) and stop the authenticator; idempotent."""
+        with self._lock:
+            if not self.sock.closed:
+                self.sock.close(linger=0)
+        if self.auth is not None:
+            self.auth.stop()
+            self.auth = None
