@@ -129,7 +129,6 @@ def _unpack(raw: bytes, what: str, limit: int) -> Any:
             raw=False,
             strict_map_key=True,
             ext_hook=_refuse_ext,
-            max_buffer_size=limit,
             max_str_len=limit,
             max_bin_len=0,  # no binary inside header/payload: binary data travels as blob frames
             max_array_len=100_000,
