@@ -73,6 +73,10 @@ class ClockFit:
                 self._add(t_sensor_ns, t_arrival_ns)
         return self.to_host(t_sensor_ns)
 
+    def reset(self) -> None:
+        """Forget the points but keep the learned drift (e.g. after an audio overflow lost an unknown count)."""
+        self._reset()
+
     def to_host(self, t_sensor_ns: int) -> int:
         """A sensor time (ns) on the host monotonic clock (ns)."""
         if self._x0 is None:
