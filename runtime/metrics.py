@@ -89,7 +89,7 @@ class RuntimeMetrics:
         """Keep a source's latest stats() snapshot; it is exposed at the next scrape.
 
         Takes Source.stats() as it is. Keys read (all optional, cumulative counts unless said): samples, rate_hz
-        (measured), drops (sequence gaps: reason "gap"; or a map {reason: count}), overflows (reason "overflow"),
+        (measured), drops (sequence gaps: reason "seq_gap"; or a map {reason: count}), overflows (reason "overflow"),
         queue_drops (reason "queue_full"), late (reason "late"), reconnects, errors, queue_depth (now),
         clock_offset_s (host minus sensor clock, now), clock_drift_ppm (now).
         """
@@ -150,7 +150,7 @@ class _SourceCollector(Collector):
 
 
 # source stats key -> drop reason label (a source counts sequence gaps as "drops" and ring overflows as "overflows")
-DROP_KEYS = {"drops": "gap", "overflows": "overflow", "queue_drops": "queue_full", "late": "late"}
+DROP_KEYS = {"drops": "seq_gap", "overflows": "overflow", "queue_drops": "queue_full", "late": "late"}
 
 
 def drop_reasons(stats: Mapping[str, Any]) -> dict[str, float]:

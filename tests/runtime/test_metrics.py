@@ -68,7 +68,7 @@ def test_source_stats_are_exposed_as_counted_at_scrape_time(metrics):
     cam = (("source", "camera"),)
     assert got[("edgefuse_source_samples_total", cam)] == 120
     assert got[("edgefuse_source_rate_hz", cam)] == pytest.approx(9.8)
-    assert got[("edgefuse_drops_total", (("reason", "gap"), ("source", "camera")))] == 3
+    assert got[("edgefuse_drops_total", (("reason", "seq_gap"), ("source", "camera")))] == 3
     assert got[("edgefuse_drops_total", (("reason", "overflow"), ("source", "camera")))] == 1
     assert got[("edgefuse_queue_depth", cam)] == 4
     assert got[("edgefuse_source_reconnects_total", cam)] == 2
@@ -77,11 +77,11 @@ def test_source_stats_are_exposed_as_counted_at_scrape_time(metrics):
     assert ("edgefuse_clock_offset_seconds", cam) not in got  # a source without a clock fit reports none
 
     # a newer snapshot replaces the old one: counters read exactly what the source counted
-    metrics.observe_source_stats("camera", {**stats, "samples": 250, "drops": {"gap": 5, "queue_full": 7}})
+    metrics.observe_source_stats("camera", {**stats, "samples": 250, "drops": {"seq_gap": 5, "queue_full": 7}})
     got = scrape(port)
     assert got[("edgefuse_source_samples_total", cam)] == 250
     assert got[("edgefuse_drops_total", (("reason", "queue_full"), ("source", "camera")))] == 7
-    assert got[("edgefuse_drops_total", (("reason", "gap"), ("source", "camera")))] == 5
+    assert got[("edgefuse_drops_total", (("reason", "seq_gap"), ("source", "camera")))] == 5
 
 
 def test_two_pipelines_in_one_process_have_separate_registries():

@@ -1,0 +1,255 @@
+// edgefuse monitor page: one WebSocket (/ws) brings a snapshot, then one JSON update per message the runtime
+// published. Updates only change `state`; drawing happens at most once per animation frame. Every string from the
+// network goes into the page as text (never as HTML).
+"use strict";
+
+const state = {
+  live: false, counts: {}, malformed: 0, lastError: "", tickHz: 0, endpoint: "",
+  streams: [], latency: {}, stats: {}, results: [], thumbs: {}, levels: {}, series: {}, peaks: {}, levelHist: {},
+};
+const SERIES_POINTS = 240;
+const LEVEL_POINTS = 120;
+let dirty = true;
+
+// -- small DOM helpers -----------------------------------------------------------------------------------------------
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k === "style") node.style.cssText = v;
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+const $ = (sel) => document.querySelector(sel);
+const fmt = (v, digits = 1) => (v === null || v === undefined || Number.isNaN(v) ? "–" : Number(v).toFixed(digits));
+const svgNS = "http://www.w3.org/2000/svg";
+
+// -- folding updates -------------------------------------------------------------------------------------------------
+function apply(u) {
+  switch (u.kind) {
+    case "snapshot":
+      Object.assign(state, {
+        live: u.live, counts: u.counts, malformed: u.malformed, lastError: u.last_error, tickHz: u.tick_hz,
+        endpoint: u.endpoint, streams: u.streams, latency: u.latency, stats: u.stats, results: u.results,
+        thumbs: u.thumbs, levels: u.levels, series: u.series,
+      });
+      for (const [sid, l] of Object.entries(u.levels)) pushLevel(sid, l);
+      break;
+    case "result":
+      state.results.push(u.result);
+      if (state.results.length > 30) state.results.shift();
+      state.latency = u.latency; state.tickHz = u.tick_hz; state.live = true;
+      bump("result");
+      break;
+    case "stats":
+      state.stats = u.stats; state.streams = u.streams; bump("stats");
+      break;
+    case "thumb":
+      state.thumbs[u.source] = u.thumb; bump("thumb");
+      break;
+    case "level":
+      state.levels[u.source] = u.level; pushLevel(u.source, u.level); bump("level");
+      break;
+    case "series": {
+      let s = state.series[u.source];
+      if (!s || s.channels.join() !== u.channels.join()) s = state.series[u.source] = { channels: u.channels, values: u.channels.map(() => []) };
+      u.values.forEach((col, i) => { s.values[i].push(...col); s.values[i].splice(0, Math.max(0, s.values[i].length - SERIES_POINTS)); });
+      bump("series");
+      break;
+    }
+    case "heartbeat":
+      state.live = u.live; state.counts = u.counts; state.malformed = u.malformed; state.streams = u.streams;
+      break;
+    case "malformed":
+      state.malformed = u.malformed; state.lastError = u.last_error;
+      break;
+  }
+  dirty = true;
+}
+function bump(kind) { state.counts[kind] = (state.counts[kind] || 0) + 1; }
+function pushLevel(sid, l) {
+  const db = Math.max(...l.rms_db);
+  const h = (state.levelHist[sid] = state.levelHist[sid] || []);
+  h.push(db);
+  if (h.length > LEVEL_POINTS) h.shift();
+  const p = state.peaks[sid];
+  // peak hold: jumps up at once, falls back 1.5 dB per update
+  state.peaks[sid] = p === undefined || db > p ? db : Math.max(db, p - 1.5);
+}
+
+// -- drawing -----------------------------------------------------------------------------------------------------------
+function draw() {
+  if (dirty) {
+    dirty = false;
+    drawHeader(); drawResult(); drawThumbs(); drawLevels(); drawStreams(); drawLatency(); drawSeries(); drawHistory();
+  }
+  requestAnimationFrame(draw);
+}
+
+function drawHeader() {
+  $("#endpoint").textContent = state.endpoint;
+  const live = $("#live");
+  live.textContent = state.live ? "live" : "silent";
+  live.className = "pill " + (state.live ? "ok" : "missing");
+  $("#tick-hz").textContent = fmt(state.tickHz, 1);
+  $("#msg-count").textContent = Object.values(state.counts).reduce((a, b) => a + b, 0);
+  $("#malformed").textContent = state.malformed;
+  $("#malformed-box").className = "kpi" + (state.malformed ? " bad" : "");
+  $("#malformed-box").title = state.lastError || "";
+}
+
+function drawResult() {
+  const r = state.results[state.results.length - 1];
+  if (!r) return;
+  const box = el("div");
+  for (const [head, scores] of Object.entries(r.scores)) {
+    const top = r.top[head];
+    const block = el("div", { class: "head", "data-head": head },
+      el("div", { class: "title" }, el("span", { class: "hname" }, head),
+        el("span", { class: "top" }, top), el("span", { class: "pct" }, fmt(100 * scores[top], 0) + "%")));
+    const sorted = Object.entries(scores).sort((a, b) => b[1] - a[1]);
+    for (const [label, p] of sorted) {
+      block.append(el("div", { class: "bar-row" + (label === top ? " best" : ""), "data-label": label },
+        el("span", { class: "lbl" }, label),
+        el("div", { class: "bar" }, el("i", { style: `width:${(100 * p).toFixed(1)}%` })),
+        el("span", { class: "v" }, fmt(p, 2))));
+    }
+    box.append(block);
+  }
+  const mask = el("div", { class: "mask" });
+  for (const [m, present] of Object.entries(r.mask)) mask.append(el("span", { class: "chip" + (present ? "" : " off") }, m));
+  box.append(mask);
+  $("#result").replaceChildren(box);
+  const e2e = r.latency_ms.e2e ?? r.latency_ms.total;
+  $("#result-meta").textContent = `#${r.seq}` + (r.group ? ` · ${r.group}` : "") + (e2e !== undefined ? ` · ${fmt(e2e, 1)} ms` : "");
+}
+
+function drawThumbs() {
+  const entries = Object.entries(state.thumbs);
+  if (!entries.length) return;
+  const box = $("#thumbs");
+  for (const [sid, t] of entries) {
+    let fig = box.querySelector(`[data-source="${CSS.escape(sid)}"]`);
+    if (!fig) {
+      box.querySelector(".empty")?.remove();
+      fig = el("div", { class: "thumb-box", "data-source": sid }, el("img", { class: "thumb", alt: sid }), el("div", { class: "cap" }));
+      box.append(fig);
+    }
+    const img = fig.querySelector("img");
+    const src = `/thumb/${encodeURIComponent(sid)}.jpg?v=${t.version}`;
+    if (img.getAttribute("src") !== src) img.src = src;
+    fig.querySelector(".cap").textContent = `${sid} · ${t.width}×${t.height}`;
+  }
+}
+
+function drawLevels() {
+  const entries = Object.entries(state.levels);
+  if (!entries.length) return;
+  const box = el("div");
+  for (const [sid, l] of entries) {
+    const db = Math.max(...l.rms_db);
+    const pct = (v) => Math.min(100, Math.max(0, ((v + 60) / 60) * 100)); // -60..0 dBFS
+    const track = el("div", { class: "track" }, el("div", { class: "fill", style: `width:${pct(db)}%` }),
+      el("div", { class: "peak", style: `left:calc(${pct(state.peaks[sid])}% - 1px)` }));
+    const meter = el("div", { class: "meter", "data-source": sid },
+      el("div", { class: "cap" }, el("span", {}, sid), el("span", {}, el("b", { class: "db" }, fmt(db, 1)), " dBFS")),
+      track, el("div", { class: "scale" }, ...["-60", "-45", "-30", "-15", "0"].map((s) => el("span", {}, s))));
+    meter.append(sparkline(state.levelHist[sid] || [], 38, -60, 0));
+    box.append(meter);
+  }
+  $("#levels").replaceChildren(box);
+  for (const f of document.querySelectorAll(".meter .fill")) f.style.setProperty("--full", f.parentNode.clientWidth + "px");
+}
+
+function drawStreams() {
+  const tbody = $("#streams tbody");
+  const rows = state.streams.map((s) => {
+    const drops = typeof s.drops === "object" && s.drops ? Object.values(s.drops).reduce((a, b) => a + b, 0) : s.drops;
+    return el("tr", { "data-source": s.id },
+      el("td", { class: "name" }, s.id),
+      el("td", { class: "health" }, el("span", { class: `pill ${s.health}` }, s.health)),
+      el("td", { class: "num rate" }, fmt(s.rate_hz, s.rate_hz >= 1000 ? 0 : 1)),
+      el("td", { class: "num" }, s.samples ?? "–"),
+      el("td", { class: "num drops" }, drops ?? 0),
+      el("td", { class: "num" }, s.queue_depth ?? s.queue ?? "–"),
+      el("td", { class: "num" }, fmt(s.sync_offset_ms, 1)),
+      el("td", { class: "num" }, s.clock_offset_s !== undefined ? fmt(1000 * s.clock_offset_s, 2) : "–"),
+      el("td", { class: "num" }, fmt(s.clock_drift_ppm, 1)));
+  });
+  tbody.replaceChildren(...rows);
+}
+
+function drawLatency() {
+  const entries = Object.entries(state.latency);
+  const max = Math.max(1e-9, ...entries.map(([, v]) => v.p99 || 0));
+  $("#latency tbody").replaceChildren(...entries.map(([stage, v]) =>
+    el("tr", { "data-stage": stage },
+      el("td", { class: "name" }, stage),
+      el("td", { class: "num p50" }, fmt(v.p50, 2)),
+      el("td", { class: "num p99" }, fmt(v.p99, 2)),
+      el("td", { style: "width:35%" }, el("div", { class: "lat-bar", style: `width:${(100 * (v.p99 || 0) / max).toFixed(1)}%` })))));
+  const drops = state.stats.drops || {};
+  const parts = Object.entries(drops).filter(([, n]) => typeof n === "number").map(([r, n]) => `${r} ${n}`);
+  $("#drops").textContent = parts.length ? "drops: " + parts.join(" · ") : "";
+}
+
+function sparkline(values, height, lo, hi) {
+  const svg = document.createElementNS(svgNS, "svg");
+  svg.setAttribute("viewBox", `0 0 ${SERIES_POINTS} ${height}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  if (values.length > 1) {
+    const min = lo ?? Math.min(...values), max = hi ?? Math.max(...values);
+    const span = max - min || 1;
+    const x0 = SERIES_POINTS - values.length;
+    const pts = values.map((v, i) => `${x0 + i},${(height - 3 - ((v - min) / span) * (height - 6)).toFixed(1)}`);
+    const line = document.createElementNS(svgNS, "polyline");
+    line.setAttribute("points", pts.join(" "));
+    svg.append(line);
+  }
+  return svg;
+}
+
+function drawSeries() {
+  const entries = Object.entries(state.series);
+  if (!entries.length) return;
+  const box = $("#series");
+  box.replaceChildren();
+  for (const [sid, s] of entries) {
+    if (entries.length > 1) box.append(el("div", { class: "series-src" }, sid));
+    s.channels.forEach((ch, i) => {
+      const v = s.values[i];
+      box.append(el("div", { class: "spark", "data-channel": ch },
+        el("div", { class: "cap" }, el("span", {}, ch), el("span", { class: "v" }, fmt(v[v.length - 1], 2))),
+        sparkline(v, 38)));
+    });
+  }
+}
+
+function drawHistory() {
+  const rows = state.results.slice(-12).reverse().map((r) => {
+    const present = Object.values(r.mask).filter(Boolean).length;
+    const e2e = r.latency_ms.e2e ?? r.latency_ms.total;
+    return el("tr", {},
+      el("td", { class: "t" }, `#${r.seq}`),
+      el("td", { class: "lab" }, Object.values(r.top).join(" · ")),
+      el("td", { class: "num" }, fmt(100 * Math.max(...Object.entries(r.top).map(([h, l]) => r.scores[h][l])), 0) + "%"),
+      el("td", { class: "num t" }, `${present}/${Object.keys(r.mask).length} streams`),
+      el("td", { class: "num t" }, e2e !== undefined ? `${fmt(e2e, 1)} ms` : ""));
+  });
+  $("#history tbody").replaceChildren(...rows);
+}
+
+// -- connection --------------------------------------------------------------------------------------------------------
+function connect(delay = 500) {
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  ws.onmessage = (ev) => apply(JSON.parse(ev.data));
+  ws.onopen = () => { delay = 500; };
+  ws.onclose = () => {
+    state.live = false; dirty = true;
+    setTimeout(() => connect(Math.min(delay * 2, 8000)), delay); // the monitor restarted: come back
+  };
+}
+connect();
+requestAnimationFrame(draw);

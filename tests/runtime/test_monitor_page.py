@@ -1,0 +1,160 @@
+"""edgefuse monitor: fed by a real publisher over ZeroMQ on 127.0.0.1, served over real HTTP, and (last test) shown
+in a real headless Chromium driven by a real pipeline run on synthetic streams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import time
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("aiohttp")
+from edgefuse import wire  # noqa: E402
+from edgefuse.runtime.monitor.server import Monitor  # noqa: E402
+from edgefuse.runtime.monitor.state import STALE_S, MonitorState  # noqa: E402
+from edgefuse.runtime.publisher import Publisher  # noqa: E402
+from edgefuse.spec import PublishSpec  # noqa: E402
+
+LABELS = ["person_entering", "door_knock", "doorbell", "glass_break", "fall", "cooking", "alarm", "idle"]
+ENV = ["motion", "door", "temperature", "humidity", "light", "smoke"]
+
+
+class MonitorThread:
+    """The monitor's asyncio server on its own thread and loop, as `edgefuse monitor` runs it, on a free port."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self._ready = threading.Event()
+        self.port = 0
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.monitor = Monitor(self.endpoint, "127.0.0.1", 0)
+        self.port = self.loop.run_until_complete(self.monitor.start())
+        self._ready.set()
+        self.loop.run_forever()
+
+    def __enter__(self) -> MonitorThread:
+        self.thread.start()
+        assert self._ready.wait(10), "monitor did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.monitor.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    def get(self, path: str) -> bytes:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as resp:
+            return resp.read()
+
+    def state(self) -> dict:
+        return json.loads(self.get("/api/state"))
+
+
+def _publish_round(pub: Publisher, i: int) -> np.ndarray:
+    """One round of what a runtime publishes: a result, stats, a thumbnail, an audio level, sensor rows."""
+    now = time.monotonic_ns()
+    probs = np.full(len(LABELS), 0.02)
+    probs[3] = 1 - probs.sum() + 0.02  # glass_break wins
+    payload = wire.result_payload(
+        now,
+        {"camera": now - 20_000_000, "mic": now - 1_000_000, "env": None},
+        {"camera": True, "mic": True, "env": False},
+        {"event": dict(zip(LABELS, probs.tolist(), strict=True))},
+        {"sync": 0.4, "infer": 3.0 + 0.01 * i, "e2e": 6.0},
+    )
+    assert pub.result("", payload)
+    sources = {"camera": {"samples": 10 * i, "drops": 1}, "mic": {"samples": 16000 * i}, "env": {"samples": 0}}
+    pub.stats({"t_ns": now, "sources": sources, "drops": {"queue_full": 0, "late": 2}, "latency_ms": {}, "ticks": i,
+               "published": i})  # fmt: skip
+    frame = np.zeros((48, 64, 3), np.uint8)
+    frame[:, :32] = (0, 0, 255)  # left half red (BGR)
+    pub.thumb("camera", frame, now)
+    t = np.arange(1600) / 16000
+    pub.level("mic", (0.5 * np.sin(2 * np.pi * 440 * t))[:, None].astype(np.float32), now)
+    rows = np.tile(np.arange(len(ENV), dtype=np.float32), (5, 1)) + i  # (5, 6)
+    pub.series("env", rows, now, 10.0, ENV)
+    # and what a broken or foreign publisher might send on the same endpoint
+    pub.sock.send_multipart([b"result", b"\xc1", b"\x80"])  # not msgpack
+    bad_version = wire.encode("stats", "stats", 0, now, "", {})
+    bad_version[1] = wire._pack({"v": 99, "type": "stats", "seq": 0, "t_pub_ns": now, "group": ""})
+    pub.sock.send_multipart(bad_version)
+    return rows
+
+
+def test_monitor_folds_a_real_publisher_and_counts_malformed_messages():
+    pub = Publisher(PublishSpec(endpoint="tcp://127.0.0.1:*"))
+    try:
+        with MonitorThread(pub.endpoint) as mon:
+            deadline, i, st = time.monotonic() + 15, 0, {}
+            while time.monotonic() < deadline:  # PUB/SUB joins asynchronously: publish until the monitor has seen some
+                i += 1
+                rows = _publish_round(pub, i)
+                time.sleep(0.1)
+                st = mon.state()
+                if st["counts"].get("result", 0) >= 3 and st["counts"].get("stats", 0) >= 3:
+                    break
+            assert st["counts"]["result"] >= 3, st["counts"]
+            # two bad messages per round; every one counted, the server still answering
+            assert st["malformed"] >= 2 * st["counts"]["result"] - 2
+            assert "v99" in st["last_error"] or "version" in st["last_error"] or "msgpack" in st["last_error"]
+
+            last = st["results"][-1]
+            assert last["top"] == {"event": "glass_break"}
+            assert last["scores"]["event"]["glass_break"] == pytest.approx(0.86)
+            streams = {s["id"]: s for s in st["streams"]}
+            assert streams["camera"]["health"] == "ok" and streams["env"]["health"] == "missing"
+            assert streams["camera"]["sync_offset_ms"] == pytest.approx(-20.0)
+            assert streams["camera"]["rate_hz"] > 0  # measured from the sample counts between stats messages
+            assert st["latency"]["infer"]["p50"] == pytest.approx(3.0, abs=0.2)
+            assert st["latency"]["e2e"]["p99"] == pytest.approx(6.0)
+            # a 0.5-amplitude sine has RMS 0.5/sqrt(2): -9.03 dBFS
+            assert st["levels"]["mic"]["rms_db"][0] == pytest.approx(20 * math.log10(0.5 / math.sqrt(2)), abs=0.05)
+            assert st["series"]["env"]["channels"] == ENV
+            assert st["series"]["env"]["values"][2][-1] == pytest.approx(float(rows[-1, 2]))
+
+            img = cv2.imdecode(np.frombuffer(mon.get("/thumb/camera.jpg"), np.uint8), cv2.IMREAD_COLOR)
+            assert img.shape == (48, 64, 3)
+            assert img[24, 10, 2] > 200 and img[24, 50, 2] < 50  # red on the left only: the frame we sent
+            assert b"<title>edgefuse monitor</title>" in mon.get("/")
+            assert b"WebSocket" in mon.get("/static/app.js")
+    finally:
+        pub.close()
+
+
+def _msg(mtype: str, topic: str, payload: dict) -> wire.Message:
+    return wire.decode(wire.encode(mtype, topic, 0, 0, "", payload))
+
+
+def test_stream_goes_stale_when_its_sample_count_stops_growing():
+    st = MonitorState()
+    stats = lambda n, t_s: {"t_ns": int(t_s * 1e9), "sources": {"env": {"samples": n}}, "drops": {},
+                            "latency_ms": {}, "ticks": 0, "published": 0}  # fmt: skip
+    st.apply(_msg("stats", "stats", stats(10, 1.0)), now=1.0)
+    st.apply(_msg("stats", "stats", stats(20, 2.0)), now=2.0)
+    row = st.stream_rows(now=2.5)[0]
+    assert row["health"] == "ok" and row["rate_hz"] == pytest.approx(10.0)
+    st.apply(_msg("stats", "stats", stats(20, 3.0)), now=3.0)  # no growth since t=2
+    assert st.stream_rows(now=2.0 + STALE_S + 0.1)[0]["health"] == "stale"
+    assert st.heartbeat(now=2.0 + 10)["live"] is False  # nothing for 10 s: the runtime is silent
+
+
+def test_series_values_that_do_not_fit_their_channels_are_malformed_not_fatal():
+    mon = Monitor("tcp://127.0.0.1:1")  # never started: handle() is the per-message path only
+    bad = wire.encode("series", "series/env", 0, 0, "", {"t_capture_ns": 0, "rate_hz": 10.0, "channels": ["a", "b"],
+                                                          "values": [[1.0, 2.0, 3.0]]})  # fmt: skip
+    update = mon.handle(bad)
+    assert update["kind"] == "malformed" and "series/env" in update["last_error"]
+    assert mon.handle([b"x"])["malformed"] == 2
+    good = wire.encode("level", "level/mic", 0, 0, "", {"t_capture_ns": 0, "rms_db": [-20.0]})
+    assert mon.handle(good)["level"]["rms_db"] == [-20.0]
+    mon._ctx.term()
