@@ -1,0 +1,109 @@
+"""Synthetic sources: one shared world, device-like timing, sensor clocks through ClockFit, ground truth in meta."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgefuse.runtime.clock import monotonic_ns
+from edgefuse.runtime.sources import make_sources
+from edgefuse.spec import load_spec
+
+CONFIGS = "configs"
+
+
+def run_virtual(sources, seconds: float, step_s: float = 0.1) -> dict[str, list]:
+    for s in sources.values():
+        s.open()
+    got: dict[str, list] = {sid: [] for sid in sources}
+    for _ in range(round(seconds / step_s)):
+        for sid, s in sources.items():  # in lockstep, as a pipeline stepping a virtual clock would
+            got[sid] += s.read(step_s)
+    return got
+
+
+@pytest.fixture(scope="module")
+def home():
+    spec = load_spec(f"{CONFIGS}/smart_home.yaml")
+    sources = make_sources(spec, seed=3, realtime=False)
+    return spec, sources, run_virtual(sources, 12.0)
+
+
+def test_counts_rates_and_shapes_on_the_virtual_clock(home):
+    _, sources, got = home
+    assert len(got["camera"]) == 120 and got["camera"][0].data.shape == (64, 64, 3)
+    assert got["camera"][0].data.dtype == np.uint8
+    assert len(got["mic"]) == 187  # 64 ms blocks that ended (+2 ms) within 12 s
+    assert got["mic"][0].data.shape == (1024, 1) and got["mic"][0].rate_hz == 16000
+    assert len(got["env"]) == 120 and got["env"][0].data.shape == (1, 6)
+    for sid, samples in got.items():
+        assert [s.seq for s in samples] == list(range(len(samples)))
+        assert all(s.t_arrival_ns >= s.t_capture_ns for s in samples)
+        assert sources[sid].stats()["samples"] == len(samples)
+    np.testing.assert_array_equal(np.diff([s.t_capture_ns for s in got["mic"]]), 64_000_000)
+    assert sources["mic"].now_ns() == sources["mic"].world.t0_ns + 12_000_000_000
+
+
+def test_streams_are_the_worlds_episodes_across_boundaries(home):
+    _, sources, got = home
+    world = sources["mic"].world
+    audio = np.concatenate([s.data for s in got["mic"]])  # (N, 1)
+    np.testing.assert_array_equal(audio[:80000], world.episode(0)["mic"][:80000])
+    np.testing.assert_array_equal(audio[80000:160000], world.episode(1)["mic"][:80000])  # 5 s episodes
+    np.testing.assert_array_equal(got["camera"][51].data, world.episode(1)["camera"][1])
+    assert sources["camera"].world is world and sources["env"].world is world
+
+
+def test_series_sensor_clock_is_fitted_back_onto_the_host_clock(home):
+    _, sources, got = home
+    env = sources["env"]
+    err_ms = np.array([(s.t_capture_ns - s.meta["t_true_ns"]) / 1e6 for s in got["env"]])
+    assert abs(env.sensor_offset_ns) > 1e7  # the sensor clock really is off by more than 10 ms
+    assert np.abs(err_ms[30:]).max() < 1.5  # but capture times land within the path's minimum delay
+    assert env.stats()["clock_drift_ppm"] == pytest.approx(env.sensor_drift * 1e6, abs=8)
+
+
+def test_ground_truth_labels(home):
+    spec, sources, got = home
+    world = sources["env"].world
+    for s in got["camera"][::7]:
+        assert s.meta["labels"] == world.episode_labels(s.meta["t_true_ns"])
+        assert s.meta["labels"]["event"] in spec.labels["event"]
+    t0 = world.t0_ns
+    assert world.labels_at(t0 + 4_500_000_000) == world.labels(0)  # window [0.5, 4.5] s inside episode 0
+    assert world.labels_at(t0 + 5_500_000_000) is None  # window straddles episodes 0 and 1
+    assert world.labels_at(t0 + 9_500_000_000) == world.labels(1)
+    rows = world.timeline(t0, t0 + 12_000_000_000)
+    assert [(a - t0, b - t0) for a, b, _ in rows] == [(0, 5e9), (5e9, 10e9), (10e9, 12e9)]
+
+
+def test_same_seed_same_streams(home):
+    spec, _, got = home
+    again = run_virtual(make_sources(spec, seed=3, realtime=False), 2.0)
+    for sid in ("camera", "mic", "env"):
+        for a, b in zip(again[sid], got[sid], strict=False):
+            np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_realtime_pacing():
+    spec = load_spec(f"{CONFIGS}/smart_home.yaml")
+    mic = make_sources(spec, realtime=True)["mic"]
+    mic.open()
+    lateness_ms, got = [], []
+    t_end = monotonic_ns() + 400_000_000
+    while monotonic_ns() < t_end:
+        for s in mic.read(0.05):
+            lateness_ms.append((monotonic_ns() - s.t_arrival_ns) / 1e6)
+            got.append(s)
+    assert 4 <= len(got) <= 7  # 400 ms of 64 ms blocks
+    assert min(lateness_ms) >= 0 and max(lateness_ms) < 150  # never early; late only by scheduling (and render)
+
+
+def test_text_and_an_optional_camera():
+    spec = load_spec(f"{CONFIGS}/customer_service.yaml")
+    got = run_virtual(make_sources(spec, seed=1, realtime=False), 30.0, step_s=0.5)
+    texts = got["transcript"]
+    assert len(texts) >= 5 and all(isinstance(s.data, str) and s.data for s in texts)
+    assert all(s.t_arrival_ns - s.t_capture_ns == 150_000_000 for s in texts)
+    assert 0 < len(got["camera"]) <= 150  # 5 fps at most; absent in some episodes
+    assert len(got["voice"]) > 0 and got["voice"][0].data.shape == (1024, 1)
