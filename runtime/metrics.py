@@ -1,19 +1,27 @@
 """Prometheus metrics of a running pipeline, served on `runtime.metrics_port`.
 
 Two kinds of numbers, two ways in:
-  - events the pipeline sees once (a tick, an inference, a failed publish) are observed as they happen, from the
-    pipeline's own (non-capture) threads: `observe_tick`, `observe_inference`, `publish_failed`;
-  - what the sources already count (samples, drops by reason, clock offset and drift, queue depth) is kept as the
-    latest snapshot (`observe_source_stats`, one dict assignment) and turned into metrics at scrape time by a custom
-    collector, so the source counters are exposed exactly as the sources count them and the hot path does nothing.
+  - events the pipeline sees once (a tick, a backend call) are observed as they happen, from the pipeline's output
+    thread (never a capture thread): `observe_tick`, `observe_inference`, `publish_failed`;
+  - what sources and the publisher already count (samples, drops by reason, clock offset and drift, queue depth,
+    publish failures) is kept as the latest snapshot (`observe_source_stats`, `observe_publisher`, a dict copy at
+    the monitoring rate) and turned into metrics at scrape time by a custom collector, so those counters read
+    exactly what was counted and the hot path does nothing more.
 
-Each RuntimeMetrics has its own registry (never the global one), so several pipelines (and tests) share a process.
+Names follow Prometheus conventions: base units (`_seconds`), `_total` counters, labels of low cardinality only
+(source, group, modality, stage, reason, backend). Each RuntimeMetrics has its own registry (never the global one),
+so several pipelines, and tests, share a process.
+
+    metrics = RuntimeMetrics()
+    metrics.start_http(9100)          # http://127.0.0.1:9100/metrics
 """
 
 from __future__ import annotations
 
 import numbers
 import threading
+import time
+from collections import deque
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -26,6 +34,7 @@ from prometheus_client.registry import Collector, CollectorRegistry  # noqa: E40
 # Pipeline stages take 0.1 ms (a queue hand-off) to a few hundred ms (a slow CPU inference); Prometheus' default
 # buckets start at 5 ms and would put every fast stage in the first bucket.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+RATE_WINDOW_S = 5.0  # the measured sample rate covers about this long: steady at a 2 Hz monitor rate
 
 
 class RuntimeMetrics:
@@ -54,13 +63,13 @@ class RuntimeMetrics:
             "edgefuse_modality_missing_ticks", "Ticks in which the modality was missing.", ["group", "modality"],
             registry=r,
         )  # fmt: skip
-        self.publish_failures = prom.Counter(
-            "edgefuse_publish_failures", "Messages the publisher could not send.", ["reason"], registry=r
-        )
-        self._sources: dict[str, Mapping[str, Any]] = {}
+        self._sources: dict[str, dict[str, Any]] = {}
+        self._rate_points: dict[str, deque[tuple[float, float]]] = {}
+        self._publish_failed: dict[str, int] = {}  # counted here by publish_failed()
+        self._publisher_failures: dict[str, int] = {}  # the publisher's own counts (observe_publisher)
         self._lock = threading.Lock()
         self._server: Any = None
-        r.register(_SourceCollector(self))
+        r.register(_SnapshotCollector(self))
 
     # events ---------------------------------------------------------------------------------------------------------
     def observe_tick(
@@ -82,23 +91,45 @@ class RuntimeMetrics:
         self.batch_size.observe(batch)
 
     def publish_failed(self, reason: str = "send") -> None:
-        """The publisher dropped a message (e.g. reason="hwm" when the send queue is full, "encode", "send")."""
-        self.publish_failures.labels(reason).inc()
+        """One message the publisher could not send (reason "hwm", "encode", "send", "closed")."""
+        with self._lock:
+            self._publish_failed[reason] = self._publish_failed.get(reason, 0) + 1
 
-    def observe_source_stats(self, source: str, stats: Mapping[str, Any]) -> None:
-        """Keep a source's latest stats() snapshot; it is exposed at the next scrape.
+    def observe_publisher(self, failures: Mapping[str, int]) -> None:
+        """The publisher's own cumulative failure counts by reason (Publisher.failures), read as a snapshot."""
+        with self._lock:
+            self._publisher_failures = dict(failures)
 
-        Takes Source.stats() as it is. Keys read (all optional, cumulative counts unless said): samples, rate_hz
-        (measured), drops (sequence gaps: reason "seq_gap"; or a map {reason: count}), overflows (reason "overflow"),
-        queue_drops (reason "queue_full"), late (reason "late"), reconnects, errors, queue_depth (now),
-        clock_offset_s (host minus sensor clock, now), clock_drift_ppm (now).
+    def observe_source_stats(self, source: str, stats: Mapping[str, Any], now: float | None = None) -> None:
+        """Keep a source's latest stats snapshot (Pipeline.source_stats()[sid]); it is exposed at the next scrape.
+
+        Keys read, all optional (cumulative counts unless said): samples, drops (gaps in the sensor's own sequence:
+        reason "sensor_gap"), overflows (device buffer overruns: "overflow"), dropped ({reason: count} counted by the
+        pipeline: queue_full, late, seq_gap, invalid), rejected ({reason: count} of refused sensor messages:
+        "rejected_<reason>"), reconnects, errors, clock_jumps, and now-values queue_depth, clock_offset_ms,
+        clock_drift_ppm. The sample rate is measured here from the sample count over the last RATE_WINDOW_S.
         """
+        now = time.monotonic() if now is None else now
+        snap = dict(stats)
+        samples = snap.get("samples")
         with self._lock:
-            self._sources[source] = dict(stats)
+            if _is_num(samples):
+                pts = self._rate_points.setdefault(source, deque())
+                pts.append((now, float(samples)))
+                while len(pts) > 2 and now - pts[1][0] >= RATE_WINDOW_S:
+                    pts.popleft()
+                (t0, n0), (t1, n1) = pts[0], pts[-1]
+                if t1 > t0 and n1 >= n0:
+                    snap["rate_hz"] = (n1 - n0) / (t1 - t0)
+            self._sources[source] = snap
 
-    def source_snapshot(self) -> dict[str, Mapping[str, Any]]:
+    def snapshot(self) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
+        """(source stats by source, publish failures by reason), as the collector reads them."""
         with self._lock:
-            return dict(self._sources)
+            failures = dict(self._publisher_failures)
+            for reason, n in self._publish_failed.items():
+                failures[reason] = failures.get(reason, 0) + n
+            return dict(self._sources), failures
 
     # serving --------------------------------------------------------------------------------------------------------
     def start_http(self, port: int, host: str = "127.0.0.1") -> int:
@@ -115,8 +146,8 @@ class RuntimeMetrics:
             self._server = None
 
 
-class _SourceCollector(Collector):
-    """Turns the sources' latest stats snapshots into metric families at scrape time."""
+class _SnapshotCollector(Collector):
+    """Turns the latest source stats and publisher counts into metric families at scrape time."""
 
     def __init__(self, metrics: RuntimeMetrics):
         self.metrics = metrics
@@ -125,47 +156,55 @@ class _SourceCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Any]:
-        snap = self.metrics.source_snapshot()
-        samples = CounterMetricFamily("edgefuse_source_samples", "Samples received per source.", labels=["source"])
-        rate = GaugeMetricFamily("edgefuse_source_rate_hz", "Measured sample rate per source.", labels=["source"])
-        drops = CounterMetricFamily("edgefuse_drops", "Samples dropped, by reason.", labels=["source", "reason"])
-        depth = GaugeMetricFamily("edgefuse_queue_depth", "Samples waiting in the source queue.", labels=["source"])
-        offset = GaugeMetricFamily(
-            "edgefuse_clock_offset_seconds", "Source clock minus host monotonic clock.", labels=["source"]
+        sources, publish_failures = self.metrics.snapshot()
+        src = ["source"]
+        samples = CounterMetricFamily("edgefuse_source_samples", "Samples delivered per source.", labels=src)
+        rate = GaugeMetricFamily(
+            "edgefuse_source_rate_hz", f"Sample rate over the last {RATE_WINDOW_S:g} s.", labels=src
         )
-        drift = GaugeMetricFamily("edgefuse_clock_drift_ppm", "Source clock drift vs host clock.", labels=["source"])
-        reconnects = CounterMetricFamily("edgefuse_source_reconnects", "Device reconnects.", labels=["source"])
-        errors = CounterMetricFamily("edgefuse_source_errors", "Device or message errors.", labels=["source"])
-        for source, s in sorted(snap.items()):
-            _add(samples, source, s.get("samples"))
-            _add(rate, source, s.get("rate_hz"))
-            _add(depth, source, s.get("queue_depth"))
-            _add(offset, source, s.get("clock_offset_s"))
-            _add(drift, source, s.get("clock_drift_ppm"))
-            _add(reconnects, source, s.get("reconnects"))
-            _add(errors, source, s.get("errors"))
+        drops = CounterMetricFamily("edgefuse_drops", "Samples lost, by source and reason.", labels=[*src, "reason"])
+        depth = GaugeMetricFamily("edgefuse_queue_depth", "Samples waiting in the source's queue.", labels=src)
+        offset = GaugeMetricFamily("edgefuse_clock_offset_seconds", "Host minus sensor clock (fitted).", labels=src)
+        drift = GaugeMetricFamily("edgefuse_clock_drift_ppm", "Sensor clock rate error vs the host clock.", labels=src)
+        jumps = CounterMetricFamily("edgefuse_clock_jumps", "Sensor clock steps detected.", labels=src)
+        reconnects = CounterMetricFamily("edgefuse_source_reconnects", "Device reconnects.", labels=src)
+        errors = CounterMetricFamily("edgefuse_source_errors", "Device or message errors.", labels=src)
+        failures = CounterMetricFamily("edgefuse_publish_failures", "Messages not sent, by reason.", labels=["reason"])
+        for source, s in sorted(sources.items()):
+            _add(samples, [source], s.get("samples"))
+            _add(rate, [source], s.get("rate_hz"))
+            _add(depth, [source], s.get("queue_depth"))
+            offset_ms = s.get("clock_offset_ms")
+            _add(offset, [source], offset_ms / 1e3 if _is_num(offset_ms) else None)
+            _add(drift, [source], s.get("clock_drift_ppm"))
+            _add(jumps, [source], s.get("clock_jumps"))
+            _add(reconnects, [source], s.get("reconnects"))
+            _add(errors, [source], s.get("errors"))
             for reason, n in sorted(drop_reasons(s).items()):
-                _add(drops, source, n, reason)
-        yield from (samples, rate, drops, depth, offset, drift, reconnects, errors)
-
-
-# source stats key -> drop reason label (a source counts sequence gaps as "drops" and ring overflows as "overflows")
-DROP_KEYS = {"drops": "seq_gap", "overflows": "overflow", "queue_drops": "queue_full", "late": "late"}
+                _add(drops, [source, reason], n)
+        for reason, n in sorted(publish_failures.items()):
+            _add(failures, [reason], n)
+        yield from (samples, rate, drops, depth, offset, drift, jumps, reconnects, errors, failures)
 
 
 def drop_reasons(stats: Mapping[str, Any]) -> dict[str, float]:
-    """{reason: cumulative count} from one source's stats; a `drops` map is taken as already split by reason."""
+    """{reason: cumulative count} of one source's losses, from the source's counters and the pipeline's."""
     out: dict[str, float] = {}
-    for key, reason in DROP_KEYS.items():
-        value = stats.get(key)
-        if isinstance(value, Mapping):
-            out.update({str(r): n for r, n in value.items()})
-        elif value is not None:
-            out[reason] = value
-    return out
+    for key, reason in (("drops", "sensor_gap"), ("overflows", "overflow")):
+        if _is_num(stats.get(key)):
+            out[reason] = stats[key]
+    for reason, n in (stats.get("dropped") or {}).items():
+        out[str(reason)] = out.get(str(reason), 0) + n
+    for reason, n in (stats.get("rejected") or {}).items():
+        out[f"rejected_{reason}"] = n
+    return {r: n for r, n in out.items() if _is_num(n)}
 
 
-def _add(family: Any, source: str, value: Any, *extra: str) -> None:
+def _is_num(value: Any) -> bool:
     # numbers.Real also takes NumPy scalars, which sources may report
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        family.add_metric([source, *extra], float(value))
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _add(family: Any, labels: list[str], value: Any) -> None:
+    if _is_num(value):
+        family.add_metric(labels, float(value))

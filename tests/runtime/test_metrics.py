@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import urllib.request
+from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from edgefuse.runtime.metrics import LATENCY_BUCKETS, RuntimeMetrics  # noqa: E402
+from edgefuse.runtime.queues import Drops, SampleQueue  # noqa: E402
+from edgefuse.runtime.sources import make_sources  # noqa: E402
+from edgefuse.spec import load_spec  # noqa: E402
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
@@ -36,7 +41,6 @@ def test_ticks_latency_presence_and_failures_are_scraped(metrics):
     metrics.observe_tick("g0", {"sync": 0.0004, "infer": 0.003}, {"camera": 1.0, "mic": 1.0, "env": 0.0})
     metrics.observe_tick("g0", {"sync": 0.0002, "infer": 0.004}, {"camera": 0.0, "mic": 1.0, "env": 0.0})
     metrics.observe_inference(0.0035, batch=2, backend="onnxruntime")
-    metrics.publish_failed("hwm")
     port = metrics.start_http(0)
     got = scrape(port)
 
@@ -54,34 +58,53 @@ def test_ticks_latency_presence_and_failures_are_scraped(metrics):
     assert got[("edgefuse_stage_latency_seconds_bucket", (("le", "0.0001"), ("stage", "sync")))] == 0
     assert got[("edgefuse_inference_latency_seconds_count", (("backend", "onnxruntime"),))] == 1
     assert got[("edgefuse_inference_batch_size_sum", ())] == 2
-    assert got[("edgefuse_publish_failures_total", (("reason", "hwm"),))] == 1
     assert LATENCY_BUCKETS[0] == 0.0001 and 0.25 in LATENCY_BUCKETS
 
 
-def test_source_stats_are_exposed_as_counted_at_scrape_time(metrics):
+def test_source_stats_from_real_sources_are_exposed_at_scrape_time(metrics):
+    spec = load_spec(CONFIGS / "smart_home.yaml")
+    sources = make_sources(spec, realtime=False)  # synthetic streams on a virtual clock: no waiting
+    drops = Drops()
+    queue = SampleQueue(4, "camera", drops)
+    for src in sources.values():
+        src.open()
+    for sid, src in sources.items():
+        for s in src.read(1.0):
+            if sid == "camera":
+                queue.put(s)  # 10 frames into a 4-deep queue: 6 dropped as queue_full
     port = metrics.start_http(0)
-    # Source.stats() as a source returns it, NumPy scalars included
-    stats = {"samples": 120, "drops": 3, "overflows": 1, "reconnects": 2, "errors": 0, "rate_hz": np.float64(9.8)}
-    metrics.observe_source_stats("camera", {**stats, "queue_depth": np.int64(4)})
-    metrics.observe_source_stats("env", {"samples": 40, "clock_offset_s": -0.0125, "clock_drift_ppm": 35.5})
+    for t, (sid, src) in enumerate(sources.items()):
+        st = {**src.stats(), "queue_depth": len(queue), "dropped": drops.by_source().get(sid, {})}
+        metrics.observe_source_stats(sid, st, now=float(t))
     got = scrape(port)
-    cam = (("source", "camera"),)
-    assert got[("edgefuse_source_samples_total", cam)] == 120
-    assert got[("edgefuse_source_rate_hz", cam)] == pytest.approx(9.8)
-    assert got[("edgefuse_drops_total", (("reason", "seq_gap"), ("source", "camera")))] == 3
-    assert got[("edgefuse_drops_total", (("reason", "overflow"), ("source", "camera")))] == 1
-    assert got[("edgefuse_queue_depth", cam)] == 4
-    assert got[("edgefuse_source_reconnects_total", cam)] == 2
-    assert got[("edgefuse_clock_offset_seconds", (("source", "env"),))] == pytest.approx(-0.0125)
-    assert got[("edgefuse_clock_drift_ppm", (("source", "env"),))] == pytest.approx(35.5)
-    assert ("edgefuse_clock_offset_seconds", cam) not in got  # a source without a clock fit reports none
 
-    # a newer snapshot replaces the old one: counters read exactly what the source counted
-    metrics.observe_source_stats("camera", {**stats, "samples": 250, "drops": {"seq_gap": 5, "queue_full": 7}})
+    cam, env = (("source", "camera"),), (("source", "env"),)
+    assert got[("edgefuse_source_samples_total", cam)] == sources["camera"].stats()["samples"] == 10
+    assert got[("edgefuse_drops_total", (("reason", "queue_full"), ("source", "camera")))] == 6
+    assert got[("edgefuse_drops_total", (("reason", "sensor_gap"), ("source", "camera")))] == 0
+    assert got[("edgefuse_queue_depth", cam)] == 4
+    # the synthetic env sensor has its own drifting clock, fitted like a networked sensor's
+    fit = sources["env"].stats()
+    assert got[("edgefuse_clock_offset_seconds", env)] == pytest.approx(fit["clock_offset_ms"] / 1e3)
+    assert got[("edgefuse_clock_drift_ppm", env)] == pytest.approx(fit["clock_drift_ppm"])
+    assert ("edgefuse_clock_offset_seconds", cam) not in got  # a camera has no clock fit to report
+
+    # the rate is measured from the sample counts between snapshots: 10 more frames in 0.5 s -> 20 Hz
+    cam_stats = sources["camera"].stats()
+    metrics.observe_source_stats("camera", {**cam_stats, "samples": cam_stats["samples"] + 10}, now=0.5)
+    assert ("edgefuse_source_rate_hz", cam) not in got  # one snapshot: no rate yet
+    assert scrape(port)[("edgefuse_source_rate_hz", cam)] == pytest.approx(20.0)
+
+
+def test_publish_failures_counted_here_and_by_the_publisher_add_up(metrics):
+    metrics.publish_failed("hwm")
+    metrics.observe_publisher({"hwm": 3, "encode": 1})  # Publisher.failures, cumulative
+    port = metrics.start_http(0)
     got = scrape(port)
-    assert got[("edgefuse_source_samples_total", cam)] == 250
-    assert got[("edgefuse_drops_total", (("reason", "queue_full"), ("source", "camera")))] == 7
-    assert got[("edgefuse_drops_total", (("reason", "seq_gap"), ("source", "camera")))] == 5
+    assert got[("edgefuse_publish_failures_total", (("reason", "hwm"),))] == 4
+    assert got[("edgefuse_publish_failures_total", (("reason", "encode"),))] == 1
+    metrics.observe_publisher({"hwm": 5, "encode": 1})  # a newer snapshot replaces the old one
+    assert scrape(port)[("edgefuse_publish_failures_total", (("reason", "hwm"),))] == 6
 
 
 def test_two_pipelines_in_one_process_have_separate_registries():
