@@ -215,7 +215,8 @@ class ZmqSensorSource(Source):
         t_last = r.t_sensor_ns + round((n - 1) * 1e9 / r.rate_hz) if r.rate_hz else r.t_sensor_ns
         pub.clock.update(t_last, t_arrival_ns)
         data = r.data if isinstance(r.data, str) else self._hold(r.data)
-        return self._sample(pub.clock.to_host(r.t_sensor_ns), t_arrival_ns, data, r.rate_hz, publisher=r.publisher)
+        rate = r.rate_hz if n > 1 else 0.0  # Sample convention: 0 for a single reading
+        return self._sample(pub.clock.to_host(r.t_sensor_ns), t_arrival_ns, data, rate, publisher=r.publisher)
 
     def _publisher(self, name: str) -> _Publisher:
         pub = self.publishers.get(name)

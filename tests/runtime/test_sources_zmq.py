@@ -220,3 +220,31 @@ def test_parse_message_reasons_and_config_errors():
     bad.modalities["env"].source.uri = None
     with pytest.raises(SpecError, match=r"modalities.env.source.uri"):
         make_sources(bad)
+
+
+def test_example_publisher_in_another_process(tmp_path):
+    # examples/sensor_publisher.py binds; our source connects to it (another process, JSON payloads, batched rows)
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"tcp://127.0.0.1:{port}"
+    src = make_sources(spec_for(uri))["env"]
+    m = src.spec
+    cmd = [sys.executable, "examples/sensor_publisher.py", "--endpoint", uri, "--channels", ",".join(m.channels)]
+    cmd += ["--rate", "100", "--rows", "4", "--format", "json", "--count", "60"]
+    pub = subprocess.Popen(cmd)
+    src.open()
+    try:
+        got = collect(src, 20, timeout_s=10)
+    finally:
+        pub.wait(20)
+        src.close()
+    assert len(got) >= 20 and all(s.data.shape == (4, 3) and s.rate_hz == 100 for s in got)
+    # the example stamps with the wall clock: the fitted offset is host monotonic - wall clock (+ a small delay)
+    expected_ms = (monotonic_ns() - time.time_ns()) / 1e6
+    assert src.stats()["clock_offset_ms"] == pytest.approx(expected_ms, abs=30)
+    assert src.stats()["errors"] == 0
