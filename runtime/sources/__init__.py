@@ -115,7 +115,12 @@ SOURCE_TYPES: dict[str, str] = {
 
 
 def register_source(type_name: str, target: str) -> None:
-    """Register a source class ("module:Class") under a type name a config can pick."""
+    """Register a source class ("module:Class") under a type name a config can pick.
+
+    make_sources() calls `Class(source_id, modality, modality_spec, realtime=..., seed=..., context=...)`, where
+    context is what the optional classmethod `shared_context(spec, modality, group, seed, realtime, shared)` returned (one
+    object shared by the sources of one call, e.g. a simulated world), or None.
+    """
     SOURCE_TYPES[type_name] = target
 
 
@@ -147,7 +152,7 @@ def make_sources(
     for i, (name, m) in enumerate(spec.modalities.items()):
         sid = source_id(name, group)
         cls = source_class(m.source.type)
-        ctx = cls.shared_context(spec, group, seed, realtime, shared) if hasattr(cls, "shared_context") else None
+        ctx = cls.shared_context(spec, name, group, seed, realtime, shared) if hasattr(cls, "shared_context") else None
         out[sid] = cls(sid, name, m, realtime=realtime, seed=seed * 1000 + i, context=ctx)
     return out
 

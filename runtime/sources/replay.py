@@ -63,9 +63,10 @@ class ReplaySource(Source):
 
     @classmethod
     def shared_context(
-        cls, spec: ScenarioSpec, group: str | None, seed: int, realtime: bool, shared: dict[str, Any]
+        cls, spec: ScenarioSpec, modality: str, group: str | None, seed: int, realtime: bool, shared: dict[str, Any]
     ) -> _Shared | None:
-        uri = next((m.source.uri for m in spec.modalities.values() if m.source.type == "replay"), None)
+        """One reader and time shift per session folder, shared by the modalities replaying it."""
+        uri = spec.modalities[modality].source.uri
         if not uri:
             return None
         key = f"replay:{uri}"

@@ -119,7 +119,7 @@ class SyntheticSource(Source):
 
     @classmethod
     def shared_context(
-        cls, spec: ScenarioSpec, group: str | None, seed: int, realtime: bool, shared: dict[str, Any]
+        cls, spec: ScenarioSpec, modality: str, group: str | None, seed: int, realtime: bool, shared: dict[str, Any]
     ) -> World:
         """One World per make_sources() call, shared by its synthetic modalities."""
         if "world" not in shared:
