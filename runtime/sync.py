@@ -26,6 +26,7 @@ no per-row Python loops and no growth however long the run.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from bisect import bisect_right
@@ -419,7 +420,8 @@ class Synchronizer:
         stamps = {
             "tick": t,
             # when the data was all in: the newest arrival, or the budget running out
-            "data": min(self._last_arrival, now_ns) if complete else t + self.budget_ns,
+            # (never before the tick itself: data that came early waited for the tick, not for the runtime)
+            "data": max(t, min(self._last_arrival, now_ns)) if complete else t + self.budget_ns,
             "ready": now_ns,
             "sync_start": t_start,
             "synced": self.clock(),
@@ -432,16 +434,30 @@ class Synchronizer:
 # Offline: replay a stream through a synchronizer, and cut training windows
 
 
+def in_arrival_order(samples: Iterable[Sample]) -> Iterator[Sample]:
+    """Samples given in capture order (a recorded session), re-ordered by arrival: the order a live run saw them.
+
+    A sample cannot arrive before it is captured, so once the input reaches capture time t every sample that
+    arrived by t is known: a heap holds only the samples still in flight (bounded by the latency times the rates).
+    """
+    heap: list[tuple[int, int, Sample]] = []
+    for i, s in enumerate(samples):
+        heapq.heappush(heap, (int(s.t_arrival_ns), i, s))
+        while heap and heap[0][0] <= s.t_capture_ns:
+            yield heapq.heappop(heap)[2]
+    while heap:
+        yield heapq.heappop(heap)[2]
+
+
 def drive(sync: Synchronizer, samples: Iterable[Sample]) -> Iterator[Tick]:
-    """Push samples (in capture order) through `sync` on their own recorded clock: `now` is the newest arrival time.
+    """Replay samples (in capture order) through `sync` on their own recorded clock: pushed in arrival order, with
+    `now` the newest arrival time, exactly as a live run would have pushed them.
 
     Deterministic: the same samples give the same ticks, whatever the machine's speed.
     """
-    now = NEVER
-    for s in samples:
-        now = max(now, int(s.t_arrival_ns))
+    for s in in_arrival_order(samples):
         sync.push(s)
-        yield from sync.poll(now)
+        yield from sync.poll(int(s.t_arrival_ns))
     yield from sync.flush()
 
 
@@ -459,7 +475,8 @@ def label_segments(
     return sorted(out, key=lambda seg: seg[0])
 
 
-def _label_at(segments: list[tuple[int, int, dict[str, str]]], starts: list[int], t: int) -> dict[str, str] | None:
+def label_at(segments: list[tuple[int, int, dict[str, str]]], starts: list[int], t: int) -> dict[str, str] | None:
+    """The labels of the segment covering time t (segments sorted by start, `starts` their start times), or None."""
     i = bisect_right(starts, t) - 1
     return segments[i][2] if i >= 0 and t <= segments[i][1] else None
 
@@ -510,7 +527,7 @@ def windows_from_session(
     inputs: dict[str, list[np.ndarray]] = {m: [] for m in spec.modality_names}
     masks, targets, t_ns = [], {h: [] for h in spec.heads}, []
     for tick in drive(sync, reader):
-        truth = _label_at(segments, starts, tick.t_tick_ns)
+        truth = label_at(segments, starts, tick.t_tick_ns)
         if truth is None:
             continue
         for m, x in tick.inputs.items():

@@ -266,14 +266,13 @@ def test_windows_from_a_recorded_session_folder(tmp_path):
 
     spec = make_spec()
     with SessionWriter(tmp_path / "s", spec, chunk_s=0.05) as writer:
-        start = writer.start_ns
-        for x in stream(start, start + 3 * NS):
+        t0 = -(-writer.start_ns // NS) * NS  # frames on the tick grid
+        for x in stream(t0, t0 + 3 * NS):
             writer.write(x)
-    write_labels(tmp_path / "s" / "labels.csv", [(0.0, 3.0, {"event": "loud"})], ["event"])
+    write_labels(tmp_path / "s" / "labels.csv", [(0.0, 5.0, {"event": "loud"})], ["event"])
     w = windows_from_session(spec, tmp_path / "s")
-    grid0 = -(-start // (NS // 2)) * (NS // 2)
-    assert w.t_ns.tolist() == [t for t in range(grid0, start + 3 * NS, NS // 2)]
-    assert w.targets["event"].tolist() == [1] * len(w) and w.mask[-1].tolist() == [1, 1, 1, 1]
+    assert w.t_ns.tolist() == [t0 + k * NS // 2 for k in range(6)]
+    assert w.targets["event"].tolist() == [1] * 6 and w.mask[-1].tolist() == [1, 1, 1, 1]
 
 
 def test_label_errors_name_the_file_and_row(tmp_path):
