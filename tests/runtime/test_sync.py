@@ -285,3 +285,21 @@ def test_label_errors_name_the_file_and_row(tmp_path):
         windows_from_session(spec, stream(0, NS), [(0.0, 1.0, {"event": "boom"})])
     with pytest.raises(DataError, match="no labels"):
         windows_from_session(spec, stream(0, NS))
+
+
+def test_aligned_fast_path_equals_general_resampling():
+    from edgefuse.runtime.sync import _aligned_rows, _resample
+
+    spec = make_spec()
+    sync = Synchronizer(spec)
+    rng = np.random.default_rng(0)
+    for b in range(20):  # 2 s of 1 kHz noise in 100-row blocks, at the spec's rate
+        sync.push(s("mic", b, b * 100 * MS + 7, rng.standard_normal((100, 1)).astype(np.float32), 1000.0))
+    track = sync.tracks["mic"]
+    ts, errs, xs = track.ring.view()
+    for t in (1_000 * MS, 1_234_400_000, 1_999 * MS + 7):
+        grid = t - track.grid_off
+        fast = _aligned_rows(ts, errs, xs, grid, t, track.grid_period_ns / 2)
+        slow, coverage = _resample(ts, xs, grid, 0.75 * track.grid_period_ns, linear=False)
+        assert fast is not None and coverage == 1.0
+        assert np.array_equal(fast[0], slow.T) and fast[1] <= t
