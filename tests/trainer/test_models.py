@@ -1,0 +1,210 @@
+"""The model library: encoders, build_model's checks, normalization, modality dropout, budgets, the ONNX graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from test_fusion import random_inputs, tiny_spec
+
+from edgefuse.errors import InputError
+from edgefuse.spec import FUSION_METHODS, SpecError, load_spec, parse_spec, spec_to_dict
+from edgefuse.trainer.models import ENCODERS, build_model, count_params, modality_dropout
+from edgefuse.trainer.models.onnx import to_onnx
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+PARAM_BUDGET = 500_000
+# ONNX ops TensorRT's parser supports that these models may use; anything else would break engine builds
+TRT_OPS = {
+    "Add", "BatchNormalization", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv", "Div", "Equal", "Expand",
+    "Flatten", "GRU", "Gather", "Gemm", "Greater", "GlobalAveragePool", "LayerNormalization", "Log", "MatMul", "Max",
+    "Mul", "Not", "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Shape", "Slice", "Softmax", "Split",
+    "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Where", "Clip", "Erf", "Pow", "Range", "Tile", "Identity",
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_fits_the_parameter_budget_with_every_fusion(path):
+    spec = load_spec(path)
+    for method in FUSION_METHODS:
+        spec.model.fusion.method = method
+        n = count_params(build_model(spec))
+        assert 10_000 < n <= PARAM_BUDGET, f"{path.stem} with {method}: {n} parameters"
+
+
+def test_count_params_counts_parameters_not_buffers():
+    model = build_model(tiny_spec())
+    assert count_params(model) == sum(p.numel() for p in model.parameters())
+    assert "encoders.mic.logmel.dft" in dict(model.named_buffers())  # the fixed DFT is a buffer
+
+
+def test_encoders_project_to_dim():
+    spec = tiny_spec(with_text=True)
+    model = build_model(spec).eval()
+    inputs = random_inputs(spec, 2, 0)
+    for name in spec.modality_names:
+        assert type(model.encoders[name]) is ENCODERS[spec.model.encoders[name].type]
+        assert model.encoders[name](inputs[name]).shape == (2, spec.model.dim)
+
+
+def test_text_encoder_means_over_real_tokens_only():
+    spec = tiny_spec(with_text=True)
+    encoder = build_model(spec).encoders["words"].eval()
+    ids = torch.tensor([[5, 9, 0, 0, 0, 0], [5, 9, 0, 0, 0, 0]])
+    padded_differently = torch.tensor([[5, 0, 9, 0, 0, 0], [0, 0, 0, 0, 9, 5]])
+    torch.testing.assert_close(encoder(ids), encoder(padded_differently))
+    assert torch.isfinite(encoder(torch.zeros(1, 6, dtype=torch.long))).all()  # an empty utterance
+
+
+def test_set_normalization_makes_raw_units_equivalent():
+    spec = tiny_spec(with_text=True)  # series "can" through a GRU
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    inputs, mask = random_inputs(spec, 3, 1), torch.ones(3, 4)
+    before = model(inputs, mask)
+    mean, std = np.array([100.0, -5.0, 0.5]), np.array([10.0, 0.1, 2.0])
+    model.set_normalization({"can": (mean, std)})
+    scale, shift = (torch.tensor(a, dtype=torch.float32)[:, None] for a in (std, mean))  # (C, 1) each
+    raw = dict(inputs, can=inputs["can"] * scale + shift)  # the same signals in raw sensor units
+    after_raw = model(raw, mask)
+    after_same = model(inputs, mask)
+    for head in before:
+        torch.testing.assert_close(after_raw[head], before[head], rtol=1e-4, atol=1e-4)
+        assert not torch.allclose(after_same[head], before[head], atol=1e-3)  # the stats are really applied
+    assert torch.equal(model.state_dict()["encoders.can.standardize.mean"], torch.tensor(mean, dtype=torch.float32))
+
+
+def test_set_normalization_cnn1d_and_constant_channel():
+    spec = tiny_spec()  # series "env" through the 1D CNN
+    model = build_model(spec).eval()
+    model.set_normalization({"env": (np.array([1.0, 2.0, 3.0]), np.array([2.0, 0.0, 1.0]))})
+    std = model.encoders["env"].standardize.std
+    assert std.tolist() == [2.0, 1.0, 1.0]  # a constant channel is centered, not divided by zero
+    out = model(random_inputs(spec, 2, 2), torch.ones(2, 3))
+    assert all(torch.isfinite(v).all() for v in out.values())
+
+
+@pytest.mark.parametrize(
+    ("stats", "match"),
+    [
+        ({"cam": (np.zeros(3), np.ones(3))}, "'cam': not a series modality"),
+        ({"nope": (np.zeros(3), np.ones(3))}, "'nope': not a series modality"),
+        ({"env": (np.zeros(2), np.ones(2))}, "'env': expected mean and std of shape"),
+        ({"env": (np.array([0.0, np.nan, 0.0]), np.ones(3))}, "'env': mean and std must be finite"),
+    ],
+)
+def test_set_normalization_rejects_bad_stats(stats, match):
+    with pytest.raises(ValueError, match=match):
+        build_model(tiny_spec()).set_normalization(stats)
+
+
+def test_modality_dropout_keeps_one_and_matches_p():
+    gen = torch.Generator().manual_seed(0)
+    mask = torch.ones(20_000, 4)
+    out = modality_dropout(mask, 0.25, gen)
+    assert out.shape == mask.shape and out.dtype == mask.dtype
+    assert set(out.unique().tolist()) <= {0.0, 1.0}
+    assert (out.sum(dim=1) >= 1).all()
+    # each modality is dropped with p, except that rows losing all four get one back: p - p^4 / 4
+    expected = 0.25 - 0.25**4 / 4
+    assert abs(float(1 - out.mean()) - expected) < 0.01
+    assert torch.allclose(1 - out.mean(dim=0), torch.full((4,), expected), atol=0.015)  # no modality favoured
+
+
+def test_modality_dropout_never_adds_modalities():
+    gen = torch.Generator().manual_seed(1)
+    mask = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).repeat(500, 1)
+    out = modality_dropout(mask, 0.9, gen)
+    assert (out <= mask).all()
+    assert (out.sum(dim=1) >= 1)[mask.sum(dim=1) > 0].all()
+    assert (out[1::3] == 0).all()  # a row with nothing present stays empty
+    assert (out[2::3, 1] == 1).all()  # the only present modality is always kept
+    assert torch.equal(modality_dropout(mask, 0.0), mask)
+
+
+def test_modality_dropout_is_reproducible_with_a_generator():
+    mask = torch.ones(64, 3)
+    a = modality_dropout(mask, 0.5, torch.Generator().manual_seed(3))
+    b = modality_dropout(mask, 0.5, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def _spec_with(**changes) -> dict:
+    data = spec_to_dict(tiny_spec())
+    for path, value in changes.items():
+        node = data
+        *parents, leaf = path.split("__")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return data
+
+
+@pytest.mark.parametrize(
+    ("changes", "path"),
+    [
+        ({"model__fusion__heads": 3}, "model.fusion.heads"),
+        ({"model__encoders__mic__n_fft": 1024}, "model.encoders.mic.n_fft"),
+        ({"model__encoders__mic__n_mels": 60}, "model.encoders.mic.n_mels"),
+        ({"model__encoders__mic__f_max": 3000.0}, "model.encoders.mic.f_max"),
+    ],
+)
+def test_build_model_names_the_bad_setting(changes, path):
+    with pytest.raises(SpecError) as err:
+        build_model(parse_spec(_spec_with(**changes), "tiny.yaml"))
+    assert path in [p for p, _ in err.value.problems]
+
+
+def test_build_model_refuses_a_modality_named_mask():
+    data = spec_to_dict(tiny_spec())
+    data["modalities"]["mask"] = data["modalities"].pop("env")
+    data["model"]["encoders"]["mask"] = data["model"]["encoders"].pop("env")
+    with pytest.raises(SpecError, match="modalities.mask"):
+        build_model(parse_spec(data, "tiny.yaml"))
+
+
+def test_forward_names_a_missing_or_misshapen_input():
+    spec = tiny_spec()
+    model = build_model(spec)
+    inputs = random_inputs(spec, 2, 0)
+    with pytest.raises(InputError, match="env: missing"):
+        model({k: v for k, v in inputs.items() if k != "env"}, torch.ones(2, 3))
+    with pytest.raises(InputError, match=r"mic: expected shape \(2, 1, 500\)"):
+        model(dict(inputs, mic=torch.zeros(2, 1, 400)), torch.ones(2, 3))
+    with pytest.raises(InputError, match="mask"):
+        model(inputs, torch.ones(2, 2))
+
+
+def test_onnx_graph_description_and_tensorrt_friendly_ops(tmp_path):
+    spec = tiny_spec("tensor", with_text=True)
+    model = build_model(spec)
+    model.train()
+    desc = to_onnx(model, spec, tmp_path / "m.onnx")
+    assert model.training  # the caller's mode is restored
+    assert desc["inputs"][0] == {"name": "cam", "dtype": "float32", "shape": ["batch", 3, 12, 12]}
+    assert desc["inputs"][3] == {"name": "words", "dtype": "int64", "shape": ["batch", 6]}
+    assert desc["inputs"][4] == {"name": "mask", "dtype": "float32", "shape": ["batch", 4]}
+    assert desc["outputs"][1] == {
+        "name": "scores_urgent",
+        "head": "urgent",
+        "labels": ["no", "yes"],
+        "shape": ["batch", 2],
+    }
+    graph = onnx.load(str(tmp_path / "m.onnx"))
+    onnx.checker.check_model(graph)
+    assert graph.opset_import[0].version == 17
+    for tensor in [*graph.graph.input, *graph.graph.output]:
+        assert tensor.type.tensor_type.shape.dim[0].dim_param == "batch"
+    ops = {node.op_type for node in graph.graph.node}
+    assert ops <= TRT_OPS, f"ops outside the TensorRT-safe set: {ops - TRT_OPS}"

@@ -1,0 +1,149 @@
+"""Compact per-modality encoders; each maps one modality's batch to a (B, dim) embedding.
+
+Every encoder is built as `cls(modality_spec, encoder_spec, dim)` and registered in ENCODERS by the `type` name the
+scenario YAML uses. The last layer of each is Linear + LayerNorm, so all modality tokens reach fusion on one scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from edgefuse.spec import CNN1DEncoder, DWCNNEncoder, GRUEncoder, HashedTextEncoder, LogMelEncoder, ModalitySpec
+from edgefuse.trainer.models.logmel import LogMel
+
+
+def _projection(width: int, dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(width, dim), nn.LayerNorm(dim))
+
+
+def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int, groups: int = 1) -> list[nn.Module]:
+    conv = nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, groups=groups, bias=False)
+    return [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+def _dw_separable_stages(width: int, stages: int) -> tuple[list[nn.Module], int]:
+    """`stages` depthwise-separable blocks, each stride 2 and doubling the width; returns (layers, out width)."""
+    layers: list[nn.Module] = []
+    for _ in range(stages):
+        layers += _conv_bn(width, width, 3, 2, groups=width)  # depthwise: spatial mixing per channel
+        layers += _conv_bn(width, 2 * width, 1, 1)  # pointwise: channel mixing
+        width *= 2
+    return layers, width
+
+
+class DWCNN(nn.Module):
+    """Images (B, C, H, W) in [0, 1]: stride-2 stem, depthwise-separable stages, global average pool, projection."""
+
+    def __init__(self, m: ModalitySpec, cfg: DWCNNEncoder, dim: int):
+        super().__init__()
+        stages, width = _dw_separable_stages(cfg.width, cfg.stages)
+        self.features = nn.Sequential(*_conv_bn(m.n_channels, cfg.width, 3, 2), *stages)
+        self.proj = _projection(width, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.features(x)  # (B, W, H', W')
+        return self.proj(h.mean(dim=(2, 3)))  # (B, dim)
+
+
+class LogMelCNN(nn.Module):
+    """Audio (B, C, T) in [-1, 1]: in-model log-mel, input BatchNorm, a small 2D CNN over (mels, frames)."""
+
+    def __init__(self, m: ModalitySpec, cfg: LogMelEncoder, dim: int):
+        super().__init__()
+        self.logmel = LogMel(m.rate_hz, cfg.n_fft, cfg.hop, cfg.n_mels, cfg.f_min, cfg.f_max)
+        # log-mel values sit far from zero mean / unit variance; a learned input norm puts them there
+        self.norm = nn.BatchNorm2d(m.n_channels)
+        stages, width = _dw_separable_stages(cfg.width, 2)
+        self.features = nn.Sequential(*_conv_bn(m.n_channels, cfg.width, 3, 2), *stages)
+        self.proj = _projection(width, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.features(self.norm(self.logmel(x)))  # (B, W, mels', frames')
+        return self.proj(h.mean(dim=(2, 3)))  # (B, dim)
+
+
+class Standardize(nn.Module):
+    """Per-channel (x - mean) / std for series in raw units; the statistics are buffers saved with the model."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("std", torch.ones(channels))
+
+    def set(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Load training-split statistics; a constant channel (std ~ 0) is only centered, never divided by ~0."""
+        mean_t = torch.as_tensor(np.asarray(mean, dtype=np.float32)).reshape(-1)
+        std_t = torch.as_tensor(np.asarray(std, dtype=np.float32)).reshape(-1)
+        if mean_t.shape != self.mean.shape or std_t.shape != self.std.shape:
+            raise ValueError(f"expected mean and std of shape {tuple(self.mean.shape)}")
+        if not (torch.isfinite(mean_t).all() and torch.isfinite(std_t).all()):
+            raise ValueError("mean and std must be finite")
+        self.mean.copy_(mean_t)
+        self.std.copy_(torch.where(std_t > 1e-6, std_t, torch.ones_like(std_t)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean[:, None]) / self.std[:, None]  # (B, C, T)
+
+
+class TemporalCNN(nn.Module):
+    """Series (B, C, T) in raw units: standardize, `layers` Conv1d+BN+ReLU (stride 2 after the first), mean pool."""
+
+    def __init__(self, m: ModalitySpec, cfg: CNN1DEncoder, dim: int):
+        super().__init__()
+        self.standardize = Standardize(m.n_channels)
+        layers: list[nn.Module] = []
+        c_in = m.n_channels
+        for i in range(cfg.layers):
+            stride = 1 if i == 0 else 2  # the first layer sees full resolution; later ones halve the length
+            layers += [nn.Conv1d(c_in, cfg.width, cfg.kernel, stride, cfg.kernel // 2, bias=False)]
+            layers += [nn.BatchNorm1d(cfg.width), nn.ReLU(inplace=True)]
+            c_in = cfg.width
+        self.features = nn.Sequential(*layers)
+        self.proj = _projection(cfg.width, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.features(self.standardize(x))  # (B, width, T')
+        return self.proj(h.mean(dim=2))  # (B, dim)
+
+
+class SeriesGRU(nn.Module):
+    """Series (B, C, T) in raw units: standardize, GRU over time, the last layer's final hidden state."""
+
+    def __init__(self, m: ModalitySpec, cfg: GRUEncoder, dim: int):
+        super().__init__()
+        self.standardize = Standardize(m.n_channels)
+        self.gru = nn.GRU(m.n_channels, cfg.hidden, cfg.layers, batch_first=True)
+        self.proj = _projection(cfg.hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        seq = self.standardize(x).transpose(1, 2)  # (B, T, C)
+        _, h = self.gru(seq)  # (layers, B, hidden)
+        return self.proj(h[-1])  # (B, dim)
+
+
+class HashedBagOfTokens(nn.Module):
+    """Hashed token ids (B, L) int64, 0 = padding: embedding, mean over real tokens, MLP.
+
+    nn.Embedding + a masked mean rather than nn.EmbeddingBag: EmbeddingBag exports poorly to ONNX.
+    """
+
+    def __init__(self, m: ModalitySpec, cfg: HashedTextEncoder, dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(cfg.buckets, cfg.width, padding_idx=0)
+        self.mlp = nn.Sequential(nn.Linear(cfg.width, cfg.width), nn.ReLU(inplace=True), *_projection(cfg.width, dim))
+
+    def forward(self, ids: Tensor) -> Tensor:
+        real = (ids != 0).to(self.embed.weight.dtype).unsqueeze(2)  # (B, L, 1)
+        summed = (self.embed(ids) * real).sum(dim=1)  # (B, width)
+        return self.mlp(summed / real.sum(dim=1).clamp(min=1.0))  # (B, dim); an empty text gives a zero mean
+
+
+ENCODERS: dict[str, type[nn.Module]] = {
+    "dwcnn": DWCNN,
+    "logmel_cnn": LogMelCNN,
+    "cnn1d": TemporalCNN,
+    "gru": SeriesGRU,
+    "hashed_embedding": HashedBagOfTokens,
+}

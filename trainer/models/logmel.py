@@ -1,0 +1,88 @@
+"""Log-mel spectrogram inside the model, built from Conv1d and MatMul only, so it exports to ONNX and TensorRT.
+
+The audio bundle therefore takes raw samples in [-1, 1]; no runtime needs an FFT library. The steps:
+
+  frames   no center padding: frame t covers samples [t * hop, t * hop + n_fft); n_frames = 1 + (T - n_fft) // hop
+  window   periodic Hann, w[n] = 0.5 - 0.5 cos(2 pi n / n_fft) (torch.hann_window's default, scipy's "hann")
+  DFT      one fixed Conv1d (stride = hop) whose 2 * (n_fft // 2 + 1) kernels are w[n] cos(2 pi k n / n_fft) and
+           -w[n] sin(2 pi k n / n_fft): the real and imaginary parts of np.fft.rfft(w * frame)
+  power    re^2 + im^2
+  mel      a fixed (n_freqs, n_mels) MatMul with HTK-scale triangles (mel = 2595 log10(1 + f / 700)), peak 1, no
+           area normalization: librosa.filters.mel(htk=True, norm=None)
+  log      log(mel + eps)
+
+Cost is about T * n_fft^2 / hop multiply-adds (the DFT dominates), so n_fft and hop are the knobs for latency.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
+    """HTK mel scale."""
+    return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
+    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
+
+
+def mel_filterbank(
+    sample_rate: float, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None
+) -> np.ndarray:
+    """(n_fft // 2 + 1, n_mels) float64 triangular filters, equally spaced on the HTK mel scale, peak 1."""
+    f_max = sample_rate / 2 if f_max is None else f_max
+    bin_hz = np.arange(n_fft // 2 + 1) * sample_rate / n_fft  # (F,)
+    edges = mel_to_hz(np.linspace(hz_to_mel(f_min), hz_to_mel(f_max), n_mels + 2))  # (n_mels + 2,)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # (n_mels, 1) each
+    rising = (bin_hz[None] - lo) / (mid - lo)  # (n_mels, F)
+    falling = (hi - bin_hz[None]) / (hi - mid)  # (n_mels, F)
+    return np.maximum(0.0, np.minimum(rising, falling)).T  # (F, n_mels)
+
+
+def dft_kernels(n_fft: int) -> np.ndarray:
+    """(2 * F, 1, n_fft) float64 Conv1d weights: Hann-windowed cos rows, then -sin rows (rfft's real, imag)."""
+    n = np.arange(n_fft)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * n / n_fft)  # periodic Hann
+    k = np.arange(n_fft // 2 + 1)[:, None]  # (F, 1)
+    phase = 2 * np.pi * k * n[None] / n_fft  # (F, n_fft)
+    return np.concatenate([window * np.cos(phase), -window * np.sin(phase)])[:, None, :]
+
+
+def n_frames(n_samples: int, n_fft: int, hop: int) -> int:
+    """Frames the front end produces for a window of `n_samples` (no center padding)."""
+    return 1 + (n_samples - n_fft) // hop
+
+
+class LogMel(nn.Module):
+    """(B, C, T) waveform -> (B, C, n_mels, n_frames) log-mel power; channels are transformed independently."""
+
+    def __init__(
+        self,
+        sample_rate: float,
+        n_fft: int,
+        hop: int,
+        n_mels: int,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        eps: float = 1e-6,
+    ):
+        super().__init__()
+        self.n_fft, self.hop, self.n_freqs, self.eps = n_fft, hop, n_fft // 2 + 1, eps
+        # fixed transforms: buffers, not parameters, so the optimizer and weight decay leave them alone
+        self.register_buffer("dft", torch.tensor(dft_kernels(n_fft), dtype=torch.float32))
+        mel = mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max)
+        self.register_buffer("mel", torch.tensor(mel, dtype=torch.float32))
+
+    def forward(self, wave: Tensor) -> Tensor:
+        channels = wave.shape[1]
+        # -1 keeps the batch axis symbolic in the exported graph
+        spec = nn.functional.conv1d(wave.reshape(-1, 1, wave.shape[2]), self.dft, stride=self.hop)  # (B*C, 2F, frames)
+        re, im = spec[:, : self.n_freqs], spec[:, self.n_freqs :]  # (B*C, F, frames) each
+        power = re * re + im * im  # (B*C, F, frames)
+        mel = torch.matmul(power.transpose(1, 2), self.mel)  # (B*C, frames, n_mels)
+        logmel = torch.log(mel + self.eps).transpose(1, 2)  # (B*C, n_mels, frames)
+        return logmel.reshape(-1, channels, logmel.shape[1], logmel.shape[2])  # (B, C, n_mels, frames)

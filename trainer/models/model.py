@@ -1,0 +1,154 @@
+"""FusionModel: one encoder per modality, a learned "missing" token per modality, one fusion method, per-head logits.
+
+    inputs  modality -> (B, *input_shape) float32 (text: int64), raw units as the spec's docstring describes
+    mask    (B, M) float32, 1 = present, in spec order
+    output  head -> (B, n_classes) logits
+
+A masked modality never influences the output: its input is replaced by zeros before its encoder (so it does not
+even move BatchNorm statistics in training) and its embedding by the learned missing token after it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from edgefuse.errors import InputError
+from edgefuse.spec import LogMelEncoder, ScenarioSpec, SpecError
+from edgefuse.trainer.models.encoders import ENCODERS, Standardize
+from edgefuse.trainer.models.fusion import FUSIONS
+from edgefuse.trainer.models.logmel import mel_filterbank, n_frames
+
+
+class FusionModel(nn.Module):
+    """The fused classifier a scenario spec describes; build it with build_model(spec)."""
+
+    def __init__(self, spec: ScenarioSpec):
+        super().__init__()
+        self.modalities: list[str] = spec.modality_names
+        self.heads: list[str] = spec.heads
+        self.input_shapes = {m: spec.modalities[m].input_shape for m in self.modalities}
+        dim = spec.model.dim
+        self.encoders = nn.ModuleDict(
+            {
+                m: ENCODERS[spec.model.encoders[m].type](spec.modalities[m], spec.model.encoders[m], dim)
+                for m in self.modalities
+            }
+        )
+        self.missing = nn.Parameter(torch.randn(len(self.modalities), dim) * 0.02)  # (M, D)
+        classes = {h: len(spec.labels[h]) for h in self.heads}
+        fusion = spec.model.fusion
+        self.fusion = FUSIONS[fusion.method](len(self.modalities), dim, classes, fusion, spec.model.dropout)
+
+    def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
+        if not torch.jit.is_tracing():
+            self._check(inputs, mask)
+        present = mask > 0.5  # (B, M)
+        tokens = []
+        for i, m in enumerate(self.modalities):
+            x, keep = inputs[m], present[:, i]  # (B, ...), (B,)
+            if self.training:  # in eval mode the missing token alone hides the input; BatchNorm stats need this
+                x = torch.where(keep.reshape((-1,) + (1,) * (x.dim() - 1)), x, torch.zeros_like(x))
+            tokens.append(torch.where(keep.unsqueeze(1), self.encoders[m](x), self.missing[i]))  # (B, D)
+        z = torch.stack(tokens, dim=1)  # (B, M, D)
+        return self.fusion(z, present.to(z.dtype))
+
+    def aux_loss(self) -> Tensor:
+        """The fusion's extra training loss of the last forward (already weighted); a zero tensor if none."""
+        aux = self.fusion.aux_loss()
+        return aux if aux is not None else torch.zeros((), device=self.missing.device)
+
+    def set_normalization(self, stats: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Per-channel (mean (C,), std (C,)) of each series modality, from the training split.
+
+        Stored as buffers and applied inside forward, so checkpoints and bundles take raw sensor units.
+        """
+        for m, (mean, std) in stats.items():
+            standardize = getattr(getattr(self.encoders, m, None), "standardize", None)
+            if not isinstance(standardize, Standardize):
+                raise ValueError(f"normalization stats for '{m}': not a series modality of this model")
+            try:
+                standardize.set(mean, std)
+            except ValueError as err:
+                raise ValueError(f"normalization stats for '{m}': {err}") from None
+
+    def _check(self, inputs: dict[str, Tensor], mask: Tensor) -> None:
+        batch = mask.shape[0]
+        if tuple(mask.shape) != (batch, len(self.modalities)):
+            raise InputError(f"mask: expected shape (B, {len(self.modalities)}), got {tuple(mask.shape)}")
+        for m in self.modalities:
+            x = inputs.get(m)
+            if x is None:
+                raise InputError(f"{m}: missing from the inputs (every modality needs a tensor; mask absent ones)")
+            if tuple(x.shape) != (batch, *self.input_shapes[m]):
+                raise InputError(f"{m}: expected shape {(batch, *self.input_shapes[m])}, got {tuple(x.shape)}")
+
+
+def spec_problems(spec: ScenarioSpec) -> list[tuple[str, str]]:
+    """What in a (schema-valid) spec would make an unusable model, as (dotted path, message) pairs."""
+    problems: list[tuple[str, str]] = []
+    for kind, names in (("modalities", spec.modality_names), ("labels", spec.heads)):
+        for name in names:
+            if "." in name or not name or name == "mask":
+                problems.append((f"{kind}.{name}", "name must be non-empty, without '.', and not 'mask'"))
+    fusion = spec.model.fusion
+    if fusion.method in ("attention", "attention_pool") and spec.model.dim % fusion.heads:
+        problems.append(("model.fusion.heads", f"{fusion.heads} heads do not divide model.dim {spec.model.dim}"))
+    for m, enc in spec.model.encoders.items():
+        if isinstance(enc, LogMelEncoder) and m in spec.modalities:
+            problems += _logmel_problems(
+                f"model.encoders.{m}", enc, spec.modalities[m].rate_hz, spec.modalities[m].n_steps
+            )
+    return problems
+
+
+def _logmel_problems(path: str, enc: LogMelEncoder, rate_hz: float, n_samples: int) -> list[tuple[str, str]]:
+    nyquist = rate_hz / 2
+    if enc.n_fft > n_samples:
+        return [(f"{path}.n_fft", f"{enc.n_fft} is longer than the audio window ({n_samples} samples)")]
+    if enc.f_max is not None and enc.f_max > nyquist:
+        return [(f"{path}.f_max", f"{enc.f_max} Hz is above the Nyquist frequency {nyquist} Hz")]
+    if enc.f_min >= (enc.f_max or nyquist):
+        return [(f"{path}.f_min", "must be below f_max")]
+    frames = n_frames(n_samples, enc.n_fft, enc.hop)
+    mel = mel_filterbank(rate_hz, enc.n_fft, enc.n_mels, enc.f_min, enc.f_max)
+    empty = int((mel.max(axis=0) == 0).sum())
+    if empty:
+        return [
+            (
+                f"{path}.n_mels",
+                f"{empty} of {enc.n_mels} mel filters fall between FFT bins; lower n_mels or raise n_fft",
+            )
+        ]
+    if frames < 2:
+        return [(f"{path}.hop", f"the window gives {frames} frame(s); lower hop or n_fft")]
+    return []
+
+
+def build_model(spec: ScenarioSpec) -> FusionModel:
+    """The FusionModel for `spec`; raises SpecError naming every setting that cannot make a working model."""
+    problems = spec_problems(spec)
+    if problems:
+        raise SpecError(spec.name, problems)
+    return FusionModel(spec)
+
+
+def modality_dropout(mask: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:
+    """Zero each present modality with probability p, then restore one random originally present modality in any
+    row left empty, so every row that had a modality keeps at least one. Returns a new mask."""
+    if p <= 0:
+        return mask.clone()
+    present = mask > 0.5  # (B, M)
+    kept = present & (torch.rand(mask.shape, generator=generator, device=mask.device) >= p)  # (B, M)
+    emptied = present.any(dim=1) & ~kept.any(dim=1)  # (B,)
+    # a uniform pick among the present modalities: the argmax of random scores, masked to present ones
+    scores = torch.rand(mask.shape, generator=generator, device=mask.device) + present.to(mask.dtype)  # (B, M)
+    pick = nn.functional.one_hot(scores.argmax(dim=1), mask.shape[1]).bool()  # (B, M)
+    kept = torch.where(emptied.unsqueeze(1), pick, kept)
+    return kept.to(mask.dtype)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (buffers such as the log-mel transforms and normalization stats not counted)."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,94 @@
+"""Export a FusionModel to ONNX for deploy/: one input per modality plus "mask", one softmax output per head.
+
+Exporter: the TorchScript-based tracer (`torch.onnx.export(..., dynamo=False)`). In torch 2.13 it still ships (with
+a deprecation warning) and, for these small static graphs, it is fast (well under a second), emits opset 17
+directly, and gives GRU as the single ONNX GRU op that TensorRT parses. The dynamo exporter also handles these
+models but takes seconds per export, targets opset 18 and converts down to 17 through a fallback path.
+
+The graph uses Conv, BatchNormalization, MatMul, Gemm, Softmax, LayerNormalization, GRU, Gather, Where and
+elementwise ops only, all of which TensorRT's ONNX parser supports.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from edgefuse.spec import ScenarioSpec
+from edgefuse.trainer.models.model import FusionModel
+
+
+class _ScoresGraph(nn.Module):
+    """Positional inputs in spec order, softmax scores out: the calling convention of the exported graph."""
+
+    def __init__(self, model: FusionModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *tensors: Tensor) -> tuple[Tensor, ...]:
+        inputs = dict(zip(self.model.modalities, tensors[:-1], strict=True))
+        logits = self.model(inputs, tensors[-1])
+        return tuple(logits[h].softmax(dim=1) for h in self.model.heads)  # each (B, C)
+
+
+def describe(spec: ScenarioSpec) -> dict:
+    """The exported graph's interface: {inputs: [{name, dtype, shape}], outputs: [{name, head, labels, shape}]}."""
+    inputs = [
+        {"name": name, "dtype": m.input_dtype, "shape": ["batch", *m.input_shape]}
+        for name, m in spec.modalities.items()
+    ]
+    inputs.append({"name": "mask", "dtype": "float32", "shape": ["batch", len(spec.modalities)]})
+    outputs = [
+        {"name": f"scores_{head}", "head": head, "labels": list(labels), "shape": ["batch", len(labels)]}
+        for head, labels in spec.labels.items()
+    ]
+    return {"inputs": inputs, "outputs": outputs}
+
+
+def example_inputs(spec: ScenarioSpec, batch: int = 2, seed: int = 0) -> tuple[Tensor, ...]:
+    """Random tensors of the model's input shapes in spec order, mask last (all present)."""
+    gen = torch.Generator().manual_seed(seed)
+    tensors = []
+    for m in spec.modalities.values():
+        if m.kind == "text":
+            tensors.append(torch.randint(0, 2, (batch, *m.input_shape), generator=gen))  # ids valid for any buckets
+        else:
+            tensors.append(torch.rand((batch, *m.input_shape), generator=gen))
+    tensors.append(torch.ones(batch, len(spec.modalities)))
+    return tuple(tensors)
+
+
+def to_onnx(model: FusionModel, spec: ScenarioSpec, path: Path, opset: int = 17) -> dict:
+    """Write `model` (evaluated in eval mode) as an ONNX graph at `path`; returns describe(spec).
+
+    Inputs are named after the modalities (spec order) plus "mask"; outputs "scores_<head>" are softmax
+    probabilities (B, C); every input and output has the dynamic batch axis "batch".
+    """
+    desc = describe(spec)
+    names_in = [t["name"] for t in desc["inputs"]]
+    names_out = [t["name"] for t in desc["outputs"]]
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            # the legacy exporter's deprecation notice and tracer notes about shape checks are expected here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=".*batch_size other than 1.*GRU")
+            torch.onnx.export(
+                _ScoresGraph(model),
+                example_inputs(spec),
+                str(path),
+                input_names=names_in,
+                output_names=names_out,
+                dynamic_axes={name: {0: "batch"} for name in names_in + names_out},
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+    finally:
+        model.train(was_training)
+    return desc
