@@ -95,8 +95,8 @@ class BoundModel:
 def check_compatible(spec: ScenarioSpec, trained: ScenarioSpec, where: str) -> None:
     """The config's modalities must be the ones the bundle was trained on, with the same tensors and labels."""
     problems = []
-    if list(spec.modalities) != list(trained.modalities):
-        problems.append(f"modalities {list(spec.modalities)} != the bundle's {list(trained.modalities)}")
+    if set(spec.modalities) != set(trained.modalities):  # order may differ: feeds go by name, the mask is reordered
+        problems.append(f"modalities {sorted(spec.modalities)} != the bundle's {sorted(trained.modalities)}")
     for name, m in spec.modalities.items():
         t = trained.modalities.get(name)
         if t is None:

@@ -1,0 +1,163 @@
+"""`edgefuse run`, `replay` and `listen` end to end: real synthetic sources, a real exported bundle, real sockets,
+SIGTERM to a subprocess, and the listener's decoder fed garbage."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+import yaml
+import zmq
+
+from edgefuse.cli import main
+from edgefuse.runtime.listen import Listener
+from edgefuse.wire import encode, result_payload
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+
+
+def free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def config_with(tmp_path, name: str, endpoint: str, **runtime) -> str:
+    data = yaml.safe_load(Path(CONFIGS, name).read_text())
+    data["runtime"].update(runtime)
+    data["runtime"]["publish"] = {"endpoint": endpoint, "monitor_hz": 2.0}
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def home_bundle(tmp_path_factory):
+    """The smart_home model (untrained weights) exported by edgefuse.deploy.export: a real bundle."""
+    torch = pytest.importorskip("torch")
+    from edgefuse.deploy.export import export_bundle
+    from edgefuse.spec import load_spec
+    from edgefuse.trainer.checkpoint import save_run
+    from edgefuse.trainer.models import build_model
+
+    root = tmp_path_factory.mktemp("home")
+    spec = load_spec(os.path.join(CONFIGS, "smart_home.yaml"))
+    torch.manual_seed(0)
+    save_run(root / "run", spec, build_model(spec).eval(), {}, {}, data_dir=root, n_samples=0, masked=[])
+    export_bundle(root / "run", root / "bundle", parity_samples=2)
+    return root / "bundle"
+
+
+def test_run_until_sigterm_with_a_live_listener(tmp_path, home_bundle):
+    endpoint = free_endpoint()
+    cfg = config_with(tmp_path, "smart_home.yaml", endpoint, tick_hz=5)
+    summary_path = tmp_path / "run.json"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "edgefuse.cli", "run", "--config", cfg, "--bundle", str(home_bundle),
+         "--summary", str(summary_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    listen = subprocess.run(
+        [sys.executable, "-m", "edgefuse.cli", "listen", "--endpoint", endpoint, "--count", "4", "--json"],
+        capture_output=True, text=True, timeout=30, env=env,
+    )  # fmt: skip
+    time.sleep(0.5)
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=20)
+    assert run.returncode == 0, err
+    lines = [json.loads(x) for x in listen.stdout.splitlines()]
+    assert listen.returncode == 0 and len(lines) == 4
+    assert all(x["header"]["type"] == "result" and set(x["payload"]["mask"]) == {"camera", "mic", "env"} for x in lines)
+    assert "4 message(s), 0 malformed" in listen.stderr
+    summary = json.loads(summary_path.read_text())
+    assert summary["ticks"] >= 4 and summary["published"] == summary["ticks"] and summary["errors"] == []
+    assert set(summary["sources"]) == {"camera", "mic", "env"} and summary["sources"]["env"]["samples"] > 0
+    assert summary["backend"]["name"] == "onnxruntime" and "end-to-end" in out
+
+
+def test_replaying_a_session_twice_gives_identical_results(tmp_path, home_bundle):
+    from edgefuse.runtime.record import record
+    from edgefuse.spec import load_spec
+
+    cfg = config_with(tmp_path, "smart_home.yaml", free_endpoint(), tick_hz=4)
+    record(load_spec(cfg), tmp_path / "session", duration_s=2.5)
+    results = []
+    for i in range(2):
+        path = tmp_path / f"results{i}.jsonl"
+        rc = main(["replay", "--session", str(tmp_path / "session"), "--bundle", str(home_bundle), "--config", cfg,
+                   "--fast", "--results", str(path), "--summary", str(tmp_path / f"replay{i}.json")])  # fmt: skip
+        assert rc == 0
+        results.append([{k: v for k, v in json.loads(x).items() if k != "latency_ms"} for x in path.open()])
+    assert len(results[0]) >= 8 and results[0] == results[1]
+    assert results[0][-2]["mask"] == {"camera": True, "mic": True, "env": True}
+    summary = json.loads((tmp_path / "replay0.json").read_text())
+    assert summary["ticks"] == len(results[0]) and summary["session"]["complete"]
+
+
+def test_a_config_that_does_not_fit_the_bundle_is_a_clear_error(tmp_path, home_bundle, capsys):
+    cfg = config_with(tmp_path, "driving.yaml", free_endpoint())
+    assert main(["run", "--config", cfg, "--bundle", str(home_bundle), "--duration", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "does not match the bundle" in err and "front_cam" in err
+
+
+def test_listen_decoder_survives_fuzzed_garbage():
+    out, err = io.StringIO(), io.StringIO()
+    listener = Listener(out, err, json_lines=False)
+    good = encode(
+        "result",
+        "result",
+        0,
+        1,
+        "",
+        result_payload(5, {"a": 1}, {"a": True}, {"h": {"x": 0.6, "y": 0.4}}, {"e2e": 2.0}),
+    )
+    rng = np.random.default_rng(7)
+    n_bad = 0
+    for i in range(500):
+        frames = [bytes(f) for f in good]
+        k = int(rng.integers(0, 3))
+        if i % 3 == 0:
+            frames[k] = rng.bytes(int(rng.integers(0, 64)))  # garbage
+        elif i % 3 == 1:
+            frames[k] = frames[k][: int(rng.integers(0, len(frames[k])))]  # truncated
+        else:
+            frames[2] = msgpack.packb({"pad": "x" * (2 << 20)})  # oversized
+        n_bad += listener.handle(frames) is None
+    assert listener.malformed == n_bad and n_bad >= 450
+    assert err.getvalue().count("warning: malformed message") == n_bad
+    assert listener.handle(good) is not None and "h=x (0.60)" in out.getvalue()
+
+
+def test_listen_on_a_real_socket_prints_results_and_counts_malformed():
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt_string(zmq.SUBSCRIBE, "")
+    sub.connect(f"tcp://127.0.0.1:{port}")
+    time.sleep(0.3)
+    out, err = io.StringIO(), io.StringIO()
+    listener = Listener(out, err, json_lines=True)
+    payload = result_payload(5, {"a": 1}, {"a": True}, {"h": {"x": 0.6, "y": 0.4}}, {"e2e": 2.0})
+    pub.send_multipart([b"result", b"\x93garbage", b""])
+    for seq in range(3):
+        pub.send_multipart(encode("result", "result/g0", seq, 1, "g0", payload))
+    listener.run(sub, count=3)
+    sub.close()
+    pub.close()
+    ctx.term()
+    lines = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert [x["header"]["seq"] for x in lines] == [0, 1, 2] and lines[0]["payload"]["top"] == {"h": "x"}
+    assert listener.malformed == 1 and "header: not a single valid msgpack object" in err.getvalue()
