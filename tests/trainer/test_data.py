@@ -1,0 +1,318 @@
+"""The folder dataset loader: round trips from the writer, user-made scenarios, every bad-data error, the cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import wave
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgefuse.errors import DataError
+from edgefuse.preprocess import prepare_image, prepare_text
+from edgefuse.spec import load_spec, parse_spec
+from edgefuse.trainer.data import load_dataset, read_wav
+from edgefuse.trainer.synth import cut_sample, get_generator
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".cache"))
+    return dst
+
+
+def write_wav16(path: Path, x: np.ndarray, rate: int) -> None:
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(x.shape[1])
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+def write_float_wav(path: Path, x: np.ndarray, rate: int) -> None:
+    """IEEE float32 WAV, written by hand (the stdlib wave module only writes PCM)."""
+    data = x.astype("<f4").tobytes()
+    ch = x.shape[1]
+    fmt = struct.pack("<HHIIHH", 3, ch, rate, rate * 4 * ch, 4 * ch, 32)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# round trips
+
+
+def test_round_trip_smart_home(home_spec, home_data: Path):
+    ds = load_dataset(home_spec, home_data, progress=False)
+    n = len(ds)
+    assert n == 24 and ds.ids[0] == "000000"
+    for name, m in home_spec.modalities.items():
+        assert ds.inputs[name].shape == (n, *m.input_shape) and ds.inputs[name].dtype == np.float32
+    assert ds.mask.shape == (n, 3) and ds.mask.min() == 1.0
+    assert set(ds.split) == {"train", "val", "test"} and (ds.split == "train").sum() == round(0.7 * 24)
+    lines = (home_data / "labels.csv").read_text().splitlines()[1:]
+    classes = home_spec.labels["event"]
+    assert [classes[i] for i in ds.targets["event"]] == [ln.split(",")[2] for ln in lines]
+    # values: the loader returns what the generator rendered (PCM16 / %.6g rounding aside)
+    gen = get_generator(home_spec, 0)
+    for i in (0, 5):
+        rng = np.random.default_rng([0, i])
+        sample = cut_sample(gen, gen.sample_labels(rng), rng)
+        assert np.array_equal(ds.inputs["camera"][i], prepare_image(sample["camera"], home_spec.modalities["camera"]))
+        assert np.abs(ds.inputs["mic"][i].T - sample["mic"]).max() < 2 / 32767
+        np.testing.assert_allclose(ds.inputs["env"][i].T, sample["env"], rtol=1e-5, atol=1e-4)
+    train = ds.subset("train")
+    assert len(train) == (ds.split == "train").sum() and set(train.split) == {"train"}
+    assert np.array_equal(train.targets["event"], ds.targets["event"][ds.split == "train"])
+
+
+def test_round_trip_optional_camera_and_text(cs_data: Path):
+    spec = load_spec(CONFIGS / "customer_service.yaml")
+    ds = load_dataset(spec, cs_data, progress=False)
+    cam = spec.modality_names.index("camera")
+    has_cam = np.array([(cs_data / "samples" / s / "camera.png").exists() for s in ds.ids])
+    assert 0 < has_cam.sum() < len(ds)
+    assert np.array_equal(ds.mask[:, cam], has_cam.astype(np.float32))
+    assert not ds.inputs["camera"][~has_cam].any()  # missing -> zeros
+    assert ds.inputs["transcript"].dtype == np.int64 and ds.inputs["transcript"].shape == (24, 32)
+    text = (cs_data / "samples" / ds.ids[3] / "transcript.txt").read_text()
+    enc = spec.model.encoders["transcript"]
+    expect = prepare_text(text, spec.modalities["transcript"], enc.buckets, enc.ngrams)
+    assert np.array_equal(ds.inputs["transcript"][3], expect) and expect[0] > 0
+    assert set(ds.targets) == {"intent", "sentiment", "escalate"}
+
+
+USER_SPEC = {
+    "name": "pump_monitor",
+    "modalities": {
+        "vibration": {"kind": "series", "rate_hz": 50, "window_s": 1.0, "channels": ["x", "y"]},
+        "sound": {"kind": "audio", "rate_hz": 8000, "window_s": 0.5, "channels": 2},
+        "note": {"kind": "text", "rate_hz": 1, "shape": [8]},
+        "gauge": {"kind": "image", "rate_hz": 1, "shape": [16, 24], "channels": 1},
+    },
+    "labels": {"state": ["ok", "worn"], "load": ["low", "high"]},
+    "model": {
+        "encoders": {
+            "vibration": {"type": "gru"},
+            "sound": {"type": "logmel_cnn"},
+            "note": {"type": "hashed_embedding", "buckets": 64, "ngrams": 1},
+            "gauge": {"type": "dwcnn"},
+        }
+    },
+}
+
+
+def make_user_dataset(root: Path) -> Path:
+    """A scenario none of the generators knows, filled by hand: longer recordings, float WAV, .npy, JPEG."""
+    rng = np.random.default_rng(0)
+    (root / "samples").mkdir(parents=True)
+    rows = ["sample,split,load,state,operator"]  # any column order; extra columns are ignored
+    for i, (split, state, load) in enumerate([("train", "ok", "low"), ("val", "worn", "high"), ("test", "ok", "high")]):
+        d = root / "samples" / f"pump{i}"
+        d.mkdir()
+        vib = rng.normal(size=(80, 2)).astype(np.float32)  # 80 rows > 50 needed: the last 50 count
+        if i == 1:
+            np.save(d / "vibration.npy", vib)
+        else:
+            (d / "vibration.csv").write_text("y,x\n" + "\n".join(f"{b},{a}" for a, b in vib))
+        snd = rng.uniform(-0.5, 0.5, size=(6000, 2)).astype(np.float32)
+        (write_float_wav if i == 0 else write_wav16)(d / "sound.wav", snd, 8000)
+        (d / "note.txt").write_text("bearing noise 🙂 after service", encoding="utf-8")
+        if i != 2:  # the third sample has no gauge photo: masked
+            cv2.imwrite(str(d / "gauge.jpg"), rng.integers(0, 255, (32, 48, 3), dtype=np.uint8))
+        rows.append(f"pump{i},{split},{load},{state},anna")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_user_scenario_loads_without_generator(tmp_path: Path):
+    spec = parse_spec(USER_SPEC)
+    root = make_user_dataset(tmp_path / "pump")
+    ds = load_dataset(spec, root, progress=False)
+    assert ds.inputs["vibration"].shape == (3, 2, 50) and ds.inputs["sound"].shape == (3, 2, 4000)
+    assert ds.inputs["gauge"].shape == (3, 1, 16, 24) and ds.inputs["note"].shape == (3, 8)
+    assert ds.mask[:, spec.modality_names.index("gauge")].tolist() == [1, 1, 0]
+    assert ds.targets["state"].tolist() == [0, 1, 0] and ds.targets["load"].tolist() == [0, 1, 1]
+    # the window ends at the tick: the last 50 rows, columns reordered to the spec's channel order
+    vib = np.loadtxt(root / "samples/pump0/vibration.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(ds.inputs["vibration"][0], vib[-50:, ::-1].T, rtol=1e-6)
+    np.testing.assert_allclose(ds.inputs["vibration"][1], np.load(root / "samples/pump1/vibration.npy")[-50:].T)
+    snd, rate = read_wav(root / "samples/pump0/sound.wav")
+    assert rate == 8000 and np.array_equal(ds.inputs["sound"][0], snd[-4000:].T)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# bad data: each case names the file and the problem
+
+
+def broken(src: Path, dst: Path, edit) -> Path:
+    root = copy(src, dst)
+    edit(root)
+    return root
+
+
+def rewrite_labels(root: Path, fn) -> None:
+    p = root / "labels.csv"
+    lines = p.read_text().splitlines()
+    p.write_text("\n".join(fn(lines)) + "\n")
+
+
+def sub(lines: list[str], i: int, old: str, new: str) -> list[str]:
+    lines[i] = lines[i].replace(old, new)
+    return lines
+
+
+def first_sample(root: Path) -> Path:
+    return root / "samples" / "000000"
+
+
+CASES = {
+    "labels_missing": (lambda r: (r / "labels.csv").unlink(), "labels.csv", "missing"),
+    "head_column_missing": (
+        lambda r: rewrite_labels(r, lambda ls: [",".join(x.split(",")[:2]) for x in ls]),
+        "labels.csv",
+        "missing column(s) ['event']",
+    ),
+    "unknown_label": (
+        lambda r: rewrite_labels(r, lambda ls: ls[:2] + [ls[2].rsplit(",", 1)[0] + ",explosion"] + ls[3:]),
+        "labels.csv",
+        "line 3 (sample '000001'): unknown event label 'explosion'; allowed: ['person_entering'",
+    ),
+    "unknown_split": (
+        lambda r: rewrite_labels(
+            r, lambda ls: [ls[0], ",".join([ls[1].split(",")[0], "holdout", *ls[1].split(",")[2:]])] + ls[2:]
+        ),
+        "labels.csv",
+        "unknown split 'holdout'",
+    ),
+    "sample_folder_missing": (lambda r: shutil.rmtree(first_sample(r)), "000000", "sample folder missing"),
+    "wav_rate": (
+        lambda r: write_wav16(first_sample(r) / "mic.wav", np.zeros((16000, 1)), 8000),
+        "mic.wav",
+        "sample rate 8000 Hz, expected 16000 Hz",
+    ),
+    "wav_channels": (
+        lambda r: write_wav16(first_sample(r) / "mic.wav", np.zeros((16000, 2)), 16000),
+        "mic.wav",
+        "2 channel(s), expected 1",
+    ),
+    "audio_short": (
+        lambda r: write_wav16(first_sample(r) / "mic.wav", np.zeros((9000, 1)), 16000),
+        "mic.wav",
+        "too short: 9000 samples, expected at least 16000",
+    ),
+    "series_short": (
+        lambda r: (first_sample(r) / "env.csv").write_text(
+            "\n".join((first_sample(r) / "env.csv").read_text().splitlines()[:11]) + "\n"
+        ),
+        "env.csv",
+        "too short: 10 rows, expected at least 40",
+    ),
+    "series_channels": (
+        lambda r: (first_sample(r) / "env.csv").write_text(
+            (first_sample(r) / "env.csv").read_text().replace("humidity", "humidty", 1)
+        ),
+        "env.csv",
+        "missing channel(s) ['humidity'], unknown column(s) ['humidty']",
+    ),
+    "series_nan": (
+        lambda r: _nan_in(first_sample(r) / "env.csv", row=7, col=3),
+        "env.csv",
+        "row 7, column 'humidity': nan (NaN/inf) is not allowed",
+    ),
+    "series_not_number": (
+        lambda r: _nan_in(first_sample(r) / "env.csv", row=4, col=0, value="open"),
+        "env.csv",
+        "row 4, column 'motion': 'open' is not a number",
+    ),
+    "image_unreadable": (
+        lambda r: (first_sample(r) / "camera.png").write_bytes(b"\x89PNG not really"),
+        "camera.png",
+        "unreadable image",
+    ),
+    "no_modality": (
+        lambda r: [p.unlink() for p in first_sample(r).iterdir()],
+        "000000",
+        "no modality file at all",
+    ),
+}
+
+
+def _nan_in(path: Path, row: int, col: int, value: str = "nan") -> None:
+    """Put `value` at 1-based file line `row`, column index `col`."""
+    lines = path.read_text().splitlines()
+    cells = lines[row - 1].split(",")
+    cells[col] = value
+    lines[row - 1] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_data_names_file_and_problem(tmp_path: Path, home_spec, home_data: Path, case: str):
+    edit, file_part, message = CASES[case]
+    root = broken(home_data, tmp_path / "d", edit)
+    with pytest.raises(DataError) as err:
+        load_dataset(home_spec, root, progress=False)
+    assert file_part in err.value.path
+    assert message in err.value.problem
+
+
+def test_text_not_utf8(tmp_path: Path, cs_data: Path):
+    spec = load_spec(CONFIGS / "customer_service.yaml")
+    root = copy(cs_data, tmp_path / "cs")
+    (root / "samples" / "000002" / "transcript.txt").write_bytes("caf\xe9 cancel".encode("latin-1"))
+    with pytest.raises(DataError) as err:
+        load_dataset(spec, root, progress=False)
+    assert err.value.path.endswith("000002/transcript.txt") and "not UTF-8" in err.value.problem
+
+
+def test_error_message_reads_path_colon_problem(tmp_path: Path, home_spec, home_data: Path):
+    root = broken(home_data, tmp_path / "d", CASES["wav_rate"][0])
+    with pytest.raises(DataError, match=r"000000/mic\.wav: sample rate 8000 Hz, expected 16000 Hz"):
+        load_dataset(home_spec, root, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the cache
+
+
+def test_cache_reused_and_invalidated_by_any_change(tmp_path: Path, home_spec, home_data: Path):
+    root = copy(home_data, tmp_path / "d")
+    first = load_dataset(home_spec, root, progress=False)
+    caches = list((root / ".cache").glob("*.npz"))
+    assert len(caches) == 1
+    # a reused cache gives identical arrays
+    again = load_dataset(home_spec, root, progress=False)
+    assert np.array_equal(again.inputs["mic"], first.inputs["mic"]) and list((root / ".cache").glob("*.npz")) == caches
+    # change one value of one file, keep its size and mtime: the content hash still sees it
+    env = first_sample(root) / "env.csv"
+    st = env.stat()
+    text = env.read_text()
+    lines = text.splitlines()
+    cells = lines[-1].split(",")
+    cells[0] = "1" if cells[0] == "0" else "0"
+    env.write_text("\n".join(lines[:-1] + [",".join(cells)]) + "\n")
+    os.utime(env, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert env.stat().st_size == st.st_size
+    changed = load_dataset(home_spec, root, progress=False)
+    motion = home_spec.modalities["env"].channels.index("motion")
+    assert changed.inputs["env"][0, motion, -1] == float(cells[0]) != first.inputs["env"][0, motion, -1]
+    # relabelling a sample changes targets without touching the cache of inputs
+    rewrite_labels(root, lambda ls: sub(ls, 1, ls[1].split(",")[2], "idle" if "idle" not in ls[1] else "alarm"))
+    relabelled = load_dataset(home_spec, root, progress=False)
+    assert relabelled.targets["event"][0] != first.targets["event"][0]
+    assert np.array_equal(relabelled.inputs["env"], changed.inputs["env"])
+
+
+def test_corrupt_cache_is_rebuilt(tmp_path: Path, home_spec, home_data: Path):
+    root = copy(home_data, tmp_path / "d")
+    good = load_dataset(home_spec, root, progress=False)
+    (cache,) = (root / ".cache").glob("*.npz")
+    cache.write_bytes(b"garbage")
+    again = load_dataset(home_spec, root, progress=False)
+    assert np.array_equal(again.inputs["camera"], good.inputs["camera"])

@@ -1,0 +1,374 @@
+"""The folder dataset: labels.csv + one folder of modality files per sample (docs/dataset.md), loaded as tensors.
+
+    DATA/labels.csv                 sample,split,<head>...   (split: train, val or test)
+    DATA/samples/<sample>/<modality>.png|.jpg|.wav|.csv|.npy|.txt
+    DATA/dataset.json               optional: what wrote it
+
+Nothing here knows the built-in scenarios: the spec says which modalities, shapes and labels to expect. Every
+problem is a DataError naming the file and what is wrong with it. Decoded arrays are cached under DATA/.cache,
+keyed by a hash of the spec's modalities and labels and of every file's bytes, so a stale cache is never used.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from edgefuse.errors import DataError
+from edgefuse.preprocess import prepare_image, prepare_text
+from edgefuse.spec import ModalitySpec, ScenarioSpec
+
+SPLITS = ("train", "val", "test")
+EXTENSIONS = {"image": (".png", ".jpg", ".jpeg"), "audio": (".wav",), "series": (".csv", ".npy"), "text": (".txt",)}
+CACHE_VERSION = 1  # bump when decoding changes, so old caches stop matching
+
+
+@dataclass
+class Dataset:
+    """Decoded samples: model-ready inputs per modality, a presence mask, and class indices per head."""
+
+    spec: ScenarioSpec
+    ids: list[str]
+    split: np.ndarray  # (N,) str: train / val / test
+    inputs: dict[str, np.ndarray]  # modality -> (N, *input_shape) float32 (text: int64 token ids)
+    mask: np.ndarray  # (N, M) float32, 1 = present, spec modality order
+    targets: dict[str, np.ndarray]  # head -> (N,) int64 class index into spec.labels[head]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def subset(self, split: str) -> Dataset:
+        """The samples of one split (train, val or test)."""
+        keep = np.flatnonzero(self.split == split)
+        return Dataset(
+            spec=self.spec,
+            ids=[self.ids[i] for i in keep],
+            split=self.split[keep],
+            inputs={k: v[keep] for k, v in self.inputs.items()},
+            mask=self.mask[keep],
+            targets={k: v[keep] for k, v in self.targets.items()},
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# labels.csv
+
+
+def read_labels(spec: ScenarioSpec, root: Path) -> list[tuple[str, str, dict[str, str]]]:
+    """(sample, split, labels) per row of labels.csv, every value checked against the spec."""
+    path = root / "labels.csv"
+    if not path.is_file():
+        raise DataError(
+            path, "missing: a dataset needs labels.csv with columns sample,split,<head>... (docs/dataset.md)"
+        )
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(path, f"cannot read: {err}") from None
+    if not rows:
+        raise DataError(path, "empty: expected a header row sample,split,<head>...")
+    header = [h.strip() for h in rows[0]]
+    missing = [c for c in ("sample", "split", *spec.heads) if c not in header]
+    if missing:
+        raise DataError(path, f"missing column(s) {missing}; the header is {header}")
+    col = {name: header.index(name) for name in ("sample", "split", *spec.heads)}
+    out, seen = [], set()
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) < len(header):
+            raise DataError(path, f"line {line}: {len(row)} values for {len(header)} columns")
+        sample, split = row[col["sample"]].strip(), row[col["split"]].strip()
+        if not sample or "/" in sample or "\\" in sample or sample.startswith("."):
+            raise DataError(path, f"line {line}: bad sample name '{sample}' (a folder name under samples/)")
+        if sample in seen:
+            raise DataError(path, f"line {line}: sample '{sample}' is listed twice")
+        seen.add(sample)
+        if split not in SPLITS:
+            raise DataError(
+                path, f"line {line} (sample '{sample}'): unknown split '{split}'; use one of {list(SPLITS)}"
+            )
+        labels = {}
+        for head in spec.heads:
+            value = row[col[head]].strip()
+            if value not in spec.labels[head]:
+                raise DataError(
+                    path,
+                    f"line {line} (sample '{sample}'): unknown {head} label '{value}'; allowed: {spec.labels[head]}",
+                )
+            labels[head] = value
+        out.append((sample, split, labels))
+    if not out:
+        raise DataError(path, "no samples listed")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# one file per modality
+
+
+def find_file(folder: Path, name: str, m: ModalitySpec, listing: set[str]) -> Path | None:
+    """The file of modality `name` in a sample folder, or None when the modality is missing there."""
+    for ext in EXTENSIONS[m.kind]:
+        if name + ext in listing:
+            return folder / (name + ext)
+    return None
+
+
+def load_image(path: Path, m: ModalitySpec) -> np.ndarray:
+    """PNG/JPEG -> (C, H, W) float32 in [0, 1] via edgefuse.preprocess (the runtime's code)."""
+    frame = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise DataError(path, "unreadable image: not a PNG/JPEG OpenCV can decode")
+    return prepare_image(frame, m)
+
+
+def read_wav(path: Path) -> tuple[np.ndarray, int]:
+    """A RIFF/WAVE file -> ((n, channels) float32 in [-1, 1], sample rate). PCM 8/16/24/32-bit and IEEE float."""
+    data = path.read_bytes()
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise DataError(path, "not a WAV file (no RIFF/WAVE header)")
+    fmt, pcm, pos = None, None, 12
+    while pos + 8 <= len(data):
+        cid, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        body = data[pos + 8 : pos + 8 + size]
+        if cid == b"fmt ":
+            if len(body) < 16:
+                raise DataError(path, "truncated fmt chunk")
+            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+            if tag == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the real tag is the sub-format's
+                tag = struct.unpack("<H", body[24:26])[0]
+            fmt = (tag, channels, rate, bits)
+        elif cid == b"data":
+            pcm = body
+        pos += 8 + size + (size & 1)
+    if fmt is None or pcm is None:
+        raise DataError(path, "WAV without fmt or data chunk")
+    tag, channels, rate, bits = fmt
+    if channels < 1:
+        raise DataError(path, "WAV with 0 channels")
+    width = bits // 8
+    if tag == 1 and bits in (8, 16, 24, 32):
+        pcm = pcm[: len(pcm) // (width * channels) * width * channels]
+        if bits == 8:
+            x = (np.frombuffer(pcm, np.uint8).astype(np.float32) - 128.0) / 128.0
+        elif bits == 24:
+            b = np.frombuffer(pcm, np.uint8).reshape(-1, 3)
+            ints = (b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8) | (b[:, 2].astype(np.int32) << 16)) << 8
+            x = (ints >> 8).astype(np.float32) / 8388608.0
+        else:
+            x = np.frombuffer(pcm, f"<i{width}").astype(np.float32) / float(2 ** (bits - 1))
+    elif tag == 3 and bits in (32, 64):
+        pcm = pcm[: len(pcm) // (width * channels) * width * channels]
+        x = np.frombuffer(pcm, f"<f{width}").astype(np.float32)
+    else:
+        raise DataError(path, f"unsupported WAV encoding (format tag {tag}, {bits} bits): use PCM or IEEE float")
+    return x.reshape(-1, channels), rate
+
+
+def load_audio(path: Path, m: ModalitySpec) -> np.ndarray:
+    """WAV -> (C, n_steps) float32: the last window_s of the recording (the window ends at the tick)."""
+    x, rate = read_wav(path)
+    if rate != round(m.rate_hz):
+        raise DataError(path, f"sample rate {rate} Hz, expected {round(m.rate_hz)} Hz")
+    if x.shape[1] != m.n_channels:
+        raise DataError(path, f"{x.shape[1]} channel(s), expected {m.n_channels}")
+    if x.shape[0] < m.n_steps:
+        raise DataError(path, f"too short: {x.shape[0]} samples, expected at least {m.n_steps} ({m.window_s} s)")
+    if not np.isfinite(x).all():
+        raise DataError(path, "contains NaN or inf samples")
+    return np.ascontiguousarray(x[-m.n_steps :].T)  # (C, n_steps)
+
+
+def load_series(path: Path, m: ModalitySpec) -> np.ndarray:
+    """CSV (header = channel names) or .npy (T, C) -> (C, n_steps) float32: the last n_steps rows."""
+    channels = list(m.channels)  # type: ignore[arg-type]
+    if path.suffix == ".npy":
+        try:
+            x = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise DataError(path, f"unreadable .npy: {err}") from None
+        if x.ndim != 2 or x.shape[1] != len(channels):
+            raise DataError(path, f"shape {x.shape}, expected (T, {len(channels)}) with columns {channels}")
+        x = x.astype(np.float32)
+        bad = np.argwhere(~np.isfinite(x))
+        if bad.size:
+            r, c = bad[0]
+            raise DataError(path, f"non-finite value at row {r}, column '{channels[c]}'")
+    else:
+        x = _read_series_csv(path, channels)
+    if x.shape[0] < m.n_steps:
+        raise DataError(path, f"too short: {x.shape[0]} rows, expected at least {m.n_steps} ({m.window_s} s)")
+    return np.ascontiguousarray(x[-m.n_steps :].T)  # (C, n_steps)
+
+
+def _read_series_csv(path: Path, channels: list[str]) -> np.ndarray:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(path, f"cannot read: {err}") from None
+    if not lines:
+        raise DataError(path, f"empty: expected a header with channels {channels}")
+    header = [h.strip() for h in lines[0].split(",")]
+    missing = [c for c in channels if c not in header]
+    unknown = [h for h in header if h not in channels]
+    if missing or unknown:
+        raise DataError(
+            path, f"header {header}: missing channel(s) {missing}, unknown column(s) {unknown}; expected {channels}"
+        )
+    order = [header.index(c) for c in channels]
+    rows = [ln for ln in lines[1:] if ln.strip()]
+    try:
+        # numpy parses the strings in C; any bad value or ragged row falls through to the diagnosis below
+        x = np.array(",".join(rows).split(","), dtype=np.float64).reshape(len(rows), len(header))
+    except ValueError:
+        for i, ln in enumerate(rows):
+            vals = ln.split(",")
+            if len(vals) != len(header):
+                raise DataError(path, f"row {i + 2}: {len(vals)} values for {len(header)} columns") from None
+            for h, v in zip(header, vals, strict=True):
+                try:
+                    float(v)
+                except ValueError:
+                    raise DataError(path, f"row {i + 2}, column '{h}': '{v.strip()}' is not a number") from None
+        x = np.zeros((len(rows), len(header)))  # only reached without rows: too short, reported by the caller
+    bad = np.argwhere(~np.isfinite(x))
+    if bad.size:
+        r, c = bad[0]
+        raise DataError(path, f"row {r + 2}, column '{header[c]}': {x[r, c]} (NaN/inf) is not allowed")
+    return x[:, order].astype(np.float32)
+
+
+def load_text(path: Path, m: ModalitySpec, buckets: int, ngrams: int) -> np.ndarray:
+    """UTF-8 text -> (max_tokens,) int64 hashed token ids (edgefuse.text, as the runtime hashes)."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+    return prepare_text(text, m, buckets, ngrams)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the whole dataset, with a cache
+
+
+def _text_params(spec: ScenarioSpec, name: str) -> tuple[int, int]:
+    enc = spec.model.encoders.get(name)
+    return (enc.buckets, enc.ngrams) if enc is not None and enc.type == "hashed_embedding" else (4096, 2)
+
+
+def _scan(spec: ScenarioSpec, root: Path, rows: list) -> list[dict[str, Path]]:
+    """Per sample, modality -> file; DataError for a missing folder or a sample without any modality file."""
+    out = []
+    for sample, _, _ in rows:
+        folder = root / "samples" / sample
+        try:
+            listing = set(os.listdir(folder))
+        except OSError:
+            raise DataError(folder, f"sample folder missing (listed in {root / 'labels.csv'})") from None
+        files = {}
+        for name, m in spec.modalities.items():
+            path = find_file(folder, name, m, listing)
+            if path is not None:
+                files[name] = path
+        if not files:
+            wanted = [f"{n}{'|'.join(EXTENSIONS[m.kind])}" for n, m in spec.modalities.items()]
+            raise DataError(folder, f"no modality file at all; expected some of {wanted}")
+        out.append(files)
+    return out
+
+
+def _cache_key(spec: ScenarioSpec, root: Path, files: list[dict[str, Path]]) -> str:
+    """Hash of what decoding depends on: the spec's modalities, labels and text hashing, labels.csv and the bytes
+    of every sample file (content, not mtimes: a file rewritten within the same clock tick still changes it)."""
+    h = hashlib.blake2b(digest_size=16)
+    meta = {
+        "v": CACHE_VERSION,
+        "modalities": {k: v.model_dump(mode="json", exclude={"sync", "source"}) for k, v in spec.modalities.items()},
+        "labels": spec.labels,
+        "text": {n: _text_params(spec, n) for n, m in spec.modalities.items() if m.kind == "text"},
+    }
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    h.update((root / "labels.csv").read_bytes())
+    for sample_files in files:
+        for name in sorted(sample_files):
+            path = sample_files[name]
+            h.update(path.name.encode() + b"\0")
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _decode(spec: ScenarioSpec, files: list[dict[str, Path]], progress: bool) -> tuple[dict, np.ndarray]:
+    n, names = len(files), spec.modality_names
+    inputs = {k: np.zeros((n, *m.input_shape), dtype=m.input_dtype) for k, m in spec.modalities.items()}
+    mask = np.zeros((n, len(names)), dtype=np.float32)
+    loaders = {"image": load_image, "audio": load_audio, "series": load_series}
+    for i, sample_files in enumerate(tqdm(files, desc="load dataset", unit="sample", disable=not progress)):
+        for j, name in enumerate(names):
+            path = sample_files.get(name)
+            if path is None:
+                continue  # missing modality: zeros, masked
+            m = spec.modalities[name]
+            if m.kind == "text":
+                inputs[name][i] = load_text(path, m, *_text_params(spec, name))
+            else:
+                inputs[name][i] = loaders[m.kind](path, m)
+            mask[i, j] = 1.0
+    return inputs, mask
+
+
+def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) -> Dataset:
+    """Load a folder dataset for `spec`; decoded arrays are cached in root/.cache and reused while valid."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(root, "dataset folder not found")
+    rows = read_labels(spec, root)
+    files = _scan(spec, root, rows)
+    key = _cache_key(spec, root, files)
+    cache = root / ".cache" / f"{key}.npz"
+    ids = [r[0] for r in rows]
+    split = np.array([r[1] for r in rows])
+    targets = {h: np.array([spec.labels[h].index(r[2][h]) for r in rows], dtype=np.int64) for h in spec.heads}
+    cached = _read_cache(cache, spec)
+    if cached is not None:
+        inputs, mask = cached
+    else:
+        inputs, mask = _decode(spec, files, progress)
+        _write_cache(cache, inputs, mask)
+    return Dataset(spec=spec, ids=ids, split=split, inputs=inputs, mask=mask, targets=targets)
+
+
+def _read_cache(path: Path, spec: ScenarioSpec) -> tuple[dict, np.ndarray] | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            inputs = {name: z[f"in_{name}"] for name in spec.modalities}
+            mask = z["mask"]
+    except (OSError, KeyError, ValueError):
+        return None  # a damaged cache is rebuilt, never trusted
+    return inputs, mask
+
+
+def _write_cache(path: Path, inputs: dict[str, np.ndarray], mask: np.ndarray) -> None:
+    """Write atomically (tmp + rename); keep the 4 newest caches. A read-only dataset folder just goes uncached."""
+    try:
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+        np.savez(tmp, mask=mask, **{f"in_{k}": v for k, v in inputs.items()})
+        os.replace(tmp, path)
+        old = sorted(path.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)[4:]
+        for p in old:
+            p.unlink(missing_ok=True)
+    except OSError:
+        pass

@@ -1,0 +1,150 @@
+"""Write a synthetic dataset in the folder dataset format (docs/dataset.md) and the `edgefuse synth` verb.
+
+One sample is one episode cut at the tick t = episode_duration_s(spec): the frame nearest the tick, the last
+window of audio and series (exactly n_steps rows), and the utterances of the last text window. Sample i draws all
+its randomness from numpy's Generator seeded with (seed, i), so a sample never depends on how many others there
+are, and the same seed writes the same bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import shutil
+import time
+import wave
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from edgefuse.errors import DataError
+from edgefuse.spec import ScenarioSpec, SpecError, load_spec
+from edgefuse.trainer.synth.base import Generator, dataset_starts, episode_duration_s, get_generator
+
+SPLITS = ("train", "val", "test")
+EXT = {"image": ".png", "audio": ".wav", "series": ".csv", "text": ".txt"}
+
+
+def cut_sample(gen: Generator, labels: dict[str, str], rng: np.random.Generator) -> dict[str, object]:
+    """Render one episode's final window: modality -> what its file holds (frame, (n, C) rows or text)."""
+    spec = gen.spec
+    d = episode_duration_s(spec)
+    streams = gen.render(labels, rng, d, start_s=dataset_starts(spec, d))
+    out: dict[str, object] = {}
+    for name, data in streams.items():
+        m = spec.modalities[name]
+        if m.kind == "image":
+            out[name] = data[-1]  # type: ignore[index]
+        elif m.kind == "text":
+            out[name] = " ".join(u for t, u in data if d - m.window_s < t <= d)  # type: ignore[union-attr]
+        else:
+            out[name] = data[-m.n_steps :]  # type: ignore[index]
+    return out
+
+
+def write_wav(path: Path, x: np.ndarray, rate_hz: float) -> None:
+    """(n, C) float in [-1, 1] -> PCM16 WAV."""
+    pcm = np.clip(np.round(x * 32767.0), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(x.shape[1])
+        f.setsampwidth(2)
+        f.setframerate(round(rate_hz))
+        f.writeframes(pcm.tobytes())
+
+
+def write_series_csv(path: Path, x: np.ndarray, channels: list[str]) -> None:
+    """(T, C) rows -> CSV with a header of channel names, one row per time step."""
+    buf = io.StringIO()
+    buf.write(",".join(channels) + "\n")
+    np.savetxt(buf, x, fmt="%.6g", delimiter=",")
+    path.write_text(buf.getvalue())
+
+
+def write_sample(folder: Path, spec: ScenarioSpec, sample: dict[str, object]) -> None:
+    """Write one sample's modality files into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in sample.items():
+        m = spec.modalities[name]
+        path = folder / f"{name}{EXT[m.kind]}"
+        if m.kind == "image":
+            cv2.imwrite(str(path), data)  # type: ignore[arg-type]
+        elif m.kind == "audio":
+            write_wav(path, data, m.rate_hz)  # type: ignore[arg-type]
+        elif m.kind == "series":
+            write_series_csv(path, data, list(m.channels))  # type: ignore[arg-type]
+        else:
+            path.write_text(str(data), encoding="utf-8")
+
+
+def assign_splits(spec: ScenarioSpec, n: int, seed: int) -> list[str]:
+    """Exact split sizes from spec.synth.splits (largest remainder), shuffled by the seed."""
+    fracs = spec.synth.splits if spec.synth is not None else {"train": 0.7, "val": 0.15, "test": 0.15}
+    bad = [s for s in fracs if s not in SPLITS]
+    if bad:
+        raise SpecError(f"spec '{spec.name}'", [("synth.splits", f"unknown split(s) {bad}; use {list(SPLITS)}")])
+    names = list(fracs)
+    raw = np.array([fracs[s] * n for s in names])
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    split = np.repeat(names, counts)
+    return [str(s) for s in np.random.default_rng([seed, 0x5B117]).permutation(split)]
+
+
+def _prepare_out(out: Path) -> None:
+    """Create `out`, or clear a dataset that `edgefuse synth` wrote there before; never touch other folders."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / "dataset.json").exists():
+            raise DataError(out, "exists, is not empty and holds no dataset.json: choose a new folder for synth")
+        for sub in ("samples", ".cache"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def write_dataset(spec: ScenarioSpec, out: str | Path, samples: int, seed: int, progress: bool = True) -> Path:
+    """Render `samples` episodes of the spec's generator into the folder dataset format at `out`."""
+    out = Path(out)
+    gen = get_generator(spec, seed)
+    splits = assign_splits(spec, samples, seed)
+    _prepare_out(out)
+    heads = spec.heads
+    rows = []
+    for i in tqdm(range(samples), desc=f"synth {spec.name}", unit="sample", disable=not progress):
+        rng = np.random.default_rng([seed, i])
+        labels = gen.sample_labels(rng)
+        sid = f"{i:06d}"
+        write_sample(out / "samples" / sid, spec, cut_sample(gen, labels, rng))
+        rows.append([sid, splits[i]] + [labels[h] for h in heads])
+    with open(out / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["sample", "split", *heads])
+        w.writerows(rows)
+    meta = {
+        "format": "edgefuse folder dataset",
+        "version": 1,
+        "spec": spec.name,
+        "generator": gen.name,
+        "seed": seed,
+        "samples": samples,
+        "episode_duration_s": episode_duration_s(spec),
+        "noise": gen.noise,
+    }
+    (out / "dataset.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return out
+
+
+def cli_synth(args: argparse.Namespace) -> int:
+    """`edgefuse synth --config configs/smart_home.yaml --out data/home [--samples 2400] [--seed 0]`."""
+    spec = load_spec(args.config)
+    get_generator(spec)  # a spec without a usable generator fails here, before anything is written
+    n = args.samples if args.samples is not None else (spec.synth.samples if spec.synth else 0)
+    if n <= 0:
+        raise SpecError(args.config, [("synth.samples", "give --samples or set synth.samples > 0")])
+    t0 = time.perf_counter()
+    path = write_dataset(spec, args.out, n, args.seed, progress=True)
+    print(f"wrote {n} {spec.name} samples to {path} in {time.perf_counter() - t0:.1f} s (seed {args.seed})")
+    return 0
