@@ -66,8 +66,10 @@ def test_file_is_paced_at_its_fps_in_realtime(tmp_path):
     src.close()
     assert levels(got) == list(range(1, N_FRAMES + 1))
     assert got[0].data.shape == (24, 32, 3) and got[0].data.dtype == np.uint8
-    gaps_ms = np.diff([s.t_capture_ns for s in got]) / 1e6
-    assert np.median(gaps_ms) == pytest.approx(20.0, abs=3.0)  # 50 fps
+    # 50 fps: frames sit on a 20 ms grid; none is early (the first grab may be a little late: decoder start-up),
+    # and a late frame (busy host) is followed by a catch-up, so lateness does not accumulate
+    off_ms = (np.array([s.t_capture_ns for s in got]) - got[0].t_capture_ns) / 1e6 - np.arange(N_FRAMES) * 20.0
+    assert off_ms.min() > -3.0 and off_ms.max() < 100
     assert all(s.t_arrival_ns >= s.t_capture_ns for s in got)
     assert [s.seq for s in got] == list(range(N_FRAMES)) and src.stats()["fps"] == pytest.approx(50.0)
 

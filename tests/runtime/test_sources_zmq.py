@@ -148,10 +148,10 @@ def test_fuzz_garbage_truncated_oversized_wrong_types_never_stop_the_source(pub_
 
 def test_sequence_gap_counts_drops_and_shows_in_sample_seq(pub_src):
     pub, src = pub_src
-    for seq in (0, 1, 5, 6, 6):  # 2..4 lost, 6 duplicated
+    for seq in (0, 1, 5, 6, 6, 7):  # 2..4 lost, 6 duplicated
         pub.send(msg(seq, [0, 0, 20.0]))
-    got = collect(src, 4)
-    assert [s.seq for s in got] == [0, 1, 5, 6]
+    got = collect(src, 5)
+    assert [s.seq for s in got] == [0, 1, 5, 6, 7]
     st = src.stats()
     assert st["drops"] == 3 and st["duplicates"] == 1
 
