@@ -19,6 +19,7 @@ from edgefuse.wire import Message
 RESULTS_KEPT = 30  # results shown in the page's history
 LATENCY_WINDOW = 200  # results the latency percentiles are computed over
 SERIES_POINTS = 240  # points kept per series channel for the sparklines
+RATE_WINDOW_S = 5.0  # sample rates are measured over about this long
 STALE_S = 2.0  # a stream whose sample count has not grown for this long is stale
 SILENT_S = 3.0  # no message at all for this long: the runtime is silent
 
@@ -104,14 +105,21 @@ class MonitorState:
         samples = st.get("samples")
         if _is_num(samples):
             if s["samples"] is None or samples > s["samples"]:
-                # measured rate from the growth between two stats messages, unless the runtime measured it
-                if s["samples"] is not None and s.get("t_ns") and t_ns > s["t_ns"]:
-                    s["rate_calc_hz"] = (samples - s["samples"]) / ((t_ns - s["t_ns"]) / 1e9)
                 s["t_grew"] = now
-            s["samples"], s["t_ns"] = samples, t_ns
+            pts = s.setdefault("_points", deque())  # (runtime t_ns, samples): the rate over the last RATE_WINDOW_S
+            if pts and samples < pts[-1][1]:
+                pts.clear()  # the source restarted its count
+            pts.append((t_ns, samples))
+            while len(pts) > 2 and t_ns - pts[1][0] >= RATE_WINDOW_S * 1e9:
+                pts.popleft()
+            (t0, n0), (t1, n1) = pts[0], pts[-1]
+            s["rate_calc_hz"] = (n1 - n0) / ((t1 - t0) / 1e9) if t1 > t0 else None
+            s["samples"] = samples
         for key, value in st.items():
             if key != "samples" and (_is_num(value) or isinstance(value, (str, dict))):
                 s[key] = value
+        s["drops_total"] = sum(_drop_reasons(s).values())
+        s["drops_by_reason"] = _drop_reasons(s)
 
     def _on_thumb(self, msg: Message, now: float) -> dict[str, Any]:
         sid = msg.topic.split("/", 1)[1] if "/" in msg.topic else msg.topic
@@ -143,11 +151,16 @@ class MonitorState:
 
     # views ----------------------------------------------------------------------------------------------------------
     def latency(self) -> dict[str, dict[str, float]]:
-        """p50 / p99 (ms) per stage over the last LATENCY_WINDOW results."""
+        """p50 / p99 (ms) per stage: the runtime's own (over every tick) when its stats carry them, else over the
+        last LATENCY_WINDOW results received here."""
+        theirs = self.stats.get("latency_ms") or {}
+        if theirs and all(isinstance(v, dict) and _is_num(v.get("p50")) for v in theirs.values()):
+            order = list(self._latency) + [k for k in theirs if k not in self._latency]  # the result's stage order
+            return {k: {"p50": theirs[k]["p50"], "p99": theirs[k]["p99"]} for k in order if k in theirs}
         out = {}
         for stage, values in self._latency.items():
             a = np.fromiter(values, dtype=np.float64)
-            out[stage] = {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99)), "n": len(a)}
+            out[stage] = {"p50": float(np.percentile(a, 50)), "p99": float(np.percentile(a, 99))}
         return out
 
     def tick_hz(self) -> float:
@@ -160,7 +173,8 @@ class MonitorState:
         now = time.monotonic() if now is None else now
         rows = []
         for sid, s in sorted(self.streams.items()):
-            row = {k: v for k, v in s.items() if k not in ("t_grew", "t_ns")}
+            row = {k: v for k, v in s.items() if k not in ("t_grew", "_points")}
+            row["fused"] = [r["mask"].get(_modality(sid)) for r in self.results if r["group"] == _group(sid)]
             row["rate_hz"] = s.get("rate_hz", s.get("rate_calc_hz"))
             row["health"] = _health(s, now)
             row["has_thumb"] = sid in self.thumbs
@@ -205,6 +219,23 @@ class MonitorState:
 def _sid(group: str, modality: str) -> str:
     # group "" (or the runtime's single-group default) means source ids are bare modality names
     return modality if group in ("", "main", "default") else f"{group}/{modality}"
+
+
+def _group(sid: str) -> str:
+    return sid.rsplit("/", 1)[0] if "/" in sid else ""
+
+
+def _modality(sid: str) -> str:
+    return sid.rsplit("/", 1)[-1]
+
+
+def _drop_reasons(s: dict[str, Any]) -> dict[str, int]:
+    """A source's losses by reason: its own counters (sensor sequence gaps, overflows) and the pipeline's."""
+    out = {r: s[k] for k, r in (("drops", "sensor_gap"), ("overflows", "overflow")) if _is_num(s.get(k)) and s[k]}
+    for key, prefix in (("dropped", ""), ("rejected", "rejected_")):
+        if isinstance(s.get(key), dict):
+            out.update({f"{prefix}{r}": n for r, n in s[key].items() if _is_num(n) and n})
+    return out
 
 
 def _health(s: dict[str, Any], now: float) -> str:

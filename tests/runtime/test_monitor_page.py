@@ -6,9 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,10 +23,15 @@ import pytest
 
 pytest.importorskip("aiohttp")
 from edgefuse import wire  # noqa: E402
+from edgefuse.cli import main as cli_main  # noqa: E402
 from edgefuse.runtime.monitor.server import Monitor  # noqa: E402
 from edgefuse.runtime.monitor.state import STALE_S, MonitorState  # noqa: E402
 from edgefuse.runtime.publisher import Publisher  # noqa: E402
-from edgefuse.spec import PublishSpec  # noqa: E402
+from edgefuse.spec import PublishSpec, load_spec  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS, DOCS = ROOT / "configs", ROOT / "docs"
+UPDATE_SCREENSHOT = os.environ.get("EDGEFUSE_UPDATE_SCREENSHOT") == "1"  # also copy the screenshot to docs/
 
 LABELS = ["person_entering", "door_knock", "doorbell", "glass_break", "fall", "cooking", "alarm", "idle"]
 ENV = ["motion", "door", "temperature", "humidity", "light", "smoke"]
@@ -158,3 +170,114 @@ def test_series_values_that_do_not_fit_their_channels_are_malformed_not_fatal():
     good = wire.encode("level", "level/mic", 0, 0, "", {"t_capture_ns": 0, "rms_db": [-20.0]})
     assert mon.handle(good)["level"]["rms_db"] == [-20.0]
     mon._ctx.term()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The page in a real headless Chromium
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]  # fmt: skip
+
+
+READY_JS = """() => {
+          const rates = [...document.querySelectorAll('#streams td.rate')].map(td => parseFloat(td.textContent));
+          const img = document.querySelector('img.thumb');
+          return rates.some(r => r > 0) && !!document.querySelector('#result .head .top')
+            && !!document.querySelector('#latency td.p50') && !!img && img.complete && img.naturalWidth > 0
+            && document.querySelectorAll('.spark polyline').length > 0 && !!document.querySelector('.meter .db');
+        }"""
+
+
+READ_JS = """() => ({
+          streams: [...document.querySelectorAll('#streams tbody tr')].map(tr => ({
+            id: tr.dataset.source, rate: parseFloat(tr.querySelector('.rate').textContent),
+            health: tr.querySelector('.health').textContent})),
+          tops: Object.fromEntries([...document.querySelectorAll('#result .head')].map(h =>
+            [h.dataset.head, h.querySelector('.top').textContent])),
+          bars: [...document.querySelectorAll('#result .bar-row')].map(r => r.dataset.label),
+          p50: [...document.querySelectorAll('#latency tbody tr')].map(tr =>
+            [tr.dataset.stage, parseFloat(tr.querySelector('.p50').textContent)]),
+          thumb: (img => ({w: img.naturalWidth, h: img.naturalHeight}))(document.querySelector('img.thumb')),
+          level: parseFloat(document.querySelector('.meter .db').textContent),
+          live: document.querySelector('#live').textContent,
+          malformed: parseInt(document.querySelector('#malformed').textContent),
+        })"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def home_bundle(tmp_path_factory) -> Path:
+    """A real smart_home bundle, built by the documented commands: synth -> train (1 epoch) -> export."""
+    root = tmp_path_factory.mktemp("home")
+    config = str(CONFIGS / "smart_home.yaml")
+    for argv in (
+        ["synth", "--config", config, "--out", str(root / "data"), "--samples", "64"],
+        ["train", "--config", config, "--data", str(root / "data"), "--out", str(root / "run"), "--epochs", "1"],
+        ["export", "--run", str(root / "run"), "--out", str(root / "bundle")],
+    ):
+        assert cli_main(argv) == 0, f"edgefuse {' '.join(argv)} failed"  # in process: torch is imported once
+    return root / "bundle"
+
+
+@pytest.fixture
+def live_runtime(home_bundle: Path, tmp_path: Path):
+    """`edgefuse run` on the smart_home synthetic streams, publishing on a free port; yields its endpoint."""
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    argv = [sys.executable, "-m", "edgefuse.cli", "run", "--config", str(CONFIGS / "smart_home.yaml"),
+            "--bundle", str(home_bundle), "--endpoint", endpoint, "--duration", "60",
+            "--summary", str(tmp_path / "run.json")]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield endpoint
+    finally:
+        proc.send_signal(signal.SIGTERM)  # a clean stop: threads joined, summary written
+        out, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, f"edgefuse run failed:\n{out}\n{err}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (scripts/install-system-deps.sh)")
+def test_dashboard_shows_a_live_pipeline_in_chromium(live_runtime: str, tmp_path: Path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    spec = load_spec(CONFIGS / "smart_home.yaml")
+    with MonitorThread(live_runtime) as mon, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{mon.port}/")
+            page.wait_for_function(READY_JS, timeout=30_000)
+            # a few more ticks and stats so the sparklines and history fill in (more for the README's picture)
+            time.sleep(10 if UPDATE_SCREENSHOT else 2.5)
+            shown = page.evaluate(READ_JS)
+            shot = tmp_path / "monitor.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+        state = mon.state()
+    if UPDATE_SCREENSHOT:
+        shutil.copyfile(shot, DOCS / "monitor.png")
+
+    assert not errors, errors
+    assert shot.stat().st_size > 20_000
+    assert {s["id"] for s in shown["streams"]} == set(spec.modality_names)
+    rates = {s["id"]: s["rate"] for s in shown["streams"]}
+    assert 5 < rates["camera"] < 15 and 5 < rates["env"] < 15, rates  # both at 10 Hz in the spec
+    assert all(s["health"] in ("ok", "stale", "missing") for s in shown["streams"])
+    assert shown["tops"]["event"] in spec.labels["event"]
+    assert sorted(shown["bars"]) == sorted(spec.labels["event"])
+    p50 = dict(shown["p50"])
+    assert 0 < p50["infer"] < 1000 and p50["e2e"] >= p50["infer"]
+    assert shown["thumb"]["w"] > 0 and shown["thumb"]["h"] > 0
+    assert -120 < shown["level"] <= 0  # dBFS of the synthetic microphone
+    assert shown["live"] == "live" and shown["malformed"] == 0 == state["malformed"]
+    assert state["counts"]["result"] >= 2 and set(state["series"]["env"]["channels"]) == set(
+        spec.modalities["env"].channels
+    )

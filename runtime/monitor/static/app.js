@@ -8,7 +8,7 @@ const state = {
   streams: [], latency: {}, stats: {}, results: [], thumbs: {}, levels: {}, series: {}, peaks: {}, levelHist: {},
 };
 const SERIES_POINTS = 240;
-const LEVEL_POINTS = 120;
+const LEVEL_POINTS = 60;
 let dirty = true;
 
 // -- small DOM helpers -----------------------------------------------------------------------------------------------
@@ -156,7 +156,7 @@ function drawLevels() {
     const meter = el("div", { class: "meter", "data-source": sid },
       el("div", { class: "cap" }, el("span", {}, sid), el("span", {}, el("b", { class: "db" }, fmt(db, 1)), " dBFS")),
       track, el("div", { class: "scale" }, ...["-60", "-45", "-30", "-15", "0"].map((s) => el("span", {}, s))));
-    meter.append(sparkline(state.levelHist[sid] || [], 38, -60, 0));
+    meter.append(sparkline(state.levelHist[sid] || [], 64, -60, 0));
     box.append(meter);
   }
   $("#levels").replaceChildren(box);
@@ -166,19 +166,27 @@ function drawLevels() {
 function drawStreams() {
   const tbody = $("#streams tbody");
   const rows = state.streams.map((s) => {
-    const drops = typeof s.drops === "object" && s.drops ? Object.values(s.drops).reduce((a, b) => a + b, 0) : s.drops;
+    const reasons = Object.entries(s.drops_by_reason || {}).map(([r, n]) => `${r} ${n}`).join(", ");
     return el("tr", { "data-source": s.id },
       el("td", { class: "name" }, s.id),
       el("td", { class: "health" }, el("span", { class: `pill ${s.health}` }, s.health)),
       el("td", { class: "num rate" }, fmt(s.rate_hz, s.rate_hz >= 1000 ? 0 : 1)),
       el("td", { class: "num" }, s.samples ?? "–"),
-      el("td", { class: "num drops" }, drops ?? 0),
-      el("td", { class: "num" }, s.queue_depth ?? s.queue ?? "–"),
+      el("td", { class: "num drops" + (s.drops_total ? " warn" : ""), title: reasons }, s.drops_total ?? 0),
+      el("td", { class: "num" }, s.queue_depth ?? "–"),
       el("td", { class: "num" }, fmt(s.sync_offset_ms, 1)),
-      el("td", { class: "num" }, s.clock_offset_s !== undefined ? fmt(1000 * s.clock_offset_s, 2) : "–"),
-      el("td", { class: "num" }, fmt(s.clock_drift_ppm, 1)));
+      el("td", { class: "num" }, fmt(s.clock_offset_ms, 1)),
+      el("td", { class: "num" }, fmt(s.clock_drift_ppm, 1)),
+      el("td", { class: "fused" }, fusedStrip(s.fused || [])));
   });
   tbody.replaceChildren(...rows);
+}
+
+// the stream's presence in the recent ticks, oldest left: a gap shows a modality the model did not get
+function fusedStrip(mask) {
+  const strip = el("span", { class: "strip" });
+  for (const present of mask.slice(-30)) strip.append(el("i", { class: present ? "on" : present === false ? "off" : "" }));
+  return strip;
 }
 
 function drawLatency() {
@@ -228,14 +236,23 @@ function drawSeries() {
 }
 
 function drawHistory() {
-  const rows = state.results.slice(-12).reverse().map((r) => {
-    const present = Object.values(r.mask).filter(Boolean).length;
+  const rows = state.results.slice(-8).reverse().map((r) => {
     const e2e = r.latency_ms.e2e ?? r.latency_ms.total;
+    const score = Math.max(...Object.entries(r.top).map(([h, l]) => r.scores[h][l]));
+    // synthetic streams know the ground truth: show whether the fused result got it
+    const known = r.truth ? Object.keys(r.top).filter((h) => r.truth[h] !== undefined) : [];
+    const right = known.every((h) => r.truth[h] === r.top[h]);
+    const truth = !known.length ? el("span", { class: "t" }, "–")
+      : right ? el("span", { class: "right" }, "✓ truth")
+      : el("span", { class: "wrong" }, "✗ truth: " + known.map((h) => r.truth[h]).join(" · "));
+    const chips = el("span", { class: "mask" });
+    for (const [m, present] of Object.entries(r.mask)) chips.append(el("span", { class: "chip" + (present ? "" : " off") }, m));
     return el("tr", {},
-      el("td", { class: "t" }, `#${r.seq}`),
+      el("td", { class: "t" }, `#${r.seq}` + (r.group ? ` ${r.group}` : "")),
       el("td", { class: "lab" }, Object.values(r.top).join(" · ")),
-      el("td", { class: "num" }, fmt(100 * Math.max(...Object.entries(r.top).map(([h, l]) => r.scores[h][l])), 0) + "%"),
-      el("td", { class: "num t" }, `${present}/${Object.keys(r.mask).length} streams`),
+      el("td", { class: "num" }, fmt(100 * score, 0) + "%"),
+      el("td", {}, chips),
+      el("td", { class: "truth" }, truth),
       el("td", { class: "num t" }, e2e !== undefined ? `${fmt(e2e, 1)} ms` : ""));
   });
   $("#history tbody").replaceChildren(...rows);
