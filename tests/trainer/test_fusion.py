@@ -83,6 +83,14 @@ def test_output_shapes_per_head(method):
     assert model.aux_loss().shape == ()
 
 
+def _masked_mask(n_modalities: int) -> torch.Tensor:
+    mask = torch.ones(5, n_modalities)  # (B, M)
+    mask[0, 0] = mask[1, 1] = mask[2, 2] = 0
+    mask[3, :2] = 0
+    mask[4, -1] = 0
+    return mask
+
+
 @pytest.mark.parametrize("method", FUSION_METHODS)
 def test_gradients_reach_present_encoders_only(method):
     spec, model = model_for(method)
@@ -98,12 +106,18 @@ def test_gradients_reach_present_encoders_only(method):
         assert p.grad is None or torch.count_nonzero(p.grad) == 0
 
 
-def _masked_mask(n_modalities: int) -> torch.Tensor:
-    mask = torch.ones(5, n_modalities)  # (B, M)
-    mask[0, 0] = mask[1, 1] = mask[2, 2] = 0
-    mask[3, :2] = 0
-    mask[4, -1] = 0
-    return mask
+@pytest.mark.parametrize("method", FUSION_METHODS)
+def test_gradients_reach_present_rows_only(method):
+    spec, model = model_for(method)
+    model.train()
+    mask = _masked_mask(3)  # a different modality missing per row
+    inputs = {k: v.requires_grad_() for k, v in random_inputs(spec, 5, 1).items()}
+    out = model(inputs, mask)
+    (sum(v.square().sum() for v in out.values()) + model.aux_loss()).backward()
+    for i, name in enumerate(spec.modality_names):
+        per_row = inputs[name].grad.abs().flatten(1).sum(dim=1)  # (B,)
+        assert (per_row[mask[:, i] == 0] == 0).all(), f"gradient reached masked {name} inputs"
+        assert per_row[mask[:, i] == 1].sum() > 0, f"no gradient reached present {name} inputs"
 
 
 @pytest.mark.parametrize("with_text", [False, True], ids=["img-audio-series", "img-audio-gru-text"])

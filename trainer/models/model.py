@@ -4,8 +4,9 @@
     mask    (B, M) float32, 1 = present, in spec order
     output  head -> (B, n_classes) logits
 
-A masked modality never influences the output: its input is replaced by zeros before its encoder (so it does not
-even move BatchNorm statistics in training) and its embedding by the learned missing token after it.
+A masked modality never influences the output: its embedding is replaced by the learned missing token. In training
+its input is also replaced by zeros before the encoder, so masked values do not reach BatchNorm's batch statistics
+either. In eager mode an encoder whose modality is masked in every row of the batch is not run at all.
 """
 
 from __future__ import annotations
@@ -42,12 +43,16 @@ class FusionModel(nn.Module):
         self.fusion = FUSIONS[fusion.method](len(self.modalities), dim, classes, fusion, spec.model.dropout)
 
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
-        if not torch.jit.is_tracing():
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()  # exporting: no data-dependent branches
+        if not tracing:
             self._check(inputs, mask)
         present = mask > 0.5  # (B, M)
         tokens = []
         for i, m in enumerate(self.modalities):
             x, keep = inputs[m], present[:, i]  # (B, ...), (B,)
+            if not tracing and not bool(keep.any()):  # nothing to encode (a graph must keep every branch)
+                tokens.append(self.missing[i].expand(x.shape[0], -1))  # (B, D)
+                continue
             if self.training:  # in eval mode the missing token alone hides the input; BatchNorm stats need this
                 x = torch.where(keep.reshape((-1,) + (1,) * (x.dim() - 1)), x, torch.zeros_like(x))
             tokens.append(torch.where(keep.unsqueeze(1), self.encoders[m](x), self.missing[i]))  # (B, D)
