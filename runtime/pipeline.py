@@ -11,7 +11,8 @@ Each tick carries monotonic stamps per stage; a result's latency_ms holds, in mi
   sync     assembling the tick's tensors              queue   tick queue hand-off to the output thread
   batch    waiting for other groups' ticks (deadline) stack   stacking the batch into feeds
   infer    the backend call                          publish building and sending the result
-  e2e      the newest sample needed arrived (or the budget ran out) -> published
+  e2e      the newest sample needed reached the runtime (queue put, or its t_arrival_ns if later; or the budget ran
+           out) -> published
   overhead e2e minus infer and batch wait: what the runtime itself costs per tick
 
 `replay()` runs the same synchronizer, batching, model and publishing single-threaded on the samples' recorded
@@ -131,9 +132,13 @@ class Pipeline:
         metrics: Any = None,
         labels: list[tuple[int, int, dict[str, str]]] | None = None,
         tap: Callable[[Sample], None] | None = None,
+        warmup_s: float = 0.0,
     ):
         self.spec, self.model, self.sources, self.publisher = spec, model, sources, publisher
         self.on_result, self.metrics, self.tap = on_result, metrics, tap
+        # latency percentiles leave out ticks before this many seconds (opening devices, the first inference)
+        self.warmup_ns = round(warmup_s * 1e9)
+        self._t_start_ns = 0
         # ground truth when no synthetic world knows it: label segments in monotonic ns (a replayed session's)
         self.label_segments = labels or []
         self._label_starts = [seg[0] for seg in self.label_segments]
@@ -174,6 +179,7 @@ class Pipeline:
     def start(self) -> None:
         """Open the sources and start every thread."""
         self.t_start = time.monotonic()
+        self._t_start_ns = monotonic_ns()
         for g in self.groups:
             self.sync_for(g)
         for sid, src in self.sources.items():
@@ -242,11 +248,13 @@ class Pipeline:
 
     def _sync_step(self, now_ns: int) -> None:
         for sid, q in self.queues.items():
+            t_put = q.t_last_put
             items = q.drain()
             if items:
                 sync = self.sync_for(group_of(sid))
                 for s in items:
                     sync.push(s)
+                sync.note_arrival(t_put)
                 self._taps[sid].extend(items)
         for sync in self.syncs.values():
             for tick in sync.poll(now_ns):
@@ -319,9 +327,10 @@ class Pipeline:
         self.counts["incomplete"] += int(not tick.complete)
         for m, present in mask.items():
             self.missing[m] += int(not present)
-        for stage, ms in lat.items():
-            self.rec.add(stage, ms)
-        self.rec.add("publish_send", (t_sent - t_pub) / 1e6)
+        if st["synced"] - self._t_start_ns >= self.warmup_ns:
+            for stage, ms in lat.items():
+                self.rec.add(stage, ms)
+            self.rec.add("publish_send", (t_sent - t_pub) / 1e6)
         for m, err in tick.sync_err_ns.items():
             if err is not None:
                 self.rec.add(f"sync_error/{m}", err / 1e6)

@@ -10,6 +10,8 @@ import threading
 from collections import deque
 from typing import Any
 
+from edgefuse.runtime.clock import monotonic_ns
+
 DROP_REASONS = ("queue_full", "late", "seq_gap", "invalid")
 
 
@@ -111,6 +113,7 @@ class SampleQueue(BoundedQueue):
     def __init__(self, maxsize: int, name: str, drops: Drops, wake: threading.Event | None = None):
         super().__init__(maxsize, name, drops, "drop_oldest", wake)
         self._last_seq: int | None = None
+        self.t_last_put = 0  # monotonic ns of the newest put: when the runtime took the sample from its source
 
     def put(self, item: Any) -> bool:
         seq = getattr(item, "seq", None)
@@ -119,4 +122,5 @@ class SampleQueue(BoundedQueue):
                 self.drops.add(self.name, "seq_gap", seq - self._last_seq - 1)
             # a smaller seq means the source restarted (reconnect): start counting again from there
             self._last_seq = seq
+        self.t_last_put = monotonic_ns()
         return super().put(item)

@@ -143,7 +143,9 @@ class _Track:
         err = -1
         t_true = s.meta.get("t_true_ns") if s.meta else None
         if isinstance(t_true, int):
-            err = abs(int(s.t_capture_ns) - t_true)
+            # a replayed sample is re-stamped on today's clock; its truth belongs to the capture time as recorded
+            t_cap = s.meta.get("t_recorded_ns", s.t_capture_ns)
+            err = abs(int(t_cap) - t_true)
         status = self._push_rows(s, err) if self.rows else self._push_item(s, err)
         if status == "ok" and s.t_capture_ns <= self.missed_t:
             return "late", True  # kept for later windows, but a tick already went out without it
@@ -363,6 +365,11 @@ class Synchronizer:
         if status == "ok" and track.trigger:
             self._enqueue(track.latest_end)
         return status == "ok"
+
+    def note_arrival(self, t_ns: int) -> None:
+        """The runtime itself received data at t_ns (a queue hand-off): e2e latency counts from the later of this
+        and the samples' own t_arrival_ns, so a source that stamps arrival early cannot hide runtime time."""
+        self._last_arrival = max(self._last_arrival, t_ns)
 
     def _enqueue(self, t: int) -> None:
         if len(self._pending) >= self.max_pending:
