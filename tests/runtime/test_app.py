@@ -162,3 +162,17 @@ def test_listen_on_a_real_socket_prints_results_and_counts_malformed():
     lines = [json.loads(x) for x in out.getvalue().splitlines()]
     assert [x["header"]["seq"] for x in lines] == [0, 1, 2] and lines[0]["payload"]["top"] == {"h": "x"}
     assert listener.malformed == 1 and "header: not a single valid msgpack object" in err.getvalue()
+
+
+def test_command_line_overrides_are_validated_like_the_yaml():
+    import argparse
+
+    from edgefuse.runtime.app import _apply_overrides
+    from edgefuse.spec import SpecError, load_spec
+
+    spec = load_spec(Path(CONFIGS, "smart_home.yaml"))
+    args = argparse.Namespace(backend="onnxruntime", endpoint="tcp://127.0.0.1:6000", groups=3)
+    out = _apply_overrides(spec, args)
+    assert (out.runtime.backend, out.runtime.publish.endpoint, out.runtime.groups) == ("onnxruntime", args.endpoint, 3)
+    with pytest.raises(SpecError, match=r"runtime\.groups"):
+        _apply_overrides(spec, argparse.Namespace(backend=None, endpoint=None, groups=0))

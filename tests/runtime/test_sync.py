@@ -303,3 +303,11 @@ def test_aligned_fast_path_equals_general_resampling():
         slow, coverage = _resample(ts, xs, grid, 0.75 * track.grid_period_ns, linear=False)
         assert fast is not None and coverage == 1.0
         assert np.array_equal(fast[0], slow.T) and fast[1] <= t
+
+
+def test_replayed_samples_measure_sync_error_against_the_recorded_capture():
+    spec = make_spec()
+    sync = Synchronizer(spec)
+    shift = 500 * NS  # a replay re-stamps samples on today's clock and keeps the recorded capture time
+    sync.push(s("cam", 0, shift + NS, frame(1), t_true_ns=NS - 2 * MS, t_recorded_ns=NS))
+    assert sync._assemble(shift + NS, shift + NS, [True] * 4).sync_err_ns["cam"] == 2 * MS
