@@ -5,7 +5,10 @@ Both keep float32 inputs and outputs, so a runtime feeds every variant the same 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -30,8 +33,25 @@ def to_fp16(src: str | Path, dst: str | Path) -> None:
     float16 = require("onnxconverter_common.float16", "the FP16 variant")
     model = onnx.load(str(src))
     # keep_io_types: the runtime feeds float32 to every variant; int64 token ids stay int64 either way
-    half = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    with warnings.catch_warnings():
+        # "the float32 number 1e-20 will be truncated to 1e-07": expected for epsilons; the accuracy check decides
+        warnings.simplefilter("ignore", UserWarning)
+        half = float16.convert_float_to_float16(model, keep_io_types=True)
+    _retarget_casts(half.graph)
     onnx.save(half, str(dst))
+
+
+def _retarget_casts(graph: onnx.GraphProto) -> None:
+    """Casts to float32 whose output the converter retyped to float16 (bool mask -> float) now cast to float16.
+
+    The converter rewrites tensor types but not a Cast's `to` attribute, and ONNX Runtime refuses the mismatch.
+    (Blocking Cast instead makes the converter loop forever wrapping its own Cast nodes.)"""
+    fp16 = {v.name for v in graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}
+    for node in graph.node:
+        if node.op_type == "Cast" and node.output[0] in fp16:
+            for attr in node.attribute:
+                if attr.name == "to" and attr.i == onnx.TensorProto.FLOAT:
+                    attr.i = onnx.TensorProto.FLOAT16
 
 
 class FeedsReader:
@@ -48,6 +68,19 @@ class FeedsReader:
         self._it = iter(self._batches)
 
 
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """Per-channel quantization of rank-1 weights (LayerNorm scales) falls back to per-tensor, and the quantizer
+    warns on the root logger once per weight: expected, so hidden for the duration."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def to_int8(src: str | Path, dst: str | Path, calibration: list[Feeds], op_types: list[str] | None = None) -> None:
     """Static INT8 in QDQ format: per-channel int8 weights, uint8 activations calibrated (MinMax) on `calibration`."""
     q = require("onnxruntime.quantization", "the INT8 variant")
@@ -60,17 +93,18 @@ def to_int8(src: str | Path, dst: str | Path, calibration: list[Feeds], op_types
         reader = FeedsReader(calibration)
         # U8S8 (uint8 activations, int8 weights) is the fast path of x86 CPUs; ActivationSymmetric off keeps
         # the full uint8 range for post-ReLU activations
-        q.quantize_static(
-            str(prepped),
-            str(dst),
-            reader,
-            quant_format=q.QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=q.QuantType.QUInt8,
-            weight_type=q.QuantType.QInt8,
-            calibrate_method=q.CalibrationMethod.MinMax,
-            op_types_to_quantize=op_types,
-        )
+        with _quiet_root_logger():
+            q.quantize_static(
+                str(prepped),
+                str(dst),
+                reader,
+                quant_format=q.QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=q.QuantType.QUInt8,
+                weight_type=q.QuantType.QInt8,
+                calibrate_method=q.CalibrationMethod.MinMax,
+                op_types_to_quantize=op_types,
+            )
 
 
 def quantized_op_types(path: str | Path) -> dict[str, int]:

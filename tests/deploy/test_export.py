@@ -1,0 +1,144 @@
+"""`edgefuse export`: a real (tiny, briefly trained) run -> a bundle checked by real ONNX Runtime sessions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from _tiny import make_run
+
+from edgefuse.cli import main
+from edgefuse.deploy import export
+from edgefuse.deploy.export import export_bundle, parse_precisions, random_feeds
+from edgefuse.errors import BundleError
+from edgefuse.trainer.checkpoint import load_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    make_run(run_dir, steps=30)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def bundle(run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("b") / "bundle"
+    manifest = export_bundle(run, out, None, ["fp32", "fp16"])
+    return out, manifest
+
+
+def test_bundle_files_and_manifest(bundle):
+    out, m = bundle
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json",
+        "model.fp16.onnx",
+        "model.onnx",
+        "model.pt",
+    ]
+    saved = json.loads((out / "manifest.json").read_text())
+    assert saved["schema_version"] == 1 and saved["spec"]["name"] == "tiny"
+    assert [(i["name"], i["dtype"], i["shape"]) for i in saved["inputs"]] == [
+        ("cam", "float32", [-1, 3, 16, 16]),
+        ("mic", "float32", [-1, 1, 1000]),
+        ("env", "float32", [-1, 2, 20]),
+        ("text", "int64", [-1, 8]),
+        ("mask", "float32", [-1, 4]),
+    ]
+    mic = saved["inputs"][1]
+    assert (mic["modality"], mic["kind"], mic["window_s"], mic["rate_hz"]) == ("mic", "audio", 0.25, 4000.0)
+    assert saved["mask"]["modalities"] == ["cam", "mic", "env", "text"]
+    assert [(o["name"], o["labels"]) for o in saved["outputs"]] == [
+        ("scores_event", ["x", "y", "z"]),
+        ("scores_urgent", ["no", "yes"]),
+    ]
+    pre = saved["preprocess"]
+    assert pre["text"]["tokenizer"] == {**pre["text"]["tokenizer"], "buckets": 64, "ngrams": 2, "max_tokens": 8}
+    assert pre["cam"]["steps"]["resize"].startswith("cv2.resize") and pre["env"]["units"] == "raw"
+    assert pre["mic"]["window_rows"] == 1000 and pre["env"]["channels"] == ["a", "b"]
+    assert saved["batch"] == {"min": 1, "opt": 8, "max": 32}
+    assert set(saved["metrics"]) == {"train_accuracy_event", "train_accuracy_urgent"}
+    assert saved["normalization"]["env"]["mean"][0] > 15  # raw-unit statistics recorded
+    assert {"torch", "onnx", "onnxruntime", "onnxconverter-common"} <= set(saved["versions"])
+    # without --data the parity samples are random and the manifest says so; accuracy is unknown
+    assert "random samples" in m.parity.source and m.parity.max_abs_diff <= 1e-4
+    assert m.variants["fp32"].accuracy is None
+    assert set(saved["files"]) == {"model.onnx", "model.fp16.onnx", "model.pt"}
+
+
+def test_onnx_is_opset17_with_dynamic_batch_and_matches_torch(run, bundle):
+    out, _ = bundle
+    model = onnx.load(str(out / "model.onnx"))
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert all(i.type.tensor_type.shape.dim[0].dim_param == "batch" for i in model.graph.input)
+    spec, torch_model, _ = load_run(run)
+    feeds = random_feeds(spec, 5, seed=3)
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (p_event, p_urgent) = sess.run(["scores_event", "scores_urgent"], feeds)
+    with torch.inference_mode():
+        logits = torch_model(
+            {m: torch.from_numpy(feeds[m]) for m in spec.modality_names}, torch.from_numpy(feeds["mask"])
+        )
+    np.testing.assert_allclose(p_event, logits["event"].softmax(1).numpy(), atol=1e-4)
+    np.testing.assert_allclose(p_urgent, logits["urgent"].softmax(1).numpy(), atol=1e-4)
+
+
+def test_fp16_variant_keeps_float32_io_and_close_probabilities(run, bundle):
+    out, m = bundle
+    spec = load_run(run)[0]
+    feeds = random_feeds(spec, 8, seed=4)
+    s32 = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    s16 = ort.InferenceSession(str(out / "model.fp16.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.type for i in s16.get_inputs()] == [i.type for i in s32.get_inputs()]
+    (p32,), (p16,) = s32.run(["scores_event"], feeds), s16.run(["scores_event"], feeds)
+    assert p16.dtype == np.float32
+    assert np.abs(p16 - p32).max() < 1e-2
+    assert "max |p - p_fp32|" in m.variants["fp16"].notes
+
+
+def test_missing_checkpoint_names_the_file(tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(BundleError, match=r"run/checkpoint.pt: checkpoint missing"):
+        export_bundle(tmp_path / "run", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_parity_leaves_nothing_behind(run, tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "PARITY_TOLERANCE", -1.0)  # no difference can pass: the gate must refuse
+    with pytest.raises(BundleError, match="differs from torch"):
+        export_bundle(run, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []  # neither the bundle nor its temporary folder
+
+
+def test_int8_without_data_is_refused(run, tmp_path):
+    with pytest.raises(BundleError, match="int8 needs --data"):
+        export_bundle(run, tmp_path / "out", None, ["fp32", "int8"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_refuses_to_overwrite_a_folder_that_is_not_a_bundle(run, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    with pytest.raises(BundleError, match="not a bundle; refusing"):
+        export_bundle(run, tmp_path / "out")
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+
+
+def test_cli_export_replaces_an_old_bundle(run, tmp_path, capsys):
+    out = tmp_path / "bundle"
+    assert main(["export", "--run", str(run), "--out", str(out)]) == 0
+    first = json.loads((out / "manifest.json").read_text())["created"]
+    assert main(["export", "--run", str(run), "--out", str(out), "--precision", "fp16"]) == 0
+    assert "fp16" in json.loads((out / "manifest.json").read_text())["variants"]
+    assert first and "bundle written" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_parse_precisions():
+    assert parse_precisions("int8, fp16") == ["fp32", "fp16", "int8"]
+    with pytest.raises(BundleError, match="unknown 'bf16'"):
+        parse_precisions("bf16")
