@@ -12,11 +12,11 @@ RATE, N_FFT, HOP, N_MELS, EPS = 8000, 256, 128, 24, 1e-6
 
 
 def reference_logmel(wave: np.ndarray, rate: float, n_fft: int, hop: int, mel: np.ndarray, eps: float) -> np.ndarray:
-    """(T,) float64 -> (n_mels, frames): Hann-windowed frames without center padding, |rfft|^2, mel, log."""
+    """(T,) float64 -> (n_mels, frames): Hann-windowed frames without center padding, |2 rfft / sum(w)|^2, mel, log."""
     window = np.hanning(n_fft + 1)[:-1]  # periodic Hann
     starts = range(0, len(wave) - n_fft + 1, hop)
     frames = np.stack([wave[s : s + n_fft] * window for s in starts])  # (frames, n_fft)
-    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2  # (frames, F)
+    power = np.abs(np.fft.rfft(frames, axis=1) * 2 / window.sum()) ** 2  # (frames, F)
     return np.log(power @ mel + eps).T  # (n_mels, frames)
 
 
@@ -68,6 +68,17 @@ def test_logmel_batches_and_channels_independently():
     assert out.shape == (3, 2, N_MELS, n_frames(1000, N_FFT, HOP))
     single = module(torch.tensor(waves[2, 1])[None, None]).numpy()[0, 0]
     np.testing.assert_allclose(out[2, 1], single, rtol=1e-5, atol=1e-5)
+
+
+def test_full_scale_sine_has_unit_magnitude_and_fits_float16():
+    n_fft = 512
+    t = np.arange(4 * n_fft) / RATE
+    bin_hz = 32 * RATE / n_fft  # exactly on bin 32
+    wave = torch.tensor(np.sin(2 * np.pi * bin_hz * t), dtype=torch.float32)[None, None]
+    spec = torch.nn.functional.conv1d(wave, torch.tensor(dft_kernels(n_fft), dtype=torch.float32), stride=n_fft)
+    power = spec[0, :257] ** 2 + spec[0, 257:] ** 2  # (F, frames)
+    np.testing.assert_allclose(power[32].numpy(), 1.0, rtol=1e-4)
+    assert float(power.sum(dim=0).max()) < 2.0  # far below float16's 65504
 
 
 def test_silence_gives_log_eps():

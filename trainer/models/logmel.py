@@ -4,12 +4,14 @@ The audio bundle therefore takes raw samples in [-1, 1]; no runtime needs an FFT
 
   frames   no center padding: frame t covers samples [t * hop, t * hop + n_fft); n_frames = 1 + (T - n_fft) // hop
   window   periodic Hann, w[n] = 0.5 - 0.5 cos(2 pi n / n_fft) (torch.hann_window's default, scipy's "hann")
-  DFT      one fixed Conv1d (stride = hop) whose 2 * (n_fft // 2 + 1) kernels are w[n] cos(2 pi k n / n_fft) and
-           -w[n] sin(2 pi k n / n_fft): the real and imaginary parts of np.fft.rfft(w * frame)
+  DFT      one fixed Conv1d (stride = hop) whose 2 * (n_fft // 2 + 1) kernels are s w[n] cos(2 pi k n / n_fft) and
+           -s w[n] sin(2 pi k n / n_fft): the real and imaginary parts of s * np.fft.rfft(w * frame), where
+           s = 2 / sum(w) = 4 / n_fft gives a full-scale sine magnitude ~1 in its bin, so power stays far below the
+           float16 maximum (65504) in half-precision engines; unscaled, a loud tone at n_fft = 512 would overflow
   power    re^2 + im^2
   mel      a fixed (n_freqs, n_mels) MatMul with HTK-scale triangles (mel = 2595 log10(1 + f / 700)), peak 1, no
            area normalization: librosa.filters.mel(htk=True, norm=None)
-  log      log(mel + eps)
+  log      log(mel + eps); eps = 1e-6 puts the floor 60 dB below a full-scale sine
 
 Cost is about T * n_fft^2 / hop multiply-adds (the DFT dominates), so n_fft and hop are the knobs for latency.
 """
@@ -44,12 +46,13 @@ def mel_filterbank(
 
 
 def dft_kernels(n_fft: int) -> np.ndarray:
-    """(2 * F, 1, n_fft) float64 Conv1d weights: Hann-windowed cos rows, then -sin rows (rfft's real, imag)."""
+    """(2 * F, 1, n_fft) float64 Conv1d weights: scaled Hann-windowed cos rows, then -sin rows (rfft's real, imag)."""
     n = np.arange(n_fft)
     window = 0.5 - 0.5 * np.cos(2 * np.pi * n / n_fft)  # periodic Hann
+    scaled = window * (2.0 / window.sum())  # see the module docstring: full-scale sine -> magnitude ~1
     k = np.arange(n_fft // 2 + 1)[:, None]  # (F, 1)
     phase = 2 * np.pi * k * n[None] / n_fft  # (F, n_fft)
-    return np.concatenate([window * np.cos(phase), -window * np.sin(phase)])[:, None, :]
+    return np.concatenate([scaled * np.cos(phase), -scaled * np.sin(phase)])[:, None, :]
 
 
 def n_frames(n_samples: int, n_fft: int, hop: int) -> int:
