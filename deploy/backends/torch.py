@@ -142,8 +142,15 @@ class _Graph:
                 forward(self.inputs)
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.outputs = forward(self.inputs)  # static output tensors, rewritten by every replay
+        try:
+            with torch.cuda.graph(self.graph):
+                self.outputs = forward(self.inputs)  # static output tensors, rewritten by every replay
+        except RuntimeError as err:
+            # a forward that reads tensor values on the host (bool(t.any()), .item()) cannot be captured
+            raise BundleError(
+                f"CUDA graph capture failed: {str(err)[:200]}; the model's forward must not synchronize with the "
+                "host while a stream is capturing (run with cuda_graphs=False)"
+            ) from None
 
     def replay(self, feeds: Feeds) -> Feeds:
         for k, v in feeds.items():
