@@ -65,6 +65,12 @@ def test_sample_does_not_depend_on_count(tmp_path: Path, home_spec):
             assert big[k] == v
 
 
+def test_worker_processes_write_the_same_bytes(tmp_path: Path, home_spec):
+    one = tree_hashes(write_dataset(home_spec, tmp_path / "one", 8, seed=1, progress=False))
+    two = tree_hashes(write_dataset(home_spec, tmp_path / "two", 8, seed=1, progress=False, workers=2))
+    assert one == two
+
+
 def test_write_refuses_foreign_folder(tmp_path: Path, home_spec):
     from edgefuse.errors import DataError
 
@@ -286,6 +292,15 @@ def test_session_labels_interiors_and_transitions():
     assert frames.shape[0] == len(t) == 3 * int(d * 10) + 1 and np.all(np.diff(t) > 0)
     t, audio = s.streams["mic"]
     assert audio.shape == (3 * d * 16000, 1) and t[-1] == pytest.approx(3 * d - 1 / 16000)
+
+
+def test_session_with_longer_episodes_and_partial_end():
+    spec = spec_of("driving")
+    s = synth_session(spec, 10.0, seed=1, episode_s=4.0)  # episodes [0, 4), [4, 8), [8, 10]
+    assert [(t0, t1) for t0, t1, _ in s.timeline] == [(0.0, 4.0), (4.0, 8.0), (8.0, 10.0)]
+    assert s.streams["mic"][1].shape == (10 * 16000, 1) and s.streams["imu"][1].shape == (1000, 6)
+    assert s.streams["front_cam"][0][-1] == pytest.approx(10.0) and len(s.streams["front_cam"][0]) == 151
+    assert s.labels_at(3.5) == s.timeline[0][2] and s.labels_at(5.0) is None and s.labels_at(7.0) == s.timeline[1][2]
 
 
 def test_session_text_and_missing_camera():

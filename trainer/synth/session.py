@@ -75,8 +75,10 @@ def synth_session(spec: ScenarioSpec, duration_s: float, seed: int, episode_s: f
         last, end = k == n_ep - 1, duration_s - t0
         for name, stream in gen.render(labels, rng, ep).items():
             t, x = _rows(spec, name, stream)
-            # a frame exactly at an episode's end is also the next episode's first frame: keep the next one
-            keep = (t <= end + 1e-9) if last else (t < ep - 1e-9)
+            # a frame exactly at an episode's end is also the next episode's first frame: keep the next one; the
+            # session's own end keeps its frame (and utterance), while audio/series rows stay half-open [0, end)
+            closed = spec.modalities[name].kind in ("image", "text")
+            keep = (t <= end + 1e-9 if closed else t < end - 1e-9) if last else (t < ep - 1e-9)
             times[name].append(t0 + t[keep])
             data[name].append([u for u, ok in zip(x, keep, strict=True) if ok] if isinstance(x, list) else x[keep])
     streams = {}

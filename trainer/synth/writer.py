@@ -12,9 +12,13 @@ import argparse
 import csv
 import io
 import json
+import math
+import multiprocessing
+import os
 import shutil
 import time
 import wave
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -105,20 +109,52 @@ def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def write_dataset(spec: ScenarioSpec, out: str | Path, samples: int, seed: int, progress: bool = True) -> Path:
-    """Render `samples` episodes of the spec's generator into the folder dataset format at `out`."""
+def _write_range(spec: ScenarioSpec, out: Path, seed: int, indices: range) -> list[dict[str, str]]:
+    """Render and write samples `indices`; returns their labels. Runs in the writer or in a worker process."""
+    gen = get_generator(spec, seed)
+    labels = []
+    for i in indices:
+        rng = np.random.default_rng([seed, i])
+        lab = gen.sample_labels(rng)
+        write_sample(out / "samples" / f"{i:06d}", spec, cut_sample(gen, lab, rng))
+        labels.append(lab)
+    return labels
+
+
+def default_workers(samples: int) -> int:
+    """Worker processes `edgefuse synth` uses: up to 4 cores for big datasets, none for small ones (startup ~1 s)."""
+    return 1 if samples < 400 else max(1, min(4, (os.cpu_count() or 1)))
+
+
+def write_dataset(
+    spec: ScenarioSpec, out: str | Path, samples: int, seed: int, progress: bool = True, workers: int = 1
+) -> Path:
+    """Render `samples` episodes of the spec's generator into the folder dataset format at `out`.
+
+    Sample i depends only on (seed, i), so any number of `workers` processes writes the same bytes. Workers are
+    spawned (the caller may hold torch or OpenCV threads a fork would break), which needs a caller that is an
+    importable script or module: the CLI, a test, a notebook; not `python - < script`.
+    """
     out = Path(out)
     gen = get_generator(spec, seed)
     splits = assign_splits(spec, samples, seed)
     _prepare_out(out)
     heads = spec.heads
-    rows = []
-    for i in tqdm(range(samples), desc=f"synth {spec.name}", unit="sample", disable=not progress):
-        rng = np.random.default_rng([seed, i])
-        labels = gen.sample_labels(rng)
-        sid = f"{i:06d}"
-        write_sample(out / "samples" / sid, spec, cut_sample(gen, labels, rng))
-        rows.append([sid, splits[i]] + [labels[h] for h in heads])
+    step = max(1, min(64, math.ceil(samples / (4 * max(1, workers)))))
+    chunks = [range(a, min(a + step, samples)) for a in range(0, samples, step)]
+    labels: list[dict[str, str]] = []
+    with tqdm(total=samples, desc=f"synth {spec.name}", unit="sample", disable=not progress) as bar:
+        if workers <= 1:
+            for chunk in chunks:
+                labels += _write_range(spec, out, seed, chunk)
+                bar.update(len(chunk))
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+                for chunk_labels in pool.map(_write_range, *zip(*[(spec, out, seed, c) for c in chunks], strict=True)):
+                    labels += chunk_labels
+                    bar.update(len(chunk_labels))
+    rows = [[f"{i:06d}", splits[i]] + [lab[h] for h in heads] for i, lab in enumerate(labels)]
     with open(out / "labels.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["sample", "split", *heads])
@@ -145,6 +181,6 @@ def cli_synth(args: argparse.Namespace) -> int:
     if n <= 0:
         raise SpecError(args.config, [("synth.samples", "give --samples or set synth.samples > 0")])
     t0 = time.perf_counter()
-    path = write_dataset(spec, args.out, n, args.seed, progress=True)
+    path = write_dataset(spec, args.out, n, args.seed, progress=True, workers=default_workers(n))
     print(f"wrote {n} {spec.name} samples to {path} in {time.perf_counter() - t0:.1f} s (seed {args.seed})")
     return 0
