@@ -148,14 +148,14 @@ def bench(
     from edgefuse.trainer.data import load_dataset
 
     bundle = load_bundle(bundle_dir)
-    test_ds = load_dataset(bundle.spec, data_dir).subset("test")
+    test_ds = load_dataset(bundle.spec, data_dir, progress=False).subset("test")
     test, targets = dataset_feeds(test_ds), {h: np.asarray(y) for h, y in test_ds.targets.items()}
     if len(test["mask"]) == 0:
         raise BundleError(f"{data_dir}: the test split is empty; bench needs held-out samples")
     pre = preprocess_ms(bundle.spec)
     rows = []
     for backend, precision in _plan(bundle, backends):
-        kw = {"threads": threads} if threads else {}
+        kw = {"threads": threads} if threads and backend != "tensorrt" else {}  # CPU thread pools only
         row = bench_row(bundle, backend, precision, test, targets, iters, **kw)
         row["preprocess_ms"] = pre
         rows.append(row)

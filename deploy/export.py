@@ -244,7 +244,7 @@ class Held:
             return
         from edgefuse.trainer.data import load_dataset
 
-        ds = load_dataset(spec, data_dir)
+        ds = load_dataset(spec, data_dir, progress=False)
         test = ds.subset("test")
         self.feeds, self.targets = dataset_feeds(test), {h: np.asarray(y) for h, y in test.targets.items()}
         if len(self.feeds["mask"]) == 0:

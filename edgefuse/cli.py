@@ -89,6 +89,9 @@ def _bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="write the rows as JSON here")
     p.add_argument("--backends", default="onnxruntime,torch,tensorrt", help="comma list of backends to try")
     p.add_argument("--iters", type=int, default=200, help="timed batch-1 iterations per row")
+    p.add_argument(
+        "--threads", type=int, default=None, help="intra-op CPU threads for every backend (default: each one's own)"
+    )
 
 
 def _run(p: argparse.ArgumentParser) -> None:

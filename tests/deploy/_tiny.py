@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import wave
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
 from edgefuse.spec import ScenarioSpec, parse_spec
 from edgefuse.trainer.checkpoint import save_run
+from edgefuse.trainer.data import load_dataset
 from edgefuse.trainer.models import build_model
 
 TINY = {
@@ -58,12 +61,50 @@ def tiny_arrays(spec: ScenarioSpec, n: int, seed: int) -> tuple[dict[str, np.nda
     return inputs, mask, {"event": event, "urgent": urgent}
 
 
-def make_run(run_dir: Path, steps: int = 60, seed: int = 0) -> ScenarioSpec:
-    """Train the tiny model briefly on tiny_arrays and save it as a run folder (checkpoint.pt + metrics.json)."""
+WORDS = {0: "hello i have a quick question about my order", 1: "please help now this is urgent"}
+FILLER = ["thanks", "the", "account", "today", "again", "call", "bill", "maybe"]
+
+
+def write_dataset(root: Path, n: int = 240, seed: int = 0, test_fraction: float = 0.4) -> Path:
+    """tiny_arrays written as a folder dataset (docs/dataset.md): PNG, PCM16 WAV, .npy series, .txt text."""
+    spec = tiny_spec()
+    inputs, mask, targets = tiny_arrays(spec, n, seed)
+    rng = np.random.default_rng(seed + 1)
+    rows = ["sample,split,event,urgent"]
+    for i in range(n):
+        folder = root / "samples" / f"s{i:04d}"
+        folder.mkdir(parents=True)
+        bgr = (inputs["cam"][i] * 255).round().astype(np.uint8).transpose(1, 2, 0)[..., ::-1]  # (H, W, 3)
+        cv2.imwrite(str(folder / "cam.png"), np.ascontiguousarray(bgr))
+        if mask[i, 1]:
+            pcm = np.round(np.clip(inputs["mic"][i, 0], -1, 1) * 32767).astype("<i2")
+            with wave.open(str(folder / "mic.wav"), "wb") as f:
+                f.setnchannels(1)
+                f.setsampwidth(2)
+                f.setframerate(4000)
+                f.writeframes(pcm.tobytes())
+        np.save(folder / "env.npy", inputs["env"][i].T)  # (T, C)
+        words = [WORDS[int(targets["urgent"][i])], *rng.choice(FILLER, 3)]
+        (folder / "text.txt").write_text(" ".join(words))
+        split = "test" if i < n * test_fraction else "train"
+        rows.append(f"s{i:04d},{split},{'xyz'[targets['event'][i]]},{['no', 'yes'][targets['urgent'][i]]}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def make_run(run_dir: Path, steps: int = 60, seed: int = 0, data_dir: Path | None = None) -> ScenarioSpec:
+    """Train the tiny model briefly (on tiny_arrays, or the train split of `data_dir`) and save it as a run
+    folder (checkpoint.pt + metrics.json)."""
     torch.manual_seed(seed)
+    torch.set_num_threads(1)  # the test machine is shared: one thread avoids OpenMP spin-waiting against others
     spec = tiny_spec()
     model = build_model(spec)
-    inputs, mask, targets = tiny_arrays(spec, 256, seed)
+    if data_dir is None:
+        inputs, mask, targets = tiny_arrays(spec, 256, seed)
+    else:
+        ds = load_dataset(spec, data_dir, progress=False).subset("train")
+        inputs, mask, targets = ds.inputs, ds.mask, ds.targets
+    n = len(mask)
     env = inputs["env"]
     norm = {"env": (env.mean((0, 2)).astype(np.float32), env.std((0, 2)).astype(np.float32))}
     model.set_normalization(norm)
@@ -73,7 +114,7 @@ def make_run(run_dir: Path, steps: int = 60, seed: int = 0) -> ScenarioSpec:
     mk = torch.from_numpy(mask)
     model.train()
     for step in range(steps):
-        idx = torch.arange(step * 32, step * 32 + 32) % 256
+        idx = torch.arange(step * 32, step * 32 + 32) % n
         logits = model({m: a[idx] for m, a in x.items()}, mk[idx])
         loss = sum(torch.nn.functional.cross_entropy(z, y[h][idx]) for h, z in logits.items())
         opt.zero_grad()
@@ -83,5 +124,5 @@ def make_run(run_dir: Path, steps: int = 60, seed: int = 0) -> ScenarioSpec:
     with torch.inference_mode():
         logits = model(x, mk)
     metrics = {f"train_accuracy_{h}": float((z.argmax(1) == y[h]).float().mean()) for h, z in logits.items()}
-    save_run(run_dir, spec, model, norm, metrics, data_dir=run_dir, n_samples=256, masked=[])
+    save_run(run_dir, spec, model, norm, metrics, data_dir=data_dir or run_dir, n_samples=n, masked=[])
     return spec

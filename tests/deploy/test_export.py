@@ -9,7 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from _tiny import make_run
+from _tiny import make_run, write_dataset
 
 from edgefuse.cli import main
 from edgefuse.deploy import export
@@ -98,6 +98,48 @@ def test_fp16_variant_keeps_float32_io_and_close_probabilities(run, bundle):
     assert p16.dtype == np.float32
     assert np.abs(p16 - p32).max() < 1e-2
     assert "max |p - p_fp32|" in m.variants["fp16"].notes
+
+
+@pytest.fixture(scope="module")
+def data_bundle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("d")
+    data = write_dataset(root / "data", n=200)
+    make_run(root / "run", steps=40, data_dir=data)
+    manifest = export_bundle(root / "run", root / "bundle", data, ["fp32", "fp16", "int8"])
+    return root / "bundle", manifest
+
+
+def test_with_data_every_variant_records_held_out_accuracy(data_bundle):
+    out, m = data_bundle
+    assert m.parity.source.startswith("test split of") and m.parity.samples == 64
+    assert m.parity.max_abs_diff <= 1e-4
+    for p in ("fp32", "fp16", "int8"):
+        v = m.variants[p]
+        assert (out / v.file).is_file() and v.accuracy_source == "test split of " + str(
+            out.parent / "data"
+        ) + " (80 samples)"
+        assert set(v.accuracy) == {"event", "urgent"}
+    acc32, acc8 = m.variants["fp32"].accuracy, m.variants["int8"].accuracy
+    assert acc32["event"] > 0.6  # the run learned something, so the comparison means something
+    assert all(acc32[h] - acc8[h] <= 0.01 for h in acc32)
+
+
+def test_int8_is_static_qdq_with_per_channel_weights(data_bundle):
+    out, m = data_bundle
+    model = onnx.load(str(out / "model.int8.onnx"))
+    ops = [n.op_type for n in model.graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # QDQ format, not QOperator
+    assert not {"QLinearConv", "QLinearMatMul"} & set(ops)
+    weights = {i.name: i for i in model.graph.initializer}
+    conv_scales = [
+        weights[n.input[1]]
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear"
+        and weights.get(n.input[0]) is not None
+        and weights[n.input[0]].data_type == onnx.TensorProto.INT8
+    ]
+    assert any(len(s.dims) == 1 and s.dims[0] > 1 for s in conv_scales)  # one scale per output channel
+    assert "Conv" in m.variants["int8"].notes and "per-channel" in m.variants["int8"].notes
 
 
 def test_missing_checkpoint_names_the_file(tmp_path):
