@@ -71,7 +71,7 @@ def read_labels(spec: ScenarioSpec, root: Path) -> list[tuple[str, str, dict[str
             path, "missing: a dataset needs labels.csv with columns sample,split,<head>... (docs/dataset.md)"
         )
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets often write a BOM
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(path, f"cannot read: {err}") from None
