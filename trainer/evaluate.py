@@ -89,12 +89,20 @@ def predict(model: Any, inputs: dict[str, Any], mask: Any) -> dict[str, np.ndarr
     return {h: v.argmax(-1).numpy() for h, v in predict_logits(model, inputs, mask).items()}
 
 
-def latency_ms(model: Any, inputs: dict[str, Any], mask: Any, *, iters: int = 200, warmup: int = 20) -> dict:
-    """Batch-1 CPU forward latency of the first sample: p50/p99 in ms and the torch thread count used."""
+def latency_ms(
+    model: Any, inputs: dict[str, Any], mask: Any, *, threads: int = 1, iters: int = 200, warmup: int = 20
+) -> dict:
+    """Batch-1 CPU forward latency of the first sample: p50/p99 in ms and the torch thread count used.
+
+    One thread by default: a batch-1 pass of a compact model gains little from intra-op threads, and on a busy
+    edge CPU (or a shared build machine) extra threads mostly wait for each other.
+    """
     one = {m: x[:1].clone() for m, x in inputs.items()}
     mask1 = mask[:1].clone()  # (1, M)
     model.eval()
     times = np.empty(iters)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     with torch.inference_mode():
         for _ in range(warmup):
             model(one, mask1)
@@ -102,12 +110,13 @@ def latency_ms(model: Any, inputs: dict[str, Any], mask: Any, *, iters: int = 20
             t = time.perf_counter_ns()
             model(one, mask1)
             times[i] = (time.perf_counter_ns() - t) / 1e6
+    torch.set_num_threads(before)
     return {
         "p50": float(np.percentile(times, 50)),
         "p99": float(np.percentile(times, 99)),
         "mean": float(times.mean()),
         "iters": iters,
-        "threads": torch.get_num_threads(),
+        "threads": threads,
     }
 
 

@@ -15,6 +15,7 @@ import argparse
 import copy
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -266,6 +267,7 @@ def train(
     opt, sched = make_optimizer(model, cfg, len(batches(len(train_ds), cfg.batch_size, torch.Generator())))
 
     out = Path(out_dir)
+    shutil.rmtree(out / "tb", ignore_errors=True)  # retraining into a run folder replaces its logs with the model
     writer = require("torch.utils.tensorboard", "TensorBoard logs").SummaryWriter(str(out / "tb"))
     stopper, history = EarlyStopping(cfg.patience), []
     t0 = time.perf_counter()

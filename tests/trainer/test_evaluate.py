@@ -1,0 +1,141 @@
+"""Evaluation: the NumPy metrics against hand-computed values, and a full report on a tiny trained run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from _trainer_tiny import make_data, make_run
+
+from edgefuse.cli import main
+from edgefuse.trainer.evaluate import (
+    NOISE_LEVELS,
+    confusion_matrix,
+    corrupt,
+    evaluate,
+    head_metrics,
+    macro_f1,
+    per_class_scores,
+)
+
+# y_true = 0 0 1 1 2 2, y_pred = 0 1 1 1 2 0:
+#   class 0: tp 1, predicted 2, support 2 -> P 1/2, R 1/2, F1 1/2
+#   class 1: tp 2, predicted 3, support 2 -> P 2/3, R 1,   F1 4/5
+#   class 2: tp 1, predicted 1, support 2 -> P 1,   R 1/2, F1 2/3
+Y_TRUE = np.array([0, 0, 1, 1, 2, 2])
+Y_PRED = np.array([0, 1, 1, 1, 2, 0])
+
+
+def test_confusion_matrix_rows_are_truth():
+    cm = confusion_matrix(Y_TRUE, Y_PRED, 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+
+
+def test_per_class_scores_and_macro_f1_by_hand():
+    s = per_class_scores(confusion_matrix(Y_TRUE, Y_PRED, 3))
+    np.testing.assert_allclose(s["precision"], [1 / 2, 2 / 3, 1])
+    np.testing.assert_allclose(s["recall"], [1 / 2, 1, 1 / 2])
+    np.testing.assert_allclose(s["f1"], [1 / 2, 4 / 5, 2 / 3])
+    assert s["support"].tolist() == [2, 2, 2]
+    assert macro_f1(confusion_matrix(Y_TRUE, Y_PRED, 3)) == pytest.approx((1 / 2 + 4 / 5 + 2 / 3) / 3)
+
+
+def test_macro_f1_skips_classes_absent_from_truth_and_predictions():
+    # a 4th class nobody has nor predicts does not drag the mean down (scikit-learn's convention)
+    assert macro_f1(confusion_matrix(Y_TRUE, Y_PRED, 4)) == pytest.approx((1 / 2 + 4 / 5 + 2 / 3) / 3)
+    # a class that is predicted but never true counts with F1 = 0
+    cm = confusion_matrix(np.array([0, 0]), np.array([0, 1]), 2)
+    assert per_class_scores(cm)["precision"].tolist() == [1.0, 0.0]
+    assert macro_f1(cm) == pytest.approx((2 / 3 + 0) / 2)
+
+
+def test_head_metrics_by_hand():
+    h = head_metrics(Y_TRUE, Y_PRED, ["a", "b", "c"])
+    assert h["accuracy"] == pytest.approx(4 / 6)
+    assert h["per_class"]["b"] == {
+        "precision": pytest.approx(2 / 3),
+        "recall": 1.0,
+        "f1": pytest.approx(0.8),
+        "support": 2,
+    }
+    assert h["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+
+
+def test_corrupt_text_and_image():
+    rng = np.random.default_rng(0)
+    tokens = np.array([[5, 6, 7, 8, 0, 0]] * 200, dtype=np.int64)
+    noisy = corrupt(tokens, "text", 1.0, np.ones(1), rng, buckets=4096)  # half of the real tokens replaced
+    assert noisy.dtype == np.int64 and (noisy[:, 4:] == 0).all()  # padding stays padding
+    assert 0.4 < (noisy[:, :4] != tokens[:, :4]).mean() < 0.6
+    assert (corrupt(tokens, "text", 0.0, np.ones(1), rng, 4096) == tokens).all()
+    img = np.full((4, 3, 8, 8), 0.5, dtype=np.float32)
+    noisy = corrupt(img, "image", 2.0, np.full((1, 3, 1, 1), 0.5, np.float32), rng, 0)
+    assert noisy.min() >= 0.0 and noisy.max() <= 1.0 and noisy.std() > 0.2
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# a report on a real (tiny) run
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    # few epochs: the report's values are checked for consistency, not quality, and it trains 6 baselines too
+    root = tmp_path_factory.mktemp("tiny_run")
+    return make_run(make_data(root), root, epochs=2)
+
+
+@pytest.fixture(scope="module")
+def report(tiny_run, tmp_path_factory):
+    spec, data, run, ds = tiny_run
+    path = tmp_path_factory.mktemp("report") / "report.json"
+    return evaluate(run, data, path, progress=False, dataset=ds), path, spec
+
+
+def test_report_values(report):
+    r, _, spec = report
+    for key in ("accuracy", "joint_accuracy", "macro_f1", "heads", "params", "latency_ms", "unimodal", "without"):
+        assert key in r
+    for key in ("ablation", "robustness", "n_test", "split", "run", "data"):
+        assert key in r
+    assert 0 <= r["joint_accuracy"] <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1
+    for head, h in r["heads"].items():
+        cm = np.array(h["confusion"])
+        assert cm.shape == (len(spec.labels[head]),) * 2 and cm.sum() == r["n_test"]
+        assert sum(c["support"] for c in h["per_class"].values()) == r["n_test"]
+        assert h["accuracy"] == pytest.approx(np.trace(cm) / r["n_test"])
+    assert r["accuracy"] == pytest.approx(np.mean([h["accuracy"] for h in r["heads"].values()]))
+    assert set(r["ablation"]) == set(spec.modality_names) == set(r["unimodal"]) == set(r["without"])
+    assert all(0 <= a <= 1 for a in [*r["ablation"].values(), *r["unimodal"].values(), *r["without"].values()])
+    for rows in r["robustness"].values():
+        assert [p["noise"] for p in rows] == list(NOISE_LEVELS)
+        assert rows[0]["accuracy"] == pytest.approx(r["accuracy"])  # noise 0 is the clean model
+    assert r["latency_ms"]["p99"] >= r["latency_ms"]["p50"] > 0 and r["latency_ms"]["threads"] >= 1
+    assert r["params"] > 0
+
+
+def test_report_files(report):
+    r, path, _ = report
+    assert json.loads(path.read_text())["accuracy"] == r["accuracy"]
+    md = path.with_suffix(".md").read_text()
+    assert f"{r['accuracy']:.3f}" in md and "Robustness" in md
+    for head in r["heads"]:
+        png = path.with_name(f"report_confusion_{head}.png")
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.name in md
+
+
+def test_cli_eval_without_baselines(tiny_run, tmp_path, capsys):
+    _, data, run, _ = tiny_run
+    rc = main(["eval", "--run", str(run), "--data", str(data), "--report", str(tmp_path / "r.json"), "--no-baselines"])
+    assert rc == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["unimodal"] == {} and r["n_test"] > 0
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_cli_eval_missing_split(tiny_run, tmp_path, capsys):
+    _, data, run, _ = tiny_run
+    rc = main(["eval", "--run", str(run), "--data", str(data), "--report", str(tmp_path / "r.json"), "--split", "dev"])
+    assert rc == 1
+    assert "no samples in split 'dev'" in capsys.readouterr().err
