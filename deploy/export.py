@@ -288,8 +288,8 @@ def _int8(tmp: Path, held: Held, fp32_acc: dict[str, float] | None, fp32_probs: 
     src, dst = tmp / VARIANT_FILES["fp32"], tmp / VARIANT_FILES["int8"]
     calib = held.calibration()
     tried = []
-    for label, op_types in quantize.INT8_ATTEMPTS:
-        quantize.to_int8(src, dst, calib, op_types)
+    for label, op_types, keep_float in quantize.INT8_ATTEMPTS:
+        quantize.to_int8(src, dst, calib, op_types, keep_float)
         acc, _, diff = _score(dst, held, fp32_probs)
         drop = max(fp32_acc[h] - acc[h] for h in acc)  # type: ignore[index,union-attr]
         tried.append(f"{label}: accuracy {acc}, drop {100 * drop:.2f} points")
