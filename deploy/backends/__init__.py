@@ -93,27 +93,41 @@ class Backend(ABC):
     def run_pipelined(self, batches: Iterable[Feeds]) -> Iterator[Feeds]:
         """Yield run(batch) for each batch, preparing batch k+1 on a thread while batch k computes."""
         slots: queue.Queue = queue.Queue(maxsize=1)  # one batch prepared ahead: bounded memory
+        stop = threading.Event()  # set when the consumer stops early, so the producer does not block forever
         done = object()
+
+        def put(item: tuple) -> bool:
+            while not stop.is_set():
+                try:
+                    slots.put(item, timeout=0.05)
+                    return True
+                except queue.Full:
+                    continue
+            return False
 
         def producer() -> None:
             try:
                 for feeds in batches:
-                    slots.put((self.prepare(feeds), None))
+                    if not put((self.prepare(feeds), None)):
+                        return
             except BaseException as err:  # noqa: BLE001 - re-raised in the consumer
-                slots.put((None, err))
+                put((None, err))
                 return
-            slots.put((done, None))
+            put((done, None))
 
         thread = threading.Thread(target=producer, name=f"{self.name}-prepare", daemon=True)
         thread.start()
-        while True:
-            prepared, err = slots.get()
-            if err is not None:
-                raise err
-            if prepared is done:
-                break
-            yield self.execute(prepared)
-        thread.join()
+        try:
+            while True:
+                prepared, err = slots.get()
+                if err is not None:
+                    raise err
+                if prepared is done:
+                    break
+                yield self.execute(prepared)
+        finally:
+            stop.set()
+            thread.join()
 
     def close(self) -> None:  # noqa: B027 - optional hook: backends holding nothing need not override it
         """Release sessions, engines and device memory."""

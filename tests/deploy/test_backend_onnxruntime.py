@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -73,6 +75,15 @@ def test_run_pipelined_raises_a_bad_batch_after_the_good_ones(setup, backend):
     assert next(results)["scores_event"].shape == (2, 3)
     with pytest.raises(InputError, match="'mask': dtype float64, expected float32"):
         next(results)
+
+
+def test_run_pipelined_stopped_early_releases_its_thread(setup, backend):
+    feeds = random_feeds(setup[1], 4, seed=16)
+    before = threading.active_count()
+    results = backend.run_pipelined(iter([feeds] * 50))
+    assert next(results)["scores_event"].shape == (4, 3)
+    results.close()  # the consumer walks away with 49 batches unread
+    assert threading.active_count() == before
 
 
 @pytest.mark.parametrize(
