@@ -173,6 +173,8 @@ class LogMelEncoder(Strict):
     f_min: float = Field(0.0, ge=0)
     f_max: float | None = None  # None = Nyquist
     width: int = Field(16, gt=0)
+    # depthwise-separable blocks after the stride-2 stem, each stride 2 and doubling the width
+    stages: int = Field(2, ge=1, le=4)
 
 
 class CNN1DEncoder(Strict):
@@ -190,6 +192,9 @@ class GRUEncoder(Strict):
     type: Literal["gru"]
     hidden: int = Field(64, gt=0)
     layers: int = Field(1, ge=1)
+    # average-pool the series in time by this factor before the GRU: fewer recurrent steps, which dominate its
+    # batch-1 CPU latency (the oldest samples are dropped when the window does not divide evenly)
+    pool: int = Field(1, ge=1)
 
 
 class HashedTextEncoder(Strict):

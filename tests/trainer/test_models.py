@@ -58,6 +58,29 @@ def test_encoders_project_to_dim():
         assert model.encoders[name](inputs[name]).shape == (2, spec.model.dim)
 
 
+@pytest.mark.parametrize("stages", [1, 3])
+def test_logmel_encoder_stages(stages):
+    data = spec_to_dict(tiny_spec())
+    data["model"]["encoders"]["mic"]["stages"] = stages
+    spec = parse_spec(data, "tiny")
+    encoder = build_model(spec).encoders["mic"].eval()
+    assert encoder(random_inputs(spec, 2, 0)["mic"]).shape == (2, spec.model.dim)
+
+
+def test_gru_pool_keeps_the_newest_samples():
+    data = spec_to_dict(tiny_spec(with_text=True))  # "can": 3 channels x 20 steps
+    data["model"]["encoders"]["can"]["pool"] = 3  # 20 = 2 oldest dropped + 6 bins of 3
+    spec = parse_spec(data, "tiny")
+    encoder = build_model(spec).encoders["can"].eval()
+    x = random_inputs(spec, 1, 0)["can"]
+    base = encoder(x)
+    oldest, newest = x.clone(), x.clone()
+    oldest[..., :2] += 10.0
+    newest[..., -1] += 10.0
+    torch.testing.assert_close(encoder(oldest), base)
+    assert not torch.allclose(encoder(newest), base)
+
+
 def test_text_encoder_means_over_real_tokens_only():
     spec = tiny_spec(with_text=True)
     encoder = build_model(spec).encoders["words"].eval()
@@ -164,6 +187,14 @@ def test_build_model_names_the_bad_setting(changes, path):
     with pytest.raises(SpecError) as err:
         build_model(parse_spec(_spec_with(**changes), "tiny.yaml"))
     assert path in [p for p, _ in err.value.problems]
+
+
+def test_build_model_names_a_gru_pool_longer_than_the_window():
+    data = spec_to_dict(tiny_spec(with_text=True))
+    data["model"]["encoders"]["can"]["pool"] = 21
+    with pytest.raises(SpecError) as err:
+        build_model(parse_spec(data, "tiny.yaml"))
+    assert [p for p, _ in err.value.problems] == ["model.encoders.can.pool"]
 
 
 def test_build_model_refuses_a_modality_named_mask():

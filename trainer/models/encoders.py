@@ -48,20 +48,27 @@ class DWCNN(nn.Module):
 
 
 class LogMelCNN(nn.Module):
-    """Audio (B, C, T) in [-1, 1]: in-model log-mel, input BatchNorm, a small 2D CNN over (mels, frames)."""
+    """Audio (B, C, T) in [-1, 1]: in-model log-mel, input BatchNorm, a small 2D CNN over (mels, frames).
+
+    The CNN output is averaged over time only; the remaining mel bands are flattened into the projection, so the
+    embedding keeps where in frequency a pattern sits (a doorbell and an alarm differ mostly in pitch).
+    """
 
     def __init__(self, m: ModalitySpec, cfg: LogMelEncoder, dim: int):
         super().__init__()
         self.logmel = LogMel(m.rate_hz, cfg.n_fft, cfg.hop, cfg.n_mels, cfg.f_min, cfg.f_max)
         # log-mel values sit far from zero mean / unit variance; a learned input norm puts them there
         self.norm = nn.BatchNorm2d(m.n_channels)
-        stages, width = _dw_separable_stages(cfg.width, 2)
+        stages, width = _dw_separable_stages(cfg.width, cfg.stages)
         self.features = nn.Sequential(*_conv_bn(m.n_channels, cfg.width, 3, 2), *stages)
-        self.proj = _projection(width, dim)
+        bands = cfg.n_mels
+        for _ in range(cfg.stages + 1):  # the stem and every stage halve the mel axis (3x3, stride 2, padding 1)
+            bands = (bands + 1) // 2
+        self.proj = _projection(width * bands, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.features(self.norm(self.logmel(x)))  # (B, W, mels', frames')
-        return self.proj(h.mean(dim=(2, 3)))  # (B, dim)
+        h = self.features(self.norm(self.logmel(x)))  # (B, W, bands, frames')
+        return self.proj(h.mean(dim=3).flatten(1))  # (B, dim)
 
 
 class Standardize(nn.Module):
@@ -109,16 +116,21 @@ class TemporalCNN(nn.Module):
 
 
 class SeriesGRU(nn.Module):
-    """Series (B, C, T) in raw units: standardize, GRU over time, the last layer's final hidden state."""
+    """Series (B, C, T) in raw units: standardize, average-pool by `pool` in time, GRU, the last layer's final state."""
 
     def __init__(self, m: ModalitySpec, cfg: GRUEncoder, dim: int):
         super().__init__()
         self.standardize = Standardize(m.n_channels)
+        self.pool = cfg.pool
+        self.skip = m.n_steps % cfg.pool  # the oldest samples that do not fill a pooling bin; the newest are kept
         self.gru = nn.GRU(m.n_channels, cfg.hidden, cfg.layers, batch_first=True)
         self.proj = _projection(cfg.hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        seq = self.standardize(x).transpose(1, 2)  # (B, T, C)
+        x = self.standardize(x)  # (B, C, T)
+        if self.pool > 1:
+            x = nn.functional.avg_pool1d(x[:, :, self.skip :], self.pool)  # (B, C, T // pool)
+        seq = x.transpose(1, 2)  # (B, T', C)
         _, h = self.gru(seq)  # (layers, B, hidden)
         return self.proj(h[-1])  # (B, dim)
 

@@ -95,19 +95,24 @@ class LateFusion(nn.Module):
 
 
 class _MultiHeadAttention(nn.Module):
-    """Multi-head attention over modality tokens with an additive key mask (0 present, NEG masked)."""
+    """Multi-head attention over modality tokens; masked keys get an additive NEG bias (see the module docstring)."""
 
     def __init__(self, dim: int, n_heads: int):
         super().__init__()
         self.n_heads, self.d_head = n_heads, dim // n_heads
-        self.q, self.kv, self.out = nn.Linear(dim, dim), nn.Linear(dim, 2 * dim), nn.Linear(dim, dim)
+        self.qkv, self.out = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
 
-    def forward(self, query: Tensor, tokens: Tensor, key_bias: Tensor) -> Tensor:
-        b, length, m = query.shape[0], query.shape[1], tokens.shape[1]
-        q = self.q(query).reshape(b, length, self.n_heads, self.d_head).transpose(1, 2)  # (B, h, L, d)
-        kv = self.kv(tokens).reshape(b, m, 2, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)  # (2, B, h, M, d)
-        attended = nn.functional.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=key_bias)  # (B, h, L, d)
-        return self.out(attended.transpose(1, 2).reshape(b, length, -1))  # (B, L, D)
+    def forward(self, tokens: Tensor, key_bias: Tensor, query: Tensor | None = None) -> Tensor:
+        """Self-attention over `tokens` (B, M, D), or attention of a learned `query` (1, L, D), already in the
+        projected space, over them; key_bias (B, 1, 1, M). Returns (B, L, D)."""
+        b, m, _ = tokens.shape
+        qkv = self.qkv(tokens).reshape(b, m, 3, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)  # (3, B, h, M, d)
+        q, k, v = qkv.unbind(0)  # (B, h, M, d) each
+        if query is not None:
+            q = query.reshape(1, query.shape[1], self.n_heads, self.d_head).transpose(1, 2)  # (1, h, L, d)
+        scores = torch.matmul(q, k.transpose(2, 3)) * self.d_head**-0.5 + key_bias  # (B, h, L, M)
+        attended = torch.matmul(scores.softmax(dim=3), v)  # (B, h, L, d)
+        return self.out(attended.transpose(1, 2).flatten(2))  # (B, L, D)
 
 
 def _key_bias(mask: Tensor) -> Tensor:
@@ -128,7 +133,7 @@ class AttentionFusion(Fusion):
     def fuse(self, z: Tensor, mask: Tensor) -> Tensor:
         x = z + self.position  # (B, M, D)
         h = self.norm1(x)
-        x = x + self.attn(h, h, _key_bias(mask))  # (B, M, D)
+        x = x + self.attn(h, _key_bias(mask))  # (B, M, D)
         x = x + self.ffn(self.norm2(x))  # (B, M, D)
         return _masked_mean(x, mask)  # (B, D)
 
@@ -144,8 +149,7 @@ class AttentionPoolFusion(Fusion):
         self.attn = _MultiHeadAttention(dim, cfg.heads)
 
     def fuse(self, z: Tensor, mask: Tensor) -> Tensor:
-        query = self.query.expand(z.shape[0], 1, -1)  # (B, 1, D)
-        return self.attn(query, self.norm(z + self.position), _key_bias(mask))[:, 0]  # (B, D)
+        return self.attn(self.norm(z + self.position), _key_bias(mask), self.query)[:, 0]  # (B, D)
 
 
 class MaxAlignFusion(Fusion):

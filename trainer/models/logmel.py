@@ -13,7 +13,8 @@ The audio bundle therefore takes raw samples in [-1, 1]; no runtime needs an FFT
            area normalization: librosa.filters.mel(htk=True, norm=None)
   log      log(mel + eps); eps = 1e-6 puts the floor 60 dB below a full-scale sine
 
-Cost is about T * n_fft^2 / hop multiply-adds (the DFT dominates), so n_fft and hop are the knobs for latency.
+Only the FFT bins some mel filter weighs are computed: the DFT costs about 2 * n_bins * n_fft * T / hop
+multiply-adds (it dominates), so n_fft, hop and a lower f_max are the knobs for latency.
 """
 
 from __future__ import annotations
@@ -72,13 +73,19 @@ class LogMel(nn.Module):
         f_min: float = 0.0,
         f_max: float | None = None,
         eps: float = 1e-6,
+        dtype: torch.dtype = torch.float32,
     ):
         super().__init__()
-        self.n_fft, self.hop, self.n_freqs, self.eps = n_fft, hop, n_fft // 2 + 1, eps
+        mel = mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max)  # (F, n_mels)
+        used = np.flatnonzero(mel.any(axis=1))  # bins outside every filter need no DFT row
+        lo, hi = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 1)
+        kernels = dft_kernels(n_fft)  # (2F, 1, n_fft): cos rows, then sin rows
+        n_all = n_fft // 2 + 1
+        self.n_fft, self.hop, self.n_freqs, self.eps = n_fft, hop, hi - lo, eps
         # fixed transforms: buffers, not parameters, so the optimizer and weight decay leave them alone
-        self.register_buffer("dft", torch.tensor(dft_kernels(n_fft), dtype=torch.float32))
-        mel = mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max)
-        self.register_buffer("mel", torch.tensor(mel, dtype=torch.float32))
+        dft = np.concatenate([kernels[lo:hi], kernels[n_all + lo : n_all + hi]])  # (2 * n_freqs, 1, n_fft)
+        self.register_buffer("dft", torch.tensor(dft, dtype=dtype))
+        self.register_buffer("mel", torch.tensor(mel[lo:hi], dtype=dtype))  # (n_freqs, n_mels)
 
     def forward(self, wave: Tensor) -> Tensor:
         channels = wave.shape[1]

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from edgefuse.errors import InputError
-from edgefuse.spec import LogMelEncoder, ScenarioSpec, SpecError
+from edgefuse.spec import GRUEncoder, LogMelEncoder, ScenarioSpec, SpecError
 from edgefuse.trainer.models.encoders import ENCODERS, Standardize
 from edgefuse.trainer.models.fusion import FUSIONS
 from edgefuse.trainer.models.logmel import mel_filterbank, n_frames
@@ -101,6 +101,10 @@ def spec_problems(spec: ScenarioSpec) -> list[tuple[str, str]]:
     if fusion.method in ("attention", "attention_pool") and spec.model.dim % fusion.heads:
         problems.append(("model.fusion.heads", f"{fusion.heads} heads do not divide model.dim {spec.model.dim}"))
     for m, enc in spec.model.encoders.items():
+        if isinstance(enc, GRUEncoder) and m in spec.modalities and enc.pool > spec.modalities[m].n_steps:
+            problems.append(
+                (f"model.encoders.{m}.pool", f"{enc.pool} exceeds the window's {spec.modalities[m].n_steps} steps")
+            )
         if isinstance(enc, LogMelEncoder) and m in spec.modalities:
             problems += _logmel_problems(
                 f"model.encoders.{m}", enc, spec.modalities[m].rate_hz, spec.modalities[m].n_steps
