@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from test_fusion import random_inputs, tiny_spec
@@ -19,7 +20,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
 PARAM_BUDGET = 500_000
 # ONNX ops TensorRT's parser supports that these models may use; anything else would break engine builds
 TRT_OPS = {
-    "Add", "BatchNormalization", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv", "Div", "Equal", "Expand",
+    "Add", "AveragePool", "BatchNormalization", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv", "Div", "Equal", "Expand",
     "Flatten", "GRU", "Gather", "Gemm", "Greater", "GlobalAveragePool", "LayerNormalization", "Log", "MatMul", "Max",
     "Mul", "Not", "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Shape", "Slice", "Softmax", "Split",
     "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Where", "Clip", "Erf", "Pow", "Range", "Tile", "Identity",
@@ -239,3 +240,21 @@ def test_onnx_graph_description_and_tensorrt_friendly_ops(tmp_path):
         assert tensor.type.tensor_type.shape.dim[0].dim_param == "batch"
     ops = {node.op_type for node in graph.graph.node}
     assert ops <= TRT_OPS, f"ops outside the TensorRT-safe set: {ops - TRT_OPS}"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_config_exports_to_tensorrt_friendly_onnx_matching_torch(path, tmp_path):
+    spec = load_spec(path)
+    model = build_model(spec).eval()
+    to_onnx(model, spec, tmp_path / "m.onnx")
+    graph = onnx.load(str(tmp_path / "m.onnx"))
+    ops = {node.op_type for node in graph.graph.node}
+    assert ops <= TRT_OPS, f"ops outside the TensorRT-safe set: {ops - TRT_OPS}"
+    inputs = random_inputs(spec, 2, 0)  # token ids < 50: valid for any bucket count here
+    mask = torch.tensor([[1.0] * len(spec.modalities), [0.0] + [1.0] * (len(spec.modalities) - 1)])
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {k: v.numpy() for k, v in inputs.items()} | {"mask": mask.numpy()})
+    with torch.inference_mode():
+        want = model(inputs, mask)
+    for head, scores in zip(spec.heads, got, strict=True):
+        np.testing.assert_allclose(scores, want[head].softmax(dim=1).numpy(), atol=1e-4, rtol=0)
