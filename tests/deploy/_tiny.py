@@ -96,7 +96,15 @@ def make_run(run_dir: Path, steps: int = 60, seed: int = 0, data_dir: Path | Non
     """Train the tiny model briefly (on tiny_arrays, or the train split of `data_dir`) and save it as a run
     folder (checkpoint.pt + metrics.json)."""
     torch.manual_seed(seed)
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the test machine is shared: one thread avoids OpenMP spin-waiting against others
+    try:
+        return _train_and_save(run_dir, steps, seed, data_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_and_save(run_dir: Path, steps: int, seed: int, data_dir: Path | None) -> ScenarioSpec:
     spec = tiny_spec()
     model = build_model(spec)
     if data_dir is None:
