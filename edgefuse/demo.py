@@ -38,7 +38,7 @@ class _Subscriber(threading.Thread):
         from edgefuse import wire
 
         sock = zmq.Context.instance().socket(zmq.SUB)
-        sock.setsockopt(zmq.SUBSCRIBE, wire.TOPIC_RESULT.encode())
+        sock.setsockopt(zmq.SUBSCRIBE, wire.TOPIC_PREFIX["result"].encode())
         sock.setsockopt(zmq.RCVTIMEO, 200)
         sock.connect(self.endpoint)
         while not self.stop.is_set():

@@ -162,6 +162,7 @@ class Pipeline:
         self.errors: list[str] = []
         self.t_start = self.t_stop = 0.0
         self._next_monitor = 0.0
+        self._next_metrics = 0.0
 
     def _world_of(self, group: str) -> Any:
         for sid, src in self.sources.items():
@@ -344,15 +345,18 @@ class Pipeline:
 
     # -- monitoring ---------------------------------------------------------------------------------------------------
     def _maybe_monitor(self) -> None:
-        hz = self.spec.runtime.publish.monitor_hz
         now = time.monotonic()
+        if self.metrics is not None and now >= self._next_metrics:  # Prometheus, whether or not monitor topics are on
+            self._next_metrics = now + 1.0
+            for sid, st in self.source_stats().items():
+                self.metrics.observe_source_stats(sid, st)
+            if self.publisher is not None:
+                self.metrics.observe_publisher(self.publisher.failures)
+        hz = self.spec.runtime.publish.monitor_hz
         if self.publisher is None or hz <= 0 or now < self._next_monitor:
             return
         self._next_monitor = now + 1.0 / hz
         self.publisher.stats(self.stats_payload())
-        if self.metrics is not None:
-            for sid, st in self.source_stats().items():
-                self.metrics.observe_source_stats(sid, st)
         for sid, tap in self._taps.items():
             items = [tap.popleft() for _ in range(len(tap))]
             if items:

@@ -43,7 +43,9 @@ class FusionModel(nn.Module):
         self.fusion = FUSIONS[fusion.method](len(self.modalities), dim, classes, fusion, spec.model.dropout)
 
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
-        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()  # exporting: no data-dependent branches
+        # exporting or capturing a CUDA graph: no host reads of tensor values, no data-dependent branches
+        tracing = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        tracing = tracing or (mask.is_cuda and torch.cuda.is_current_stream_capturing())
         if not tracing:
             self._check(inputs, mask)
         present = mask > 0.5  # (B, M)
