@@ -83,3 +83,25 @@ def test_full_scale_sine_has_unit_magnitude_and_fits_float16():
 def test_silence_gives_log_eps():
     out = LogMel(RATE, N_FFT, HOP, N_MELS, eps=EPS)(torch.zeros(1, 1, 512))
     np.testing.assert_allclose(out.numpy(), np.log(EPS), rtol=1e-6)
+
+
+@pytest.mark.parametrize("hop", [64, 100])  # 100: hop does not divide n_fft, frames come from the conv path
+def test_logmel_matches_reference_for_other_hops(hop):
+    wave = _test_signal(RATE // 4, seed=3)
+    module = LogMel(RATE, N_FFT, hop, N_MELS, eps=EPS, dtype=torch.float64)
+    got = module(torch.tensor(wave)[None, None]).numpy()[0, 0]
+    want = reference_logmel(wave, RATE, N_FFT, hop, mel_filterbank(RATE, N_FFT, N_MELS), EPS)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_quiet_and_silent_frames_keep_the_reference_value():
+    # the per-frame gain must not change the function: a -80 dB passage and digital silence included
+    wave = _test_signal(RATE // 4, seed=4)
+    wave[: RATE // 8] *= 1e-4
+    wave[RATE // 8 : RATE // 8 + 2 * N_FFT] = 0.0
+    module = LogMel(RATE, N_FFT, HOP, N_MELS, eps=EPS)
+    got = module(torch.tensor(wave, dtype=torch.float32)[None, None]).numpy()[0, 0]
+    want = reference_logmel(wave, RATE, N_FFT, HOP, mel_filterbank(RATE, N_FFT, N_MELS), EPS)
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert got.min() == pytest.approx(np.log(EPS), abs=1e-4)  # silent frames sit exactly on the floor
