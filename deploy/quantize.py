@@ -20,18 +20,36 @@ from edgefuse._optional import require
 Feeds = dict[str, np.ndarray]
 
 # INT8 attempts, in order, until one stays within the accuracy budget (export measures it):
-#   1. every op ONNX Runtime can quantize: the fastest when it holds;
-#   2. the same with the in-model log-mel front end in float: its DFT output spans far more than the 48 dB an
-#      8-bit tensor holds, so quiet bands vanish before the log (measured on smart_home: -8.3 points with it
-#      quantized, -0.6 without), and with first convolutions of 1-3 input channels in float (int8 kernels gain
-#      nothing there: 2.6x slower than fp32 in an ORT profile);
-#   3. only the weight-heavy ops (Conv, MatMul, Gemm) with the same exclusions.
-# (label, op types to quantize or None for all, keep the front end and thin convolutions in float)
-INT8_ATTEMPTS: list[tuple[str, list[str] | None, bool]] = [
-    ("all quantizable ops", None, False),
-    ("all but the log-mel front end and 1-3 channel convs", None, True),
-    ("Conv/MatMul/Gemm only, log-mel front end and 1-3 channel convs in float", ["Conv", "MatMul", "Gemm"], True),
+#   1. only the log-mel front end's DFT MatMul in int8, everything else float. The DFT is ~40% of the fp32 time at
+#      batch 32 and its input, frames divided by their RMS, is O(1) whatever the loudness, so one 8-bit scale fits
+#      it (trainer/models/logmel.py); int8 elsewhere costs more in Q/DQ than it saves on these small layers (ORT
+#      profile on smart_home, 1 thread: camera/mic/fusion layers 1.3-2.8x slower in QDQ int8 than fp32). Without a
+#      log-mel front end this is attempt 5;
+#   2. every op ONNX Runtime can quantize;
+#   3. the front end's MatMuls (DFT and mel) in int8, its gain, power and log in float, the rest int8 but first
+#      convolutions of 1-3 input channels (int8 kernels gain nothing there: 2.6x slower than fp32 in an ORT profile
+#      for the camera's, 6x for the microphone's);
+#   4. the same with only the DFT MatMul in int8 in the front end: the power spectrum feeding the mel MatMul still
+#      spans a frame's full spectral range (smart_home: -21 points with it quantized);
+#   5. the whole front end in float: raw spectra span far more than the 48 dB an 8-bit tensor holds, so quiet bands
+#      vanish before the log (measured on smart_home before the per-frame gain: -8.3 points quantized, -0.6 not);
+#   6. only the weight-heavy ops (Conv, MatMul, Gemm) with the same exclusions.
+# (label, op types to quantize or None for all, what stays float: one of KEEP_FLOAT)
+INT8_ATTEMPTS: list[tuple[str, list[str] | None, str]] = [
+    ("log-mel DFT MatMul only, the rest float", None, "all_but_dft"),
+    ("all quantizable ops", None, "nothing"),
+    ("log-mel DFT/mel MatMuls int8, rest of the front end and 1-3 channel convs float", None, "front_end_but_matmuls"),
+    ("log-mel DFT MatMul int8, rest of the front end and 1-3 channel convs float", None, "front_end_but_dft"),
+    ("all but the log-mel front end and 1-3 channel convs", None, "front_end"),
+    (
+        "Conv/MatMul/Gemm only, log-mel front end and 1-3 channel convs in float",
+        ["Conv", "MatMul", "Gemm"],
+        "front_end",
+    ),
 ]
+KEEP_FLOAT = ("nothing", "all_but_dft", "front_end_but_matmuls", "front_end_but_dft", "front_end")
+# policies with int8 MatMuls feeding a float front end
+FRONT_END_INT8 = ("all_but_dft", "front_end_but_matmuls", "front_end_but_dft")
 FRONT_END = "/logmel/"  # exported node names carry the module path: /model/<modality>/logmel/...
 
 
@@ -88,18 +106,43 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def keep_float_nodes(model: onnx.ModelProto) -> list[str]:
-    """Nodes INT8 should leave in float: the log-mel front end and convolutions with 1-3 input channels."""
+def dft_matmuls(model: onnx.ModelProto) -> list[str]:
+    """The DFT of each log-mel front end: its first MatMul (nodes are in topological order; the mel MatMul follows)."""
+    seen: dict[str, str] = {}
+    for n in model.graph.node:
+        if FRONT_END in n.name and n.op_type == "MatMul":
+            seen.setdefault(n.name.split(FRONT_END)[0], n.name)
+    return list(seen.values())
+
+
+def keep_float_nodes(model: onnx.ModelProto, keep: str = "front_end") -> list[str]:
+    """Nodes INT8 should leave in float, by policy (one of KEEP_FLOAT):
+    "nothing"; "all_but_dft": every node but the front ends' DFT MatMuls ("front_end" when there is none);
+    "front_end", "front_end_but_matmuls", "front_end_but_dft": the log-mel front end, all of it, all but its
+    MatMuls or all but its DFT, plus convolutions with 1-3 input channels and the node feeding each (else ONNX
+    Runtime fuses DequantizeLinear -> Conv -> QuantizeLinear into an int8 QLinearConv anyway)."""
+    if keep not in KEEP_FLOAT:
+        raise ValueError(f"keep must be one of {KEEP_FLOAT}, got {keep!r}")
+    if keep == "nothing":
+        return []
+    dfts = set(dft_matmuls(model))
+    if keep == "all_but_dft":
+        if dfts:
+            return [n.name for n in model.graph.node if n.name not in dfts]
+        keep = "front_end"
     weights = {w.name: w for w in model.graph.initializer}
+    producers = {o: n.name for n in model.graph.node for o in n.output}
     out = []
     for n in model.graph.node:
         if FRONT_END in n.name:
-            out.append(n.name)
+            matmul_int8 = keep == "front_end_but_matmuls" and n.op_type == "MatMul"
+            if not (matmul_int8 or keep == "front_end_but_dft" and n.name in dfts):
+                out.append(n.name)
         elif n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in weights:
             group = next((a.i for a in n.attribute if a.name == "group"), 1)
             if group == 1 and weights[n.input[1]].dims[1] <= 3:  # weight (C_out, C_in, k...)
-                out.append(n.name)
-    return out
+                out += [n.name] + ([producers[n.input[0]]] if n.input[0] in producers else [])
+    return list(dict.fromkeys(out))
 
 
 def to_int8(
@@ -107,10 +150,10 @@ def to_int8(
     dst: str | Path,
     calibration: list[Feeds],
     op_types: list[str] | None = None,
-    keep_float: bool = False,
+    keep_float: str | bool = "nothing",
 ) -> None:
     """Static INT8 in QDQ format: per-channel int8 weights, uint8 activations calibrated (MinMax) on `calibration`;
-    `keep_float` leaves keep_float_nodes() unquantized."""
+    `keep_float` (one of KEEP_FLOAT; True means "front_end") leaves keep_float_nodes() unquantized."""
     q = require("onnxruntime.quantization", "the INT8 variant")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -119,7 +162,8 @@ def to_int8(
         prepped = Path(tmp) / "prep.onnx"
         quant_pre_process(str(src), str(prepped), skip_symbolic_shape=False)
         reader = FeedsReader(calibration)
-        exclude = keep_float_nodes(onnx.load(str(prepped))) if keep_float else []
+        keep = {True: "front_end", False: "nothing"}.get(keep_float, keep_float)  # type: ignore[call-overload]
+        exclude = keep_float_nodes(onnx.load(str(prepped)), keep)
         # U8S8 (uint8 activations, int8 weights) is the fast path of x86 CPUs; ActivationSymmetric off keeps
         # the full uint8 range for post-ReLU activations
         with _quiet_root_logger():
@@ -134,6 +178,9 @@ def to_int8(
                 calibrate_method=q.CalibrationMethod.MinMax,
                 op_types_to_quantize=op_types,
                 nodes_to_exclude=exclude,
+                # the front end's int8 MatMuls hand float to its float power/log: no 8-bit rounding of the spectrum,
+                # and ONNX Runtime runs DQ -> MatMul as one MatMulIntegerToFloat instead of QLinearMatMul + Q + DQ
+                extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]} if keep in FRONT_END_INT8 else {},
             )
 
 

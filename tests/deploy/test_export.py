@@ -139,7 +139,26 @@ def test_int8_is_static_qdq_with_per_channel_weights(data_bundle):
         and weights[n.input[0]].data_type == onnx.TensorProto.INT8
     ]
     assert any(len(s.dims) == 1 and s.dims[0] > 1 for s in conv_scales)  # one scale per output channel
-    assert "Conv" in m.variants["int8"].notes and "per-channel" in m.variants["int8"].notes
+    # the first attempt holds on the tiny run: only the log-mel DFT MatMul runs int8 (deploy/quantize.py)
+    assert "int8 ops {'MatMul': 1}" in m.variants["int8"].notes and "per-channel" in m.variants["int8"].notes
+
+
+def test_int8_float_policies_pick_the_log_mel_nodes(bundle):
+    from edgefuse.deploy.quantize import keep_float_nodes
+
+    out, _ = bundle
+    model = onnx.load(str(out / "model.onnx"))
+    front = [n for n in model.graph.node if "/logmel/" in n.name]
+    matmuls = {n.name for n in front if n.op_type == "MatMul"}
+    assert len(matmuls) == 2  # the DFT and the mel filterbank
+    whole = set(keep_float_nodes(model, "front_end"))
+    assert {n.name for n in front} <= whole
+    assert whole - set(keep_float_nodes(model, "front_end_but_matmuls")) == matmuls
+    dft = whole - set(keep_float_nodes(model, "front_end_but_dft"))
+    assert len(dft) == 1 and dft <= matmuls  # the first MatMul of the front end: its DFT
+    assert keep_float_nodes(model, "nothing") == []
+    with pytest.raises(ValueError, match="keep must be one of"):
+        keep_float_nodes(model, "everything")
 
 
 def test_missing_checkpoint_names_the_file(tmp_path):
