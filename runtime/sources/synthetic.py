@@ -33,15 +33,25 @@ CACHE_EPISODES = 4  # rendered episodes kept: sources of one world read within a
 _WORLD = 0x30D1D  # seed-sequence word: live episodes are a stream apart from datasets and offline sessions
 
 
+def live_episode_s(spec: ScenarioSpec) -> float:
+    """How long a live episode lasts: twice the longest window (at least 2 s more than it).
+
+    A tick is labelled only when its longest window lies inside one episode, so a dataset-length episode (window + 1 s)
+    would label few ticks; the generators keep the event observable in every window of a longer episode.
+    """
+    span = spec.window_span_s()
+    return span + max(2.0, span)
+
+
 class World:
     """An endless sequence of rendered episodes; episode k covers [t0_ns + k * episode_ns, + episode_ns)."""
 
-    def __init__(self, spec: ScenarioSpec, seed: int = 0, t0_ns: int | None = None):
-        from edgefuse.trainer.synth import episode_duration_s, get_generator
+    def __init__(self, spec: ScenarioSpec, seed: int = 0, t0_ns: int | None = None, episode_s: float | None = None):
+        from edgefuse.trainer.synth import get_generator
 
         self.spec, self.seed = spec, seed
         self.gen = get_generator(spec, seed)
-        self.episode_s = episode_duration_s(spec)
+        self.episode_s = live_episode_s(spec) if episode_s is None else episode_s
         self.episode_ns = round(self.episode_s * 1e9)
         self.t0_ns = monotonic_ns() if t0_ns is None else t0_ns
         self._cache: OrderedDict[int, dict[str, Any]] = OrderedDict()

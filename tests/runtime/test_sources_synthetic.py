@@ -48,9 +48,11 @@ def test_streams_are_the_worlds_episodes_across_boundaries(home):
     _, sources, got = home
     world = sources["mic"].world
     audio = np.concatenate([s.data for s in got["mic"]])  # (N, 1)
-    np.testing.assert_array_equal(audio[:80000], world.episode(0)["mic"][:80000])
-    np.testing.assert_array_equal(audio[80000:160000], world.episode(1)["mic"][:80000])  # 5 s episodes
-    np.testing.assert_array_equal(got["camera"][51].data, world.episode(1)["camera"][1])
+    assert world.episode_s == 8.0  # live episodes: the 4 s window twice (live_episode_s)
+    n = 8 * 16000  # audio rows per episode
+    np.testing.assert_array_equal(audio[:n], world.episode(0)["mic"][:n])
+    np.testing.assert_array_equal(audio[n : n + 48000], world.episode(1)["mic"][:48000])  # 3 s into episode 1
+    np.testing.assert_array_equal(got["camera"][81].data, world.episode(1)["camera"][1])  # 10 Hz: frame 80 starts ep 1
     assert sources["camera"].world is world and sources["env"].world is world
 
 
@@ -71,10 +73,11 @@ def test_ground_truth_labels(home):
         assert s.meta["labels"]["event"] in spec.labels["event"]
     t0 = world.t0_ns
     assert world.labels_at(t0 + 4_500_000_000) == world.labels(0)  # window [0.5, 4.5] s inside episode 0
-    assert world.labels_at(t0 + 5_500_000_000) is None  # window straddles episodes 0 and 1
-    assert world.labels_at(t0 + 9_500_000_000) == world.labels(1)
+    assert world.labels_at(t0 + 7_900_000_000) == world.labels(0)  # [3.9, 7.9] s: still episode 0
+    assert world.labels_at(t0 + 8_500_000_000) is None  # window straddles episodes 0 and 1 (8 s each)
+    assert world.labels_at(t0 + 12_500_000_000) == world.labels(1)
     rows = world.timeline(t0, t0 + 12_000_000_000)
-    assert [(a - t0, b - t0) for a, b, _ in rows] == [(0, 5e9), (5e9, 10e9), (10e9, 12e9)]
+    assert [(a - t0, b - t0) for a, b, _ in rows] == [(0, 8e9), (8e9, 12e9)]
 
 
 def test_same_seed_same_streams(home):
