@@ -127,6 +127,10 @@ class _Track:
         self._alloc(m.rate_hz, span_s)
         n = m.n_steps
         self.grid_off = np.round(np.arange(n - 1, -1, -1) * self.grid_period_ns).astype(np.int64)  # (n,) newest last
+        # per-tick scratch (a 1 s audio window is 16000 points): the grid and the alignment check reuse these instead
+        # of allocating ~128 KB arrays on every tick; neither ever leaves _take_rows
+        self._grid = np.empty(n, dtype=np.int64)  # (n,)
+        self._scratch = np.empty(n, dtype=np.int64)  # (n,)
         self.latest_end = NEVER  # capture time of the newest row/sample
         self.missed_t = NEVER  # newest emitted tick this modality missed: older samples are late
 
@@ -250,9 +254,9 @@ class _Track:
             if j < 0 or t - ts[j] > self.m.sync.max_staleness_s * NS:
                 return None, None, None
             t = int(ts[j])  # the window ends at the newest row
-        grid = t - self.grid_off  # (n,)
+        grid = np.subtract(t, self.grid_off, out=self._grid)  # (n,)
         if abs(self.src_period_ns - self.grid_period_ns) <= 1e-3 * self.grid_period_ns:
-            aligned = _aligned_rows(ts, errs, xs, grid, t, self.grid_period_ns / 2)
+            aligned = _aligned_rows(ts, errs, xs, grid, t, self.grid_period_ns / 2, self._scratch)
             if aligned is not None:
                 return aligned
         margin = 2 * self.src_period_ns
@@ -271,17 +275,31 @@ class _Track:
 
 
 def _aligned_rows(
-    ts: np.ndarray, errs: np.ndarray, xs: np.ndarray, grid: np.ndarray, t: int, half_ns: float
+    ts: np.ndarray,
+    errs: np.ndarray,
+    xs: np.ndarray,
+    grid: np.ndarray,
+    t: int,
+    half_ns: float,
+    scratch: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int, int | None] | None:
     """Fast path when the source runs at the grid's rate: if the n newest rows up to the tick each sit within half a
     period of their grid point, they are exactly what nearest-row resampling would pick, so take them as a slice
-    (one O(n) check instead of a search per grid point). None when they do not line up (gaps, jitter)."""
+    (one O(n) check instead of a search per grid point). None when they do not line up (gaps, jitter).
+
+    `scratch` (n,) int64, when given, holds the offsets so the check allocates nothing. The tensor is always a copy:
+    for one channel the transposed slice is already contiguous, and a view would alias the ring, which overwrites
+    it a few seconds later while the tick may still be held (a batch, or windows_from_session's list).
+    """
     n = len(grid)
     j = int(np.searchsorted(ts, t + half_ns, side="right"))  # one past the row nearest the tick
-    if j < n or np.abs(ts[j - n : j] - grid).max() >= half_ns:
+    if j < n:
+        return None
+    d = np.subtract(ts[j - n : j], grid, out=scratch)  # (n,) row time - grid point
+    if d.max() >= half_ns or d.min() <= -half_ns:  # |d| >= half anywhere, without an abs() array
         return None
     newest = j - 1 if ts[j - 1] <= t else j - 2
-    return np.ascontiguousarray(xs[j - n : j].T), int(ts[max(newest, j - n)]), _err(errs[j - n : j])  # (C, n)
+    return xs[j - n : j].T.copy(), int(ts[max(newest, j - n)]), _err(errs[j - n : j])  # (C, n) owned
 
 
 def _err(errs: np.ndarray) -> int | None:
