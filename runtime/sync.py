@@ -254,11 +254,11 @@ class _Track:
             if j < 0 or t - ts[j] > self.m.sync.max_staleness_s * NS:
                 return None, None, None
             t = int(ts[j])  # the window ends at the newest row
-        grid = np.subtract(t, self.grid_off, out=self._grid)  # (n,)
         if abs(self.src_period_ns - self.grid_period_ns) <= 1e-3 * self.grid_period_ns:
-            aligned = _aligned_rows(ts, errs, xs, grid, t, self.grid_period_ns / 2, self._scratch)
+            aligned = _aligned_window(ts, errs, xs, self.grid_off, t, self.grid_period_ns / 2, self._scratch)
             if aligned is not None:
                 return aligned
+        grid = np.subtract(t, self.grid_off, out=self._grid)  # (n,)
         margin = 2 * self.src_period_ns
         lo = int(np.searchsorted(ts, grid[0] - margin))
         hi = int(np.searchsorted(ts, t + margin, side="right"))
@@ -291,12 +291,26 @@ def _aligned_rows(
     for one channel the transposed slice is already contiguous, and a view would alias the ring, which overwrites
     it a few seconds later while the tick may still be held (a batch, or windows_from_session's list).
     """
-    n = len(grid)
+    return _aligned_window(ts, errs, xs, t - grid, t, half_ns, scratch)
+
+
+def _aligned_window(
+    ts: np.ndarray,
+    errs: np.ndarray,
+    xs: np.ndarray,
+    grid_off: np.ndarray,
+    t: int,
+    half_ns: float,
+    scratch: np.ndarray | None = None,
+) -> tuple[np.ndarray, int, int | None] | None:
+    """_aligned_rows with the grid given as offsets before t (grid = t - grid_off): the check is then
+    |ts + grid_off - t| < half, one pass over the rows without materializing the grid."""
+    n = len(grid_off)
     j = int(np.searchsorted(ts, t + half_ns, side="right"))  # one past the row nearest the tick
     if j < n:
         return None
-    d = np.subtract(ts[j - n : j], grid, out=scratch)  # (n,) row time - grid point
-    if d.max() >= half_ns or d.min() <= -half_ns:  # |d| >= half anywhere, without an abs() array
+    d = np.add(ts[j - n : j], grid_off, out=scratch)  # (n,) each row's time moved onto the tick: t when exact
+    if d.max() - t >= half_ns or t - d.min() >= half_ns:  # |row - grid point| >= half anywhere (exact ints)
         return None
     newest = j - 1 if ts[j - 1] <= t else j - 2
     return xs[j - n : j].T.copy(), int(ts[max(newest, j - n)]), _err(errs[j - n : j])  # (C, n) owned
