@@ -80,9 +80,15 @@ class BoundModel:
 
     def feeds(self, batch: list[Tick], names: list[str]) -> dict[str, np.ndarray]:
         """Stack ticks into the model's feeds: modality -> (B, ...), mask -> (B, M) in the manifest's order."""
-        feeds = {m: np.stack([t.inputs[m] for t in batch]).astype(self.input_dtypes[m], copy=False) for m in names}
+        dt = self.input_dtypes
         cols = [names.index(m) for m in self.mask_order]
-        feeds["mask"] = np.stack([t.mask for t in batch])[:, cols].astype(self.input_dtypes["mask"], copy=False)
+        if len(batch) == 1:  # the common live case: a batch-of-one view of the tick's own arrays, no copy
+            t = batch[0]
+            feeds = {m: t.inputs[m][None].astype(dt[m], copy=False) for m in names}
+            feeds["mask"] = t.mask[cols][None].astype(dt["mask"], copy=False)
+            return feeds
+        feeds = {m: np.stack([t.inputs[m] for t in batch]).astype(dt[m], copy=False) for m in names}
+        feeds["mask"] = np.stack([t.mask for t in batch])[:, cols].astype(dt["mask"], copy=False)
         return feeds
 
     def scores(self, outputs: dict[str, np.ndarray], i: int) -> dict[str, dict[str, float]]:
@@ -471,21 +477,22 @@ LATENCY_STAGES = ("wait", "sync", "queue", "batch", "stack", "infer", "publish",
 
 
 def _latency_ms(st: dict[str, int], t_pub: int) -> dict[str, float]:
-    ms = lambda a, b: round((st[b] - st[a]) / 1e6, 4)  # noqa: E731
-    st = {**st, "pub": t_pub}
-    lat = {
-        "wait": ms("tick", "ready"),
-        "sync": ms("sync_start", "synced"),
-        "queue": ms("synced", "dequeued"),
-        "batch": ms("dequeued", "batched"),
-        "stack": ms("batched", "infer_start"),
-        "infer": ms("infer_start", "infer_end"),
-        "publish": ms("infer_end", "pub"),
-        "e2e": ms("data", "pub"),
+    # runs on every result: plain arithmetic, no closures or dict copies
+    infer_end = st["infer_end"]
+    batch = round((st["batched"] - st["dequeued"]) / 1e6, 4)
+    infer = round((infer_end - st["infer_start"]) / 1e6, 4)
+    e2e = round((t_pub - st["data"]) / 1e6, 4)
+    return {
+        "wait": max(round((st["ready"] - st["tick"]) / 1e6, 4), 0.0),
+        "sync": round((st["synced"] - st["sync_start"]) / 1e6, 4),
+        "queue": round((st["dequeued"] - st["synced"]) / 1e6, 4),
+        "batch": batch,
+        "stack": round((st["infer_start"] - st["batched"]) / 1e6, 4),
+        "infer": infer,
+        "publish": round((t_pub - infer_end) / 1e6, 4),
+        "e2e": e2e,
+        "overhead": round(max(0.0, e2e - infer - batch), 4),
     }
-    lat["wait"] = max(lat["wait"], 0.0)
-    lat["overhead"] = round(max(0.0, lat["e2e"] - lat["infer"] - lat["batch"]), 4)
-    return lat
 
 
 def _none() -> dict[str, None]:
