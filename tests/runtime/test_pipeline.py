@@ -232,7 +232,8 @@ def test_a_subscriber_that_never_reads_never_stalls_the_pipeline(bundle):
         ctx.term()
     assert summary["ticks"] >= 100  # 40 Hz for 3 s: ticking never waited on the subscriber
     assert summary["publish_failures"].get("hwm", 0) > 50  # counted, not waited for
-    assert summary["published"] < summary["ticks"]
+    # which messages meet the full pipe (results or the large thumbnails) is timing: results sent never exceed ticks
+    assert 0 < summary["published"] <= summary["ticks"]
     # a blocked send would hang here for good; what remains is GIL and CPU contention on a shared machine
     assert summary["latency_ms"]["publish_send"]["p99"] < 50.0
 
