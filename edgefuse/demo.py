@@ -8,6 +8,7 @@ Each stage is the same verb a user types, so the demo exercises exactly the docu
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from importlib import resources
@@ -26,11 +27,13 @@ def default_config() -> Path:
 
 
 class _Subscriber(threading.Thread):
-    """Counts the results a real ZeroMQ SUB socket receives while the runtime runs."""
+    """A real ZeroMQ SUB socket that prints each result as `edgefuse listen` does, while the runtime runs."""
 
     def __init__(self, endpoint: str):
+        from edgefuse.runtime.listen import Listener
+
         super().__init__(daemon=True)
-        self.endpoint, self.results, self.stop = endpoint, [], threading.Event()
+        self.endpoint, self.listener, self.stop = endpoint, Listener(out=sys.stdout), threading.Event()
 
     def run(self) -> None:
         import zmq
@@ -39,14 +42,8 @@ class _Subscriber(threading.Thread):
 
         sock = zmq.Context.instance().socket(zmq.SUB)
         sock.setsockopt(zmq.SUBSCRIBE, wire.TOPIC_PREFIX["result"].encode())
-        sock.setsockopt(zmq.RCVTIMEO, 200)
         sock.connect(self.endpoint)
-        while not self.stop.is_set():
-            try:
-                frames = sock.recv_multipart()
-            except zmq.Again:
-                continue
-            self.results.append(wire.decode(frames))
+        self.listener.run(sock, stop=self.stop)
         sock.close(linger=0)
 
 
@@ -96,17 +93,17 @@ def cli_demo(args) -> int:
         "params": ev["params"],
         "torch_latency_ms_p50": ev["latency_ms"]["p50"],
         "runtime": {k: rs[k] for k in ("ticks", "published", "drops", "e2e_ms", "overhead_ms", "online_accuracy")},
-        "subscriber_received": len(sub.results),
+        "subscriber_received": sub.listener.received,
     }
     (out / "demo.json").write_text(json.dumps(demo, indent=2))
     print("\n=== edgefuse demo summary")
     print(f"  scenario            {spec.name} ({config})")
     print(f"  test accuracy       {ev['accuracy']:.3f}   macro F1 {ev['macro_f1']:.3f}   params {ev['params']:,}")
-    print(f"  stream ticks        {rs['ticks']}   published {rs['published']}   received {len(sub.results)}")
+    print(f"  stream ticks        {rs['ticks']}   published {rs['published']}   received {sub.listener.received}")
     print(f"  online accuracy     {rs['online_accuracy']}")
     print(f"  end-to-end ms       p50 {rs['e2e_ms']['p50']:.2f}   p99 {rs['e2e_ms']['p99']:.2f}")
     print(f"  stage seconds       {demo['stage_seconds']}")
     print(f"  reports             {report}  {summary_path}  {out / 'demo.json'}")
-    if not sub.results:
+    if not sub.listener.received:
         raise EdgefuseError(f"no result reached the subscriber on {endpoint}")
     return 0

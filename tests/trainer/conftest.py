@@ -15,6 +15,17 @@ def spec_of(name: str) -> ScenarioSpec:
     return load_spec(CONFIGS / f"{name}.yaml")
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: intra-op threads only add OpenMP hand-off cost, and the test machine is shared."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def home_spec() -> ScenarioSpec:
     return spec_of("smart_home")

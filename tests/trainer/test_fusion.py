@@ -25,13 +25,7 @@ ENCODERS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny tensors: threads only add OpenMP hand-off cost, and the test machine is shared
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_spec(method: str = "attention", with_text: bool = False) -> ScenarioSpec:
