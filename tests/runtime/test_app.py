@@ -176,3 +176,23 @@ def test_command_line_overrides_are_validated_like_the_yaml():
     assert (out.runtime.backend, out.runtime.publish.endpoint, out.runtime.groups) == ("onnxruntime", args.endpoint, 3)
     with pytest.raises(SpecError, match=r"runtime\.groups"):
         _apply_overrides(spec, argparse.Namespace(backend=None, endpoint=None, groups=0))
+
+
+def test_the_runtime_runs_a_bundle_where_torch_cannot_be_imported(tmp_path, home_bundle):
+    # the edge install has no torch: `edgefuse run` on ONNX Runtime must not import it, directly or through
+    # the synthetic sources, the backends or the bundle loader (sys.modules["torch"] = None makes imports fail)
+    config = config_with(tmp_path, "smart_home.yaml", free_endpoint())
+    summary = tmp_path / "summary.json"
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from edgefuse.cli import main\n"
+        f"rc = main(['run', '--config', {config!r}, '--bundle', {str(home_bundle)!r}, '--duration', '2',"
+        f" '--summary', {str(summary)!r}, '--backend', 'auto'])\n"
+        "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None], 'torch was imported'\n"
+        "sys.exit(rc)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads(summary.read_text())
+    assert s["ticks"] >= 3 and s["published"] == s["ticks"]
+    assert s["backend"]["name"] == "onnxruntime"
