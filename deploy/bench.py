@@ -145,10 +145,10 @@ def bench(
     bundle_dir: str | Path, data_dir: str | Path, backends: list[str], iters: int = 200, threads: int | None = None
 ) -> list[dict[str, Any]]:
     """Benchmark each backend x precision of a bundle on the test split of `data_dir`; returns the rows."""
-    from edgefuse.trainer.data import load_dataset
+    from edgefuse.trainer.data import load_data
 
     bundle = load_bundle(bundle_dir)
-    test_ds = load_dataset(bundle.spec, data_dir, progress=False).subset("test")
+    test_ds = load_data(bundle.spec, data_dir, progress=False).subset("test")
     test, targets = dataset_feeds(test_ds), {h: np.asarray(y) for h, y in test_ds.targets.items()}
     if len(test["mask"]) == 0:
         raise BundleError(f"{data_dir}: the test split is empty; bench needs held-out samples")

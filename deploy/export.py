@@ -242,9 +242,9 @@ class Held:
             self.feeds, self.targets, self.train = random_feeds(spec, parity_n), None, None
             self.source = f"{parity_n} random samples drawn from the spec shapes (no --data given)"
             return
-        from edgefuse.trainer.data import load_dataset
+        from edgefuse.trainer.data import load_data
 
-        ds = load_dataset(spec, data_dir, progress=False)
+        ds = load_data(spec, data_dir, progress=False)
         test = ds.subset("test")
         self.feeds, self.targets = dataset_feeds(test), {h: np.asarray(y) for h, y in test.targets.items()}
         if len(self.feeds["mask"]) == 0:

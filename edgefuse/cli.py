@@ -48,7 +48,9 @@ def _synth(p: argparse.ArgumentParser) -> None:
 
 def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="scenario YAML")
-    p.add_argument("--data", required=True, help="dataset folder (docs/dataset.md)")
+    p.add_argument(
+        "--data", required=True, help="dataset folder (docs/dataset.md), or a recorded session with labels.csv"
+    )
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.json, TensorBoard logs")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     p.add_argument("--fusion", default=None, help="override model.fusion.method")

@@ -372,3 +372,52 @@ def _write_cache(path: Path, inputs: dict[str, np.ndarray], mask: np.ndarray) ->
             p.unlink(missing_ok=True)
     except OSError:
         pass
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Recorded sessions (runtime/record.py) as training data
+
+
+def load_data(spec: ScenarioSpec, root: str | Path, progress: bool = True) -> Dataset:
+    """A folder dataset (docs/dataset.md), or a recorded session folder with its labels.csv (docs/recording.md).
+
+    A session's windows are cut by the runtime's own synchronizer, so training sees exactly what serving fuses.
+    """
+    root = Path(root)
+    if (root / "session.json").exists():
+        return dataset_from_session(spec, root)
+    return load_dataset(spec, root, progress=progress)
+
+
+def dataset_from_session(spec: ScenarioSpec, session: str | Path, labels: str | Path | None = None) -> Dataset:
+    """Training windows of a recorded session, split train/val/test by whole labelled time range.
+
+    Neighbouring ticks share most of their window, so a labelled range goes to one split as a whole (split by
+    range, not by tick, or the test split would leak training windows). The split fractions are spec.synth.splits
+    (0.7 / 0.15 / 0.15 by default), drawn with a fixed seed.
+    """
+    from edgefuse.runtime.record import SessionReader, read_labels
+    from edgefuse.runtime.sync import windows_from_session
+
+    reader = SessionReader(session)
+    rows = read_labels(labels, spec.labels) if labels is not None else reader.labels()
+    where = Path(labels) if labels is not None else Path(session) / "labels.csv"
+    if not rows:
+        raise DataError(where, "no labelled time ranges: a session needs labels.csv (t0_s,t1_s,<head>...) to train on")
+    rows = sorted(rows, key=lambda r: r[0])
+    if len(rows) < 3:
+        raise DataError(where, f"{len(rows)} labelled range(s): at least 3 are needed for train, val and test splits")
+    w = windows_from_session(spec, reader, rows)
+    if len(w) == 0:
+        raise DataError(where, "no fusion tick falls inside a labelled time range")
+    seg = np.searchsorted([r[0] for r in rows], (w.t_ns - reader.start_ns) / 1e9, side="right") - 1  # (N,)
+    fractions = spec.synth.splits if spec.synth is not None else {"train": 0.7, "val": 0.15, "test": 0.15}
+    n = len(rows)
+    n_val, n_test = (max(1, round(n * fractions.get(k, 0.15))) for k in ("val", "test"))
+    order = np.random.default_rng(0).permutation(n)
+    split_of = np.empty(n, dtype=object)
+    split_of[order[:n_test]], split_of[order[n_test : n_test + n_val]] = "test", "val"
+    split_of[order[n_test + n_val :]] = "train"
+    split = split_of[seg].astype(str)  # (N,)
+    ids = [f"{Path(session).name}@{(t - reader.start_ns) / 1e9:.3f}s" for t in w.t_ns]
+    return Dataset(spec=spec, ids=ids, split=split, inputs=w.inputs, mask=w.mask, targets=w.targets)

@@ -212,13 +212,13 @@ def evaluate(
     dataset: Any | None = None,
 ) -> dict[str, Any]:
     """Score a run on a split of a dataset folder; write the JSON, markdown and confusion PNGs if `report_path`."""
-    from edgefuse.trainer.data import load_dataset
+    from edgefuse.trainer.data import load_data
     from edgefuse.trainer.models import count_params
 
     run_dir = Path(run_dir)
     spec, model, ckpt = load_run(run_dir)
     torch.set_num_threads(spec.train.threads)
-    ds = dataset if dataset is not None else load_dataset(spec, data_dir, progress=progress)
+    ds = dataset if dataset is not None else load_data(spec, data_dir, progress=progress)
     check_dataset(ds, spec, data_dir)
     part = ds.subset(split)
     if len(part) == 0:

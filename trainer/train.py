@@ -244,7 +244,7 @@ def train(
     Writes `out_dir`/checkpoint.pt, metrics.json and tb/ and returns the metrics: the best epoch's validation
     accuracy (mean over heads of per-head accuracy) and loss, per-head accuracies, the history, the time taken.
     """
-    from edgefuse.trainer.data import load_dataset
+    from edgefuse.trainer.data import load_data
     from edgefuse.trainer.models import build_model, count_params
 
     spec = apply_overrides(spec, epochs=epochs, fusion=fusion, seed=seed)
@@ -252,7 +252,7 @@ def train(
     cfg = spec.train
     seed_everything(cfg.seed)
     torch.set_num_threads(cfg.threads)
-    ds = dataset if dataset is not None else load_dataset(spec, data_dir, progress=progress)
+    ds = dataset if dataset is not None else load_data(spec, data_dir, progress=progress)
     train_ds, val_ds = train_val_splits(ds, spec, data_dir)
 
     norm = series_normalization(spec, train_ds)
