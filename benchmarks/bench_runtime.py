@@ -169,8 +169,8 @@ def markdown(rows: list[dict[str, Any]], cmd: str, bundle_note: str) -> str:
         f"- Sync error p99 against the synthetic ground truth (1 group): {sync}.",
         f"- 1 group: overhead p99 {first['overhead_ms']['p99']} ms (target <= 1 ms); end-to-end to a SUB socket p99 "
         f"{first['e2e_receipt_ms']['p99']} ms vs model p99 {first['infer_ms']['p99']} ms + 5 ms "
-        f"(target); the tick also waits for its data first (wait p50 {first['wait_ms']['p50']} ms: 64 ms audio "
-        f"blocks and the 50 ms latency budget), which is not in either number.",
+        f"(target); the tick also waits for its data first (wait p50 {first['wait_ms']['p50']} ms: until the "
+        f"latest reading of every modality has arrived, at most the latency budget), which is not in either number.",
     ]
     return "\n".join(lines)
 
