@@ -274,26 +274,6 @@ class _Track:
         return np.ascontiguousarray(out.T), capture, _err(errs[lo:hi])  # (C, n_steps)
 
 
-def _aligned_rows(
-    ts: np.ndarray,
-    errs: np.ndarray,
-    xs: np.ndarray,
-    grid: np.ndarray,
-    t: int,
-    half_ns: float,
-    scratch: np.ndarray | None = None,
-) -> tuple[np.ndarray, int, int | None] | None:
-    """Fast path when the source runs at the grid's rate: if the n newest rows up to the tick each sit within half a
-    period of their grid point, they are exactly what nearest-row resampling would pick, so take them as a slice
-    (one O(n) check instead of a search per grid point). None when they do not line up (gaps, jitter).
-
-    `scratch` (n,) int64, when given, holds the offsets so the check allocates nothing. The tensor is always a copy:
-    for one channel the transposed slice is already contiguous, and a view would alias the ring, which overwrites
-    it a few seconds later while the tick may still be held (a batch, or windows_from_session's list).
-    """
-    return _aligned_window(ts, errs, xs, t - grid, t, half_ns, scratch)
-
-
 def _aligned_window(
     ts: np.ndarray,
     errs: np.ndarray,
@@ -303,8 +283,15 @@ def _aligned_window(
     half_ns: float,
     scratch: np.ndarray | None = None,
 ) -> tuple[np.ndarray, int, int | None] | None:
-    """_aligned_rows with the grid given as offsets before t (grid = t - grid_off): the check is then
-    |ts + grid_off - t| < half, one pass over the rows without materializing the grid."""
+    """Fast path when the source runs at the grid's rate: if the n newest rows up to the tick each sit within half a
+    period of their grid point (grid = t - grid_off), they are exactly what nearest-row resampling would pick, so take
+    them as a slice: one pass checking |ts + grid_off - t| < half, no grid materialized, no search per grid point.
+    None when they do not line up (gaps, jitter).
+
+    `scratch` (n,) int64, when given, holds the offsets so the check allocates nothing. The tensor is always a copy:
+    for one channel the transposed slice is already contiguous, and a view would alias the ring, which overwrites
+    it a few seconds later while the tick may still be held (a batch, or windows_from_session's list).
+    """
     n = len(grid_off)
     j = int(np.searchsorted(ts, t + half_ns, side="right"))  # one past the row nearest the tick
     if j < n:

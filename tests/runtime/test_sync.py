@@ -288,7 +288,7 @@ def test_label_errors_name_the_file_and_row(tmp_path):
 
 
 def test_aligned_fast_path_equals_general_resampling():
-    from edgefuse.runtime.sync import _aligned_rows, _resample
+    from edgefuse.runtime.sync import _aligned_window, _resample
 
     spec = make_spec()
     sync = Synchronizer(spec)
@@ -299,7 +299,7 @@ def test_aligned_fast_path_equals_general_resampling():
     ts, errs, xs = track.ring.view()
     for t in (1_000 * MS, 1_234_400_000, 1_999 * MS + 7):
         grid = t - track.grid_off
-        fast = _aligned_rows(ts, errs, xs, grid, t, track.grid_period_ns / 2)
+        fast = _aligned_window(ts, errs, xs, track.grid_off, t, track.grid_period_ns / 2)
         slow, coverage = _resample(ts, xs, grid, 0.75 * track.grid_period_ns, linear=False)
         assert fast is not None and coverage == 1.0
         assert np.array_equal(fast[0], slow.T) and fast[1] <= t
