@@ -13,7 +13,10 @@ Ticks come at `runtime.tick_hz` on the sample clock (multiples of the period), o
            at the latest row; text: the utterances in [t - window_s, t] joined, else the latest within staleness.
 
 A tick waits until every modality has data up to the tick, or at most `runtime.latency_budget_ms`, then it is
-emitted with a presence mask; hold policies never wait. A sample whose capture time falls at or before a tick already
+emitted with a presence mask; hold policies never wait. "Up to the tick" is within half a sample period: a window's
+rows need to reach t - period/2, and for nearest a frame at or after t - period/2 is already the nearest one (the next
+can come no earlier than a period later), so a 10 Hz camera whose frames fall 48 ms before the ticks does not hold
+every tick for a frame that cannot win. The period is the spec's, or the observed one where frames come faster. A sample whose capture time falls at or before a tick already
 emitted without it is counted as a "late" drop (kept for later windows when it is still in time order).
 
 The API is pure and clock-injected, so tests and training drive it with synthetic timestamps:
@@ -132,6 +135,7 @@ class _Track:
         self._grid = np.empty(n, dtype=np.int64)  # (n,)
         self._scratch = np.empty(n, dtype=np.int64)  # (n,)
         self.latest_end = NEVER  # capture time of the newest row/sample
+        self.frame_gap_ns = self.src_period_ns  # frames (image/text): smoothed interval between captures
         self.missed_t = NEVER  # newest emitted tick this modality missed: older samples are late
 
     def _alloc(self, rate_hz: float, span_s: float) -> None:
@@ -187,8 +191,11 @@ class _Track:
             isinstance(x, np.ndarray) and x.dtype == np.uint8 and (x.ndim == 2 or (x.ndim == 3 and x.shape[2] == 3))
         ):
             return "invalid"
-        if s.t_capture_ns <= self.ring.last_t:
+        last = self.ring.last_t
+        if s.t_capture_ns <= last:
             return "late"  # out of order
+        if last != NEVER:
+            self.frame_gap_ns += 0.2 * (min(s.t_capture_ns - last, 4 * self.src_period_ns) - self.frame_gap_ns)
         self.ring.write(np.array([s.t_capture_ns], dtype=np.int64), [x], err)
         self.latest_end = int(s.t_capture_ns)
         return "ok"
@@ -200,7 +207,9 @@ class _Track:
             return True
         if self.rows:
             return self.latest_end >= t - min(self.src_period_ns, self.grid_period_ns) / 2
-        return self.latest_end >= t
+        if self.m.kind == "image":  # nearest: a frame within half a period of t cannot be beaten by the next one
+            return self.latest_end >= t - min(self.src_period_ns, self.frame_gap_ns) / 2
+        return self.latest_end >= t  # text arrives when someone speaks: no period to reason with
 
     # -- assembly -----------------------------------------------------------------------------------------------------
     def take(self, t: int) -> tuple[np.ndarray | None, int | None, int | None]:

@@ -182,6 +182,30 @@ def test_silent_modality_waits_for_budget_then_emits_masked_and_counts_late():
     assert drops.by_reason()["late"] == 1
 
 
+@pytest.mark.parametrize("offset_ms, waits", [(-48, False), (-52, True)])
+def test_nearest_frame_within_half_a_period_needs_no_wait_for_the_next(offset_ms, waits):
+    """10 Hz frames 48 ms before each tick: the next frame (52 ms after) cannot be nearer, so the tick goes out as
+    soon as the windows are in. Frames 52 ms before: the next one (48 ms after) is nearer, so the tick waits for it."""
+    sync = Synchronizer(make_spec())
+    samples = []
+    for k in range(1, 16):
+        t = k * 100 * MS
+        samples.append(s("cam", k, t + offset_ms * MS, frame(k)))
+        samples.append(s("env", k, t, np.array([[k, -k]], np.float32)))
+        # 100 mic rows at 1 kHz ending exactly at t, arriving then
+        samples.append(s("mic", k, t - 99 * MS, np.full((100, 1), k, np.float32), 1000.0, arrival=t))
+    emitted = {}
+    for x in sorted(samples, key=lambda x: x.t_arrival_ns):
+        sync.push(x)
+        emitted.update({tk.t_tick_ns: (x.t_arrival_ns, tk) for tk in sync.poll(x.t_arrival_ns)})
+    at, tk = emitted[1_000 * MS]
+    assert tk.complete and tk.mask[0] == 1
+    if waits:  # emitted when the frame at 1048 ms arrived, and uses it
+        assert at == 1_048 * MS and tk.capture_ns["cam"] == 1_048 * MS
+    else:  # emitted when the mic and env data reached 1.0 s, with the frame at 952 ms
+        assert at == 1_000 * MS and tk.capture_ns["cam"] == 952 * MS
+
+
 def test_trigger_ticks_on_each_trigger_sample():
     spec = make_spec(trigger="cam")
     sync = Synchronizer(spec)
