@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import os
 import re
+import shlex
 import sys
 import threading
 from pathlib import Path
@@ -134,6 +135,7 @@ def run_once(
         "infer_ms": s["latency_ms"].get("infer"),
         "sync_ms": s["latency_ms"].get("sync"),
         "wait_ms": s["latency_ms"].get("wait"),
+        "stages_ms": {k: v for k, v in s["latency_ms"].items() if k not in ("e2e", "overhead")},
         "batch_size": s["batch_size"],
         "sync_error_ms": s["sync_error_ms"],
         "online_accuracy": s["online_accuracy"],
@@ -171,6 +173,9 @@ def markdown(rows: list[dict[str, Any]], cmd: str, bundle_note: str) -> str:
         f"{first['e2e_receipt_ms']['p99']} ms vs model p99 {first['infer_ms']['p99']} ms + 5 ms "
         f"(target); the tick also waits for its data first (wait p50 {first['wait_ms']['p50']} ms: until the "
         f"latest reading of every modality has arrived, at most the latency budget), which is not in either number.",
+        "- 1 group, per stage p50 / p99 ms (docs/wire.md): "
+        + ", ".join(f"{k} {_p(v)}" for k, v in first.get("stages_ms", {}).items() if k != "wait")
+        + ".",
     ]
     return "\n".join(lines)
 
@@ -219,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     if args.markdown:
-        cmd = "python benchmarks/bench_runtime.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        cmd = "python benchmarks/bench_runtime.py " + shlex.join(argv if argv is not None else sys.argv[1:])
         write_section(Path(args.markdown), markdown(rows, cmd, args.bundle_note))
     return 0
 
