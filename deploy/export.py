@@ -213,10 +213,7 @@ def jsonable(x: Any) -> Any:
 
 
 def load_checkpoint(run_dir: Path) -> tuple[ScenarioSpec, Any, dict]:
-    """(spec, model in eval mode, checkpoint dict) of a run; BundleError names a missing checkpoint."""
-    ckpt = run_dir / "checkpoint.pt"
-    if not ckpt.is_file():
-        raise BundleError(f"{ckpt}: checkpoint missing; train first (`edgefuse train --out {run_dir}`)")
+    """(spec, model in eval mode, checkpoint dict) of a run; a CheckpointError names a missing or bad checkpoint."""
     from edgefuse.trainer.checkpoint import load_run
 
     spec, model, checkpoint = load_run(run_dir)

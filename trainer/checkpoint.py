@@ -86,7 +86,11 @@ def _read(path: Path) -> dict[str, Any]:
     if not path.parent.is_dir():
         raise CheckpointError(path.parent, "run folder not found (write one with `edgefuse train`)")
     if not path.is_file():
-        raise CheckpointError(path, "no checkpoint in this run folder (was training interrupted?)")
+        raise CheckpointError(
+            path,
+            f"no checkpoint in this run folder: train first (`edgefuse train --out {path.parent}`), or was "
+            "training interrupted?",
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for truncated or foreign files

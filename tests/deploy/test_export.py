@@ -15,7 +15,7 @@ from edgefuse.cli import main
 from edgefuse.deploy import export
 from edgefuse.deploy.export import export_bundle, parse_precisions, random_feeds
 from edgefuse.errors import BundleError
-from edgefuse.trainer.checkpoint import load_run
+from edgefuse.trainer.checkpoint import CheckpointError, load_run
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ def test_int8_float_policies_pick_the_log_mel_nodes(bundle):
 
 def test_missing_checkpoint_names_the_file(tmp_path):
     (tmp_path / "run").mkdir()
-    with pytest.raises(BundleError, match=r"run/checkpoint.pt: checkpoint missing"):
+    with pytest.raises(CheckpointError, match=r"run/checkpoint.pt: no checkpoint .* train first \(`edgefuse train"):
         export_bundle(tmp_path / "run", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
