@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import yaml
@@ -13,16 +12,10 @@ from edgefuse.cli import main
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_demo_runs_every_stage_and_a_subscriber_receives_the_results(tmp_path, capsys):
+def test_demo_runs_every_stage_and_a_subscriber_receives_the_results(tmp_path, capsys, free_endpoint):
     d = yaml.safe_load((CONFIGS / "smart_home.yaml").read_text())
     d["train"].update(epochs=2, patience=2)
-    d["runtime"]["publish"]["endpoint"] = f"tcp://127.0.0.1:{free_port()}"  # no clash with a running edgefuse
+    d["runtime"]["publish"]["endpoint"] = free_endpoint()  # no clash with a running edgefuse
     config = tmp_path / "home.yaml"
     config.write_text(yaml.safe_dump(d))
     out = tmp_path / "demo"

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,12 +23,6 @@ from edgefuse.runtime.listen import Listener
 from edgefuse.wire import encode, result_payload
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
-
-
-def free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 def config_with(tmp_path, name: str, endpoint: str, **runtime) -> str:
@@ -58,7 +51,7 @@ def home_bundle(tmp_path_factory):
     return root / "bundle"
 
 
-def test_run_until_sigterm_with_a_live_listener(tmp_path, home_bundle):
+def test_run_until_sigterm_with_a_live_listener(tmp_path, home_bundle, free_endpoint):
     endpoint = free_endpoint()
     cfg = config_with(tmp_path, "smart_home.yaml", endpoint, tick_hz=5)
     summary_path = tmp_path / "run.json"
@@ -86,7 +79,7 @@ def test_run_until_sigterm_with_a_live_listener(tmp_path, home_bundle):
     assert summary["backend"]["name"] == "onnxruntime" and "end-to-end" in out
 
 
-def test_replaying_a_session_twice_gives_identical_results(tmp_path, home_bundle):
+def test_replaying_a_session_twice_gives_identical_results(tmp_path, home_bundle, free_endpoint):
     from edgefuse.runtime.record import record
     from edgefuse.spec import load_spec
 
@@ -106,7 +99,7 @@ def test_replaying_a_session_twice_gives_identical_results(tmp_path, home_bundle
     assert summary["ticks"] == len(results[0]) and summary["session"]["complete"]
 
 
-def test_a_config_that_does_not_fit_the_bundle_is_a_clear_error(tmp_path, home_bundle, capsys):
+def test_a_config_that_does_not_fit_the_bundle_is_a_clear_error(tmp_path, home_bundle, capsys, free_endpoint):
     cfg = config_with(tmp_path, "driving.yaml", free_endpoint())
     assert main(["run", "--config", cfg, "--bundle", str(home_bundle), "--duration", "1"]) == 1
     err = capsys.readouterr().err
@@ -178,7 +171,7 @@ def test_command_line_overrides_are_validated_like_the_yaml():
         _apply_overrides(spec, argparse.Namespace(backend=None, endpoint=None, groups=0))
 
 
-def test_the_runtime_runs_a_bundle_where_torch_cannot_be_imported(tmp_path, home_bundle):
+def test_the_runtime_runs_a_bundle_where_torch_cannot_be_imported(tmp_path, home_bundle, free_endpoint):
     # the edge install has no torch: `edgefuse run` on ONNX Runtime must not import it, directly or through
     # the synthetic sources, the backends or the bundle loader (sys.modules["torch"] = None makes imports fail)
     config = config_with(tmp_path, "smart_home.yaml", free_endpoint())

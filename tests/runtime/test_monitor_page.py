@@ -9,7 +9,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -205,12 +204,6 @@ READ_JS = """() => ({
         })"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def home_bundle(tmp_path_factory) -> Path:
     """A real smart_home bundle, built by the documented commands: synth -> train (1 epoch) -> export."""
@@ -226,9 +219,9 @@ def home_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def live_runtime(home_bundle: Path, tmp_path: Path):
+def live_runtime(home_bundle: Path, tmp_path: Path, free_endpoint):
     """`edgefuse run` on the smart_home synthetic streams, publishing on a free port; yields its endpoint."""
-    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    endpoint = free_endpoint()
     argv = [sys.executable, "-m", "edgefuse.cli", "run", "--config", str(CONFIGS / "smart_home.yaml"),
             "--bundle", str(home_bundle), "--endpoint", endpoint, "--duration", "60",
             "--summary", str(tmp_path / "run.json")]  # fmt: skip

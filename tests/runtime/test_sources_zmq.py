@@ -222,16 +222,12 @@ def test_parse_message_reasons_and_config_errors():
         make_sources(bad)
 
 
-def test_example_publisher_in_another_process(tmp_path):
+def test_example_publisher_in_another_process(tmp_path, free_endpoint):
     # examples/sensor_publisher.py binds; our source connects to it (another process, JSON payloads, batched rows)
-    import socket
     import subprocess
     import sys
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    uri = f"tcp://127.0.0.1:{port}"
+    uri = free_endpoint()
     src = make_sources(spec_for(uri))["env"]
     m = src.spec
     cmd = [sys.executable, "examples/sensor_publisher.py", "--endpoint", uri, "--channels", ",".join(m.channels)]
