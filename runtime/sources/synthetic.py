@@ -11,7 +11,9 @@ The sources behave like the devices they stand for:
   text    utterances arriving 150 ms after they end (a speech recognizer's latency)
 Sample.meta holds {"labels": the episode's labels (or None), "t_true_ns": the true host capture time}.
 
-realtime=True paces emission on the monotonic clock; realtime=False emits on a virtual clock as fast as possible.
+realtime=True paces emission on the monotonic clock, and renders the next episode on a background thread while the
+current one plays (rendering one takes ~100 ms, which would otherwise make every source that late at each episode
+boundary); realtime=False emits on a virtual clock as fast as possible, rendering on demand.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -46,7 +49,14 @@ def live_episode_s(spec: ScenarioSpec) -> float:
 class World:
     """An endless sequence of rendered episodes; episode k covers [t0_ns + k * episode_ns, + episode_ns)."""
 
-    def __init__(self, spec: ScenarioSpec, seed: int = 0, t0_ns: int | None = None, episode_s: float | None = None):
+    def __init__(
+        self,
+        spec: ScenarioSpec,
+        seed: int = 0,
+        t0_ns: int | None = None,
+        episode_s: float | None = None,
+        prefetch: bool = False,
+    ):
         from edgefuse.trainer.synth import get_generator
 
         self.spec, self.seed = spec, seed
@@ -54,26 +64,63 @@ class World:
         self.episode_s = live_episode_s(spec) if episode_s is None else episode_s
         self.episode_ns = round(self.episode_s * 1e9)
         self.t0_ns = monotonic_ns() if t0_ns is None else t0_ns
-        self._cache: OrderedDict[int, dict[str, Any]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: OrderedDict[int, Future] = OrderedDict()  # episode -> its rendering, done or under way
+        self._lock = threading.Lock()  # guards _cache only: rendering runs outside it
+        # prefetch: render episode k + 1 in the background once episode k is asked for (one worker, daemon-like:
+        # a render is ~100 ms, so interpreter exit never waits long for it)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="world-render") if prefetch else None
+        if prefetch and t0_ns is None:  # the first episode is ready before the clock starts: no late start
+            self.episode(0)
+            self.t0_ns = monotonic_ns()
 
     def labels(self, k: int) -> dict[str, str]:
         """Episode k's labels (cheap: drawn first from the episode's own random stream)."""
         return self.gen.sample_labels(np.random.default_rng([self.seed, k, _WORLD]))
 
     def episode(self, k: int) -> dict[str, Any]:
-        """Episode k's raw streams (modality -> frames/rows/utterances), rendered once and cached."""
+        """Episode k's raw streams (modality -> frames/rows/utterances), rendered once and cached.
+
+        Rendered by the first caller (or taken from the background render already under way); with prefetch on,
+        asking for episode k also starts episode k + 1 in the background.
+        """
+        fut, mine = self._claim(k)
+        if mine:
+            self._render_into(fut, k)
+        pool = self._pool
+        if pool is not None:
+            nxt, mine_next = self._claim(k + 1)
+            if mine_next:
+                try:
+                    pool.submit(self._render_into, nxt, k + 1)
+                except RuntimeError:  # closed meanwhile: render it here, so nobody waits on it forever
+                    self._render_into(nxt, k + 1)
+        return fut.result()
+
+    def _claim(self, k: int) -> tuple[Future, bool]:
+        """The Future of episode k, and whether the caller must render it (nobody has started it)."""
         with self._lock:
-            if k in self._cache:
+            fut = self._cache.get(k)
+            if fut is not None:
                 self._cache.move_to_end(k)
-                return self._cache[k]
-            rng = np.random.default_rng([self.seed, k, _WORLD])
-            labels = self.gen.sample_labels(rng)
-            ep = self.gen.render(labels, rng, self.episode_s)
-            self._cache[k] = ep
+                return fut, False
+            fut = self._cache[k] = Future()
             while len(self._cache) > CACHE_EPISODES:
-                self._cache.popitem(last=False)
-            return ep
+                self._cache.popitem(last=False)  # anyone waiting on an evicted render still holds its Future
+            return fut, True
+
+    def _render_into(self, fut: Future, k: int) -> None:
+        """Render episode k from its own random stream (the same result on any thread, in any order)."""
+        try:
+            rng = np.random.default_rng([self.seed, k, _WORLD])
+            fut.set_result(self.gen.render(self.gen.sample_labels(rng), rng, self.episode_s))
+        except BaseException as err:  # noqa: BLE001 - handed to whoever waits on the episode, raised there
+            fut.set_exception(err)
+
+    def close(self) -> None:
+        """Stop prefetching; renders already started or queued finish, later episodes render on demand."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     def index(self, t_ns: int) -> int:
         return (t_ns - self.t0_ns) // self.episode_ns
@@ -133,11 +180,14 @@ class SyntheticSource(Source):
     ) -> World:
         """One World per make_sources() call, shared by its synthetic modalities."""
         if "world" not in shared:
-            shared["world"] = World(spec, seed)
+            shared["world"] = World(spec, seed, prefetch=realtime)
         return shared["world"]
 
     def now_ns(self) -> int:
         return monotonic_ns() if self.realtime else self._vclock_ns
+
+    def close(self) -> None:
+        self.world.close()  # the world's sources stop together; any still reading render on demand
 
     def stats(self) -> dict[str, Any]:
         st: dict[str, Any] = dict(self.counters)
