@@ -13,8 +13,9 @@ Definitions used throughout the report (all computed with NumPy):
   robustness[m]   accuracy with m corrupted: Gaussian noise of `noise` x the modality's per-channel std (from the
                   training split) added to image, audio and series inputs (images clipped to [0, 1], audio to
                   [-1, 1]); for text a fraction min(1, noise / 2) of the non-padding tokens replaced by random ids
-  latency_ms      batch-1 forward in torch on the CPU, eval mode, inference_mode, after warm-up; p50/p99 over
-                  `iters` calls with `threads` torch threads
+  latency_ms      batch-1 forward in torch on the CPU, in the inference form the torch backend runs (BatchNorm
+                  folded, channels-last weights), inference_mode, after warm-up; p50/p99 over `iters` calls with
+                  `threads` torch threads
 """
 
 from __future__ import annotations
@@ -92,14 +93,17 @@ def predict(model: Any, inputs: dict[str, Any], mask: Any) -> dict[str, np.ndarr
 def latency_ms(
     model: Any, inputs: dict[str, Any], mask: Any, *, threads: int = 1, iters: int = 200, warmup: int = 20
 ) -> dict:
-    """Batch-1 CPU forward latency of the first sample: p50/p99 in ms and the torch thread count used.
+    """Batch-1 CPU forward latency of the first sample, in the model's inference form (models/inference.py: what
+    the torch backend runs): p50/p99 in ms and the torch thread count used.
 
     One thread by default: a batch-1 pass of a compact model gains little from intra-op threads, and on a busy
     edge CPU (or a shared build machine) extra threads mostly wait for each other.
     """
+    from edgefuse.trainer.models.inference import for_inference
+
     one = {m: x[:1].clone() for m, x in inputs.items()}
     mask1 = mask[:1].clone()  # (1, M)
-    model.eval()
+    model = for_inference(model)  # a copy: the caller's model is left as trained
     times = np.empty(iters)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

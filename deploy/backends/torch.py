@@ -31,8 +31,10 @@ WARMUP_ITERS = 3  # eager runs on a side stream before capture: lazy init and cu
 
 
 def load_torch_model(bundle: Bundle) -> Any:
-    """FusionModel from BUNDLE/model.pt (spec + state dict), in eval mode on the CPU."""
+    """FusionModel from BUNDLE/model.pt (spec + state dict) in its inference form (BatchNorm folded, channels-last
+    weights: trainer/models/inference.py), on the CPU."""
     from edgefuse.trainer.models import build_model
+    from edgefuse.trainer.models.inference import for_inference
 
     path = bundle.dir / (bundle.manifest.torch_file or "model.pt")
     if not path.is_file():
@@ -46,7 +48,7 @@ def load_torch_model(bundle: Bundle) -> Any:
         raise
     except Exception as err:  # noqa: BLE001 - unpickling, spec and state-dict errors all mean a bad model.pt
         raise BundleError(f"{path}: cannot rebuild the model from it: {str(err)[:300]}") from None
-    return model.eval()
+    return for_inference(model.eval(), copy_model=False)
 
 
 def _device(device: str) -> Any:
