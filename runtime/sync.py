@@ -201,6 +201,13 @@ class _Track:
         return "ok"
 
     # -- readiness ----------------------------------------------------------------------------------------------------
+    @property
+    def final_when_ready(self) -> bool:
+        """Whether ready(t) also means take(t) can no longer change: true for nearest frames and windows (later samples
+        are past the tick, and out-of-order ones are refused as late); hold and trigger tracks are always "ready", so
+        what they take still depends on when the tick goes out."""
+        return not (self.trigger or self.policy == "hold" or self.m.kind == "text")
+
     def ready(self, t: int) -> bool:
         """True when no sample still to come can change this modality's tensor for tick `t`."""
         if self.trigger or self.policy == "hold" or (self.m.kind == "text" and self.policy == "window"):
@@ -373,6 +380,9 @@ class Synchronizer:
         self.budget_ns = round(rt.latency_budget_ms * 1e6)
         self._next_tick: int | None = None
         self._pending: deque[int] = deque()
+        # tensors of the oldest pending tick already final (see poll): modality -> take() result, for tick _early_t
+        self._early: dict[str, tuple[np.ndarray | None, int | None, int | None]] = {}
+        self._early_t: int | None = None
         self._last_arrival = 0
         self.ticks = 0
         self.skipped = 0  # ticks never emitted because the pending list overflowed (a stalled consumer)
@@ -427,10 +437,20 @@ class Synchronizer:
             expired = now_ns >= t + self.budget_ns
             ready = [track.ready(t) for track in self.tracks.values()]
             if not expired and not all(ready):
+                self._take_early(t, ready)
                 break
             self._pending.popleft()
             out.append(self._assemble(t, now_ns, ready))
         return out
+
+    def _take_early(self, t: int, ready: list[bool]) -> None:
+        """While tick t waits for its last modality, assemble the ones already final, so only the last arrival's
+        tensor is built once everything is in (the camera frame and sensor window come off the latency path)."""
+        if self._early_t != t:
+            self._early, self._early_t = {}, t
+        for (name, track), r in zip(self.tracks.items(), ready, strict=True):
+            if r and name not in self._early and track.final_when_ready:
+                self._early[name] = track.take(t)
 
     def flush(self) -> list[Tick]:
         """At end of stream: schedule ticks up to the newest data and emit every pending one with what there is."""
@@ -460,8 +480,10 @@ class Synchronizer:
         t_start = self.clock()
         inputs, capture, errs = {}, {}, {}
         mask = np.zeros(len(self.names), dtype=np.float32)  # (M,)
+        early = self._early if self._early_t == t else {}
         for i, (name, track) in enumerate(self.tracks.items()):
-            tensor, capture[name], errs[name] = track.take(t)
+            taken = early.get(name)
+            tensor, capture[name], errs[name] = taken if taken is not None else track.take(t)
             if tensor is None:
                 tensor = np.zeros(track.m.input_shape, dtype=track.m.input_dtype)
             else:
@@ -470,6 +492,8 @@ class Synchronizer:
                 track.missed_t = t
             inputs[name] = tensor
         complete = all(ready)
+        if self._early_t == t:
+            self._early, self._early_t = {}, None
         stamps = {
             "tick": t,
             # when the data was all in: the newest arrival, or the budget running out

@@ -206,6 +206,26 @@ def test_nearest_frame_within_half_a_period_needs_no_wait_for_the_next(offset_ms
         assert at == 1_000 * MS and tk.capture_ns["cam"] == 952 * MS
 
 
+def test_modalities_final_before_the_last_arrival_are_assembled_early_and_identically():
+    spec = make_spec()
+    samples = stream(0, 4 * NS)  # mic blocks arrive 99 ms after they start: ticks wait for the mic
+    early = Synchronizer(spec)
+    for x in samples:
+        if x.t_arrival_ns > 1_520 * MS:
+            break
+        early.push(x)
+        early.poll(x.t_arrival_ns)
+    # tick 1.5 s waits for the mic block covering it; the frame and the env window are final, so already built
+    assert early.pending == 1 and early._early_t == 1_500 * MS and set(early._early) == {"cam", "env"}
+    early, late = Synchronizer(spec), Synchronizer(spec)
+    late._take_early = lambda t, ready: None  # every tensor built at emission, as before early assembly
+    a, b = list(drive(early, samples)), list(drive(late, samples))
+    assert [t.t_tick_ns for t in a] == [t.t_tick_ns for t in b] and len(a) == 8
+    for x, y in zip(a, b, strict=True):
+        assert x.mask.tolist() == y.mask.tolist() and x.capture_ns == y.capture_ns and x.sync_err_ns == y.sync_err_ns
+        assert all(np.array_equal(x.inputs[m], y.inputs[m]) for m in spec.modalities)
+
+
 def test_trigger_ticks_on_each_trigger_sample():
     spec = make_spec(trigger="cam")
     sync = Synchronizer(spec)
