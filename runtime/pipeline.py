@@ -8,7 +8,7 @@ Threads (nothing on a capture thread but `read` and a queue put):
 
 Each tick carries monotonic stamps per stage; a result's latency_ms holds, in milliseconds:
   wait     tick time -> the synchronizer emitted it (waiting for samples, at most the latency budget)
-  sync     assembling the tick's tensors              queue   tick queue hand-off to the output thread
+  sync     assembling the tensors not built earlier   queue   tick queue hand-off to the output thread
   batch    waiting for other groups' ticks (deadline) stack   stacking the batch into feeds
   infer    the backend call                          publish building and sending the result
   e2e      the newest sample needed reached the runtime (queue put, or its t_arrival_ns if later; or the budget ran
