@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
 import shlex
 import sys
 import threading
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import zmq
+from _sections import write_section
 
 from edgefuse.runtime.clock import monotonic_ns
 from edgefuse.runtime.pipeline import BoundModel, Pipeline, check_compatible
@@ -36,7 +36,6 @@ from edgefuse.runtime.sources import group_names, make_sources
 from edgefuse.spec import load_spec, parse_spec, spec_to_dict
 from edgefuse.wire import decode
 
-BEGIN, END = "<!-- runtime:begin -->", "<!-- runtime:end -->"
 WARMUP_S = 1.0  # latency percentiles leave out the first second (sources opening, the first inference)
 
 
@@ -184,17 +183,6 @@ def _p(d: dict[str, Any] | None) -> str:
     return "n/a" if not d or d.get("p50") is None else f"{d['p50']:.2f} / {d['p99']:.2f}"
 
 
-def write_section(path: Path, body: str) -> None:
-    """Replace the Runtime section between its markers in BENCHMARKS.md (append it if absent)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = f"{BEGIN}\n## Runtime\n\n{body}\n{END}"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", required=True)
@@ -225,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     if args.markdown:
         cmd = "python benchmarks/bench_runtime.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-        write_section(Path(args.markdown), markdown(rows, cmd, args.bundle_note))
+        write_section(Path(args.markdown), "runtime", "## Runtime\n\n" + markdown(rows, cmd, args.bundle_note))
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import sys
 import time
@@ -25,7 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from _sections import write_section
 
+from edgefuse.deploy.export import random_feeds
 from edgefuse.spec import load_spec
 from edgefuse.trainer.checkpoint import load_run
 from edgefuse.trainer.models import build_model
@@ -33,7 +34,6 @@ from edgefuse.trainer.models.inference import for_inference
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ("smart_home", "driving", "customer_service")
-BEGIN, END = "<!-- torch-form:begin -->", "<!-- torch-form:end -->"
 TARGET_MS = 2.0
 
 
@@ -58,14 +58,9 @@ def _times(model: Any, inputs: dict, mask: torch.Tensor, iters: int) -> np.ndarr
 def bench(name: str, runs: Path, rounds: int, iters: int) -> dict[str, Any]:
     spec, eager, source = _model(name, runs)
     fast = for_inference(eager)
-    g = torch.Generator().manual_seed(0)
-    inputs = {
-        m: torch.randint(1, 100, (1, *ms.input_shape), generator=g)
-        if ms.kind == "text"
-        else torch.randn((1, *ms.input_shape), generator=g)
-        for m, ms in spec.modalities.items()
-    }
-    mask = torch.ones(1, len(spec.modalities))
+    feeds = random_feeds(spec, 1)  # the export parity check's inputs: right shapes, dtypes and ranges
+    inputs = {m: torch.from_numpy(feeds[m]) for m in spec.modalities}
+    mask = torch.ones(1, len(spec.modalities))  # every modality present: the full cost
     medians: dict[str, list[float]] = {"eager": [], "inference": []}
     with torch.inference_mode():
         for model in (eager, fast):
@@ -88,7 +83,6 @@ def bench(name: str, runs: Path, rounds: int, iters: int) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]], cmd: str, load: tuple[float, float]) -> str:
     lines = [
-        BEGIN,
         "## Torch inference form (batch-1 CPU latency)",
         "",
         f"Measured {datetime.now(timezone.utc).isoformat(timespec='minutes')} with `{cmd}` on {os.cpu_count()} "
@@ -110,18 +104,8 @@ def markdown(rows: list[dict[str, Any]], cmd: str, load: tuple[float, float]) ->
         "",
         "The inference form is what the torch backend runs and what `edgefuse eval` reports as latency_ms; the Trainer",
         "section's latency column was measured before it existed (eager).",
-        END,
     ]
     return "\n".join(lines)
-
-
-def write_section(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: body, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + body + "\n"
-    path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     if args.markdown:
         cmd = "python benchmarks/bench_torch_form.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-        write_section(Path(args.markdown), markdown(rows, cmd, (load0, os.getloadavg()[0])))
+        write_section(Path(args.markdown), "torch-form", markdown(rows, cmd, (load0, os.getloadavg()[0])))
     return 0
 
 

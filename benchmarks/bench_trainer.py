@@ -15,11 +15,12 @@ import argparse
 import json
 import os
 import platform
-import re
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from _sections import write_section
 
 from edgefuse.spec import FUSION_METHODS, load_spec
 from edgefuse.trainer.data import load_dataset
@@ -30,7 +31,6 @@ from edgefuse.trainer.train import train
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ("smart_home", "driving", "customer_service")
 TARGETS = {"fusion_gain": 0.10, "ablation_gap": 0.05, "params": 500_000, "train_time_s": 300.0, "latency_ms": 2.0}
-BEGIN, END = "<!-- trainer:begin -->", "<!-- trainer:end -->"
 
 
 def dataset_for(spec, out: Path):
@@ -150,14 +150,7 @@ def machine() -> str:
 
 
 def update_benchmarks_md(body: list[str]) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = "\n".join([BEGIN, *body, END])
-    if BEGIN in text and END in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n## Trainer\n\n" + section + "\n"
-    path.write_text(text)
+    write_section(ROOT / "BENCHMARKS.md", "trainer", "\n".join(["## Trainer", "", *body]))
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from edgefuse.deploy.export import random_feeds
 from edgefuse.spec import load_spec
 from edgefuse.trainer.models import build_model
 from edgefuse.trainer.models.inference import fold_batchnorm, for_inference
@@ -36,15 +37,10 @@ def test_inference_form_matches_the_trained_model(scenario, one_thread):
     assert len(_norms(fast)) < len(norms)  # conv -> BN pairs folded (an input BatchNorm with no conv before stays)
     assert len(_norms(model)) == len(norms)  # on a copy: the trained model is untouched
     assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters())
-    g = torch.Generator().manual_seed(1)
-    inputs = {
-        name: torch.randint(1, 50, (3, *m.input_shape), generator=g)
-        if m.kind == "text"
-        else torch.randn((3, *m.input_shape), generator=g)
-        for name, m in spec.modalities.items()
-    }
-    mask = torch.ones(3, len(spec.modalities))
-    mask[1, 0] = mask[2, -1] = 0.0  # rows with a modality missing go through the same folded layers
+    feeds = random_feeds(spec, 8, seed=1)  # the export parity check's inputs; some rows have a modality masked
+    inputs = {m: torch.from_numpy(feeds[m]) for m in spec.modalities}
+    mask = torch.from_numpy(feeds["mask"])
+    assert 0 < mask.mean() < 1
     with torch.inference_mode():
         want, got = model(inputs, mask), fast(inputs, mask)
     assert want.keys() == got.keys()
