@@ -16,8 +16,10 @@ A tick waits until every modality has data up to the tick, or at most `runtime.l
 emitted with a presence mask; hold policies never wait. "Up to the tick" is within half a sample period: a window's
 rows need to reach t - period/2, and for nearest a frame at or after t - period/2 is already the nearest one (the next
 can come no earlier than a period later), so a 10 Hz camera whose frames fall 48 ms before the ticks does not hold
-every tick for a frame that cannot win. The period is the spec's, or the observed one where frames come faster. A sample whose capture time falls at or before a tick already
-emitted without it is counted as a "late" drop (kept for later windows when it is still in time order).
+every tick for a frame that cannot win. The period is the spec's, or the observed one where frames come faster.
+While a tick waits, the modalities already final are assembled, so its last arrival's tensor is all that is left.
+A sample whose capture time falls at or before a tick already emitted without it is counted as a "late" drop (kept
+for later windows when it is still in time order).
 
 The API is pure and clock-injected, so tests and training drive it with synthetic timestamps:
   sync.push(sample) -> bool          sync.poll(now_ns) -> list[Tick]          sync.flush() -> list[Tick]

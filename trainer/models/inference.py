@@ -7,7 +7,8 @@ What torch runs at batch 1 on a CPU is dominated by per-op overhead and the dept
   - a BatchNorm right after a Conv1d/Conv2d in a Sequential is folded into that convolution's weight and bias
     (w' = w * g / sqrt(var + eps), b' = (b - mean) * g / sqrt(var + eps) + beta) and replaced by Identity;
   - 4-D weights go channels-last, the layout oneDNN's depthwise kernels are fastest in (about 1.5-2x per layer).
-Measured on the three scenarios' models, 1 thread, interleaved: 0.77-0.94x the eager latency (BENCHMARKS.md).
+Measured on the three scenarios' trained models, 1 thread, interleaved: 0.86-0.90x the eager latency
+(benchmarks/bench_torch_form.py, BENCHMARKS.md).
 Used by the torch backend and by the latency numbers of `edgefuse eval`; training and ONNX export use the model as
 trained (ONNX Runtime does its own folding).
 """
