@@ -41,6 +41,7 @@ from edgefuse.wire import result_payload
 
 READ_TIMEOUT_S = 0.05  # how long a source read blocks: bounds how fast a stop request is noticed
 MONITOR_TAP = 64  # recent samples kept per source for the monitoring topics
+MONITOR_IDLE_S = 0.5  # with no results for this long, monitoring runs on its own clock
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -269,12 +270,17 @@ class Pipeline:
 
     def _output_loop(self) -> None:
         rt = self.spec.runtime
+        last_result = time.monotonic()
         try:
             while not (self.stop_event.is_set() and len(self.ticks_q) == 0):
                 first = self.ticks_q.get(timeout=0.05)
                 if first is not None:
                     self._process(self._gather(first, rt.batch_max, rt.batch_deadline_ms / 1e3))
-                self._maybe_monitor()
+                    last_result = time.monotonic()
+                if first is not None or time.monotonic() - last_result > MONITOR_IDLE_S:
+                    # right after a result, when the next tick is furthest off: monitoring work (thumbnails, stats)
+                    # then never competes with a tick's assembly for the GIL; without ticks, on its own clock
+                    self._maybe_monitor()
         except Exception as err:  # noqa: BLE001 - a backend failure stops the run with its message
             self._fail(f"output: {type(err).__name__}: {err}")
 
