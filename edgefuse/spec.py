@@ -281,8 +281,8 @@ class PublishSpec(Strict):
     curve_authorized_keys: str | None = None
     # monitoring topics (thumbnails, levels, stats) at this rate; 0 = off
     monitor_hz: float = Field(2.0, ge=0)
-    # true: a subscriber at the high-water mark makes sends fail (EAGAIN, counted as publish failures; ZMQ
-    # XPUB_NODROP); false: libzmq's default, that subscriber silently misses messages while the others receive them
+    # a subscriber at the high-water mark misses messages while the others receive every one; true: each time one is
+    # found full it is counted (publish failure "slow_subscriber"); false: libzmq's plain lossy mode, not counted
     count_drops: bool = True
 
 
