@@ -127,6 +127,7 @@ def _replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fast", action="store_true", help="as fast as possible instead of real time")
     p.add_argument("--summary", default=None, help="write the run summary JSON here")
     p.add_argument("--results", default=None, help="write every result as JSON lines here")
+    p.add_argument("--endpoint", default=None, help="override runtime.publish.endpoint (e.g. tcp://127.0.0.1:5556)")
 
 
 def _monitor(p: argparse.ArgumentParser) -> None:
