@@ -130,10 +130,17 @@ def _replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint", default=None, help="override runtime.publish.endpoint (e.g. tcp://127.0.0.1:5556)")
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0-65535)")
+    return port
+
+
 def _monitor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="the runtime's PUB endpoint")
     p.add_argument("--host", default="127.0.0.1", help="address the web page is served on")
-    p.add_argument("--port", type=int, default=8080, help="port the web page is served on")
+    p.add_argument("--port", type=_port, default=8080, help="port the web page is served on")
 
 
 def _demo(p: argparse.ArgumentParser) -> None:
@@ -262,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module_name, func_name = args._handler.split(":")
+    import zmq
+
     from edgefuse._optional import MissingDependency
     from edgefuse.errors import EdgefuseError
 
@@ -271,6 +280,13 @@ def main(argv: list[str] | None = None) -> int:
     except (EdgefuseError, MissingDependency) as err:
         # errors about the user's inputs: one clear message, no stack trace
         print(f"edgefuse {args.verb}: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a path or port the user named: missing, not permitted, in use
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"edgefuse {args.verb}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
+    except zmq.ZMQError as err:  # an endpoint the user named: malformed, address in use, unknown transport
+        print(f"edgefuse {args.verb}: error: ZeroMQ: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -440,8 +440,8 @@ def load_spec(path: str | Path) -> ScenarioSpec:
     path = Path(path)
     try:
         text = path.read_text()
-    except OSError as err:
-        raise SpecError(str(path), [("<file>", f"cannot read: {err.strerror or err}")]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(str(path), [("<file>", f"cannot read: {getattr(err, 'strerror', None) or err}")]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -112,3 +112,36 @@ def test_a_live_run_keeps_valid_data_flowing_through_hostile_sensor_traffic(tmp_
     # env needs 60 % of its 4 s window: count ticks from 3 s in; valid data must be present on nearly all
     steady = masks[15:]
     assert len(steady) >= 20 and sum(steady) >= 0.9 * len(steady), (sum(steady), len(steady), env)
+
+
+def test_replay_of_a_damaged_session_beside_a_live_port_warns_and_finishes(
+    tmp_path, home_bundle, free_endpoint, capsys
+):
+    from edgefuse.cli import main
+    from edgefuse.runtime.record import record
+    from edgefuse.spec import load_spec
+
+    taken = free_endpoint()
+    data = yaml.safe_load((CONFIGS / "smart_home.yaml").read_text())
+    data["runtime"]["publish"] = {"endpoint": taken, "monitor_hz": 0}
+    cfg = tmp_path / "home.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    record(load_spec(cfg), tmp_path / "s", duration_s=3.0)
+    cam = tmp_path / "s" / "streams" / "camera.efs"
+    raw = bytearray(cam.read_bytes())
+    raw[len(raw) // 2] ^= 0x10  # one flipped bit in the middle of the camera stream
+    cam.write_bytes(bytes(raw))
+    holder = zmq.Context.instance().socket(zmq.PUB)  # another process holds the spec's endpoint
+    holder.bind(taken)
+    try:
+        rc = main(["replay", "--session", str(tmp_path / "s"), "--bundle", str(home_bundle), "--fast",
+                   "--endpoint", free_endpoint(), "--summary", str(tmp_path / "r.json")])  # fmt: skip
+    finally:
+        holder.close(0)
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "edgefuse replay: warning:" in err and "camera.efs: corrupt chunk at byte" in err and "lost samples" in err
+    summary = json.loads((tmp_path / "r.json").read_text())
+    cam_report = summary["session"]["streams"]["camera"]
+    assert len(cam_report["corrupt"]) == 1 and cam_report["samples"] >= 20  # ~30 frames recorded, one chunk lost
+    assert summary["ticks"] >= 4
