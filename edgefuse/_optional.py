@@ -13,6 +13,7 @@ EXTRAS = {
     "sounddevice": "audio",
     "prometheus_client": "monitor",
     "aiohttp": "monitor",
+    "cryptography": "sign",
 }
 
 

@@ -87,6 +87,10 @@ class SourceSpec(Strict):
     clock_window_s: float = Field(60.0, gt=0)
     # zmq / synthetic series: a reading this far off the fitted clock line is a clock jump (re-anchored, counted)
     clock_jump_ms: float = Field(100.0, gt=0)
+    # zmq CURVE: the sensor publisher's public certificate (NAME.key); set it to encrypt and authenticate the link
+    curve_server_key: str | None = None
+    # zmq CURVE: this runtime's secret certificate (NAME.key_secret); unset = a throwaway key pair (encryption only)
+    curve_secret_key: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------

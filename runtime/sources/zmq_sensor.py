@@ -26,6 +26,7 @@ import orjson
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from edgefuse.keys import curve_client_keys, set_curve_client
 from edgefuse.runtime.clock import Sample, monotonic_ns
 from edgefuse.runtime.clockfit import ClockFit
 from edgefuse.runtime.sources import Source
@@ -198,6 +199,9 @@ class ZmqSensorSource(Source):
                 "<spec>", [(f"modalities.{modality}.source.uri", "zmq needs an endpoint, e.g. tcp://host:5600")]
             )
         self.endpoints = [e.strip() for e in spec.source.uri.split(",") if e.strip()]
+        # CURVE keys load here, on the caller's thread, so a bad key file is a startup error naming the setting
+        src = spec.source
+        self._curve = curve_client_keys(src.curve_server_key, src.curve_secret_key, f"modalities.{modality}.source")
         self.counters.update(restarts=0, duplicates=0, disconnects=0, evicted=0)
         self.rejected: dict[str, int] = {}
         self.publishers: dict[str, _Publisher] = {}
@@ -217,6 +221,7 @@ class ZmqSensorSource(Source):
         self._sock.setsockopt(zmq.RECONNECT_IVL, int(self.spec.source.reconnect_s * 1000))
         self._sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.spec.source.reconnect_max_s * 1000))
         self._sock.setsockopt(zmq.SUBSCRIBE, self.spec.source.topic.encode())
+        set_curve_client(self._sock, self._curve)
         self._mon = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         for e in self.endpoints:
             self._sock.connect(e)

@@ -159,3 +159,54 @@ def test_monitoring_topics_decode_with_their_content():
         sub.close()
         pub.close()
         ctx.term()
+
+
+def test_listen_and_monitor_are_curve_clients_of_a_curve_runtime(tmp_path, capsys):
+    import asyncio
+    import threading
+
+    from edgefuse.cli import main
+    from edgefuse.runtime.monitor.server import Monitor
+
+    keys, authorized = tmp_path / "keys", tmp_path / "authorized"
+    authorized.mkdir()
+    for name in ("runtime", "viewer"):
+        assert main(["keygen", "--out", str(keys), "--name", name]) == 0
+    (authorized / "viewer.key").write_bytes((keys / "viewer.key").read_bytes())
+    ctx = zmq.Context()
+    spec = PublishSpec(
+        endpoint=ANY, curve_secret_key=str(keys / "runtime.key_secret"), curve_authorized_keys=str(authorized)
+    )
+    pub = Publisher(spec, context=ctx)
+    curve = ["--curve-server-key", str(keys / "runtime.key"), "--curve-key", str(keys / "viewer.key_secret")]
+    rc: list[int] = []
+    t = threading.Thread(target=lambda: rc.append(main(["listen", "--endpoint", pub.endpoint, "--count", "2", *curve])))
+    t.start()
+    deadline = time.monotonic() + 10
+    while t.is_alive() and time.monotonic() < deadline:
+        pub.result("", payload())
+        time.sleep(0.05)
+    t.join(1)
+    assert rc == [0] and "2 message(s), 0 malformed" in capsys.readouterr().err
+
+    async def monitor_receives() -> bytes:
+        m = Monitor(pub.endpoint, curve_server_key=str(keys / "runtime.key"), curve_key=str(keys / "viewer.key_secret"))
+        sock = m._connect()
+        try:
+            for _ in range(100):
+                pub.result("", payload())
+                if await sock.poll(50):
+                    return (await sock.recv_multipart())[0]
+            return b""
+        finally:
+            sock.close()
+            m._ctx.term()
+
+    try:
+        assert asyncio.run(monitor_receives()) == b"result"
+        # without the runtime's key, listen fails fast with one line naming the setting
+        assert main(["listen", "--endpoint", pub.endpoint, "--count", "1", "--curve-server-key", "nope.key"]) == 1
+        assert "listen server key nope.key" in capsys.readouterr().err
+    finally:
+        pub.close()
+        ctx.term()

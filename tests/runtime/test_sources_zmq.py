@@ -371,3 +371,51 @@ def test_a_message_above_the_zmq_size_limit_costs_the_sensor_under_a_second(pub_
     assert got and got[0].data[0, 2] == pytest.approx(2.0)
     assert time.monotonic() - t_sent < 1.0
     assert src.stats()["disconnects"] >= 1
+
+
+def test_curve_sensor_link_admits_only_a_keyed_runtime(tmp_path):
+    import zmq.auth
+    from zmq.auth.thread import ThreadAuthenticator
+
+    from edgefuse.cli import main
+
+    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
+    allowed.mkdir()
+    assert main(["keygen", "--out", str(keys), "--name", "sensor"]) == 0
+    assert main(["keygen", "--out", str(keys), "--name", "runtime"]) == 0
+    (allowed / "runtime.key").write_bytes((keys / "runtime.key").read_bytes())
+    ctx = zmq.Context()
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve(domain="*", location=str(allowed))
+    pub = ctx.socket(zmq.XPUB)  # the sensor: a CURVE server that admits the runtime's key only
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.curve_publickey, pub.curve_secretkey = zmq.auth.load_certificate(keys / "sensor.key_secret")
+    pub.curve_server = True
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    uri = f"tcp://127.0.0.1:{port}"
+    keyed = make_sources(
+        spec_for(uri, curve_server_key=str(keys / "sensor.key"), curve_secret_key=str(keys / "runtime.key_secret"))
+    )["env"]
+    stranger = make_sources(spec_for(uri, curve_server_key=str(keys / "sensor.key")))["env"]  # throwaway keys
+    plain = make_sources(spec_for(uri))["env"]
+    for s in (keyed, stranger, plain):
+        s.open()
+    try:
+        deadline = time.monotonic() + 5
+        while not pub.poll(10) and time.monotonic() < deadline:
+            keyed.read(0.01)
+        assert pub.recv()[:1] == b"\x01"  # only the keyed runtime's subscription arrives
+        for i in range(3):
+            pub.send_multipart([b"env", msgpack.packb(msg(i, [0, 0, 20.0 + i]))])
+        got = collect(keyed, 3)
+        assert [s.data[0, 2] for s in got] == [20.0, 21.0, 22.0]
+        assert collect(stranger, 1, timeout_s=0.3) == [] and collect(plain, 1, timeout_s=0.3) == []
+    finally:
+        for s in (keyed, stranger, plain):
+            s.close()
+        pub.close()
+        auth.stop()
+        ctx.term()
+    with pytest.raises(Exception, match=r"modalities.env.source server key .*nope.key"):
+        make_sources(spec_for(uri, curve_server_key=str(tmp_path / "nope.key")))
