@@ -172,6 +172,7 @@ class _Publisher:
         self.burst = float(max_rows(m))
         self.tokens = self.burst
         self.seen_ns = now_ns
+        self.accepted = 0  # messages that became samples
 
     def spend(self, rows: int, now_ns: int) -> bool:
         """Take `rows` from the budget (refilled at rows_per_s); False when it is exhausted."""
@@ -254,7 +255,7 @@ class ZmqSensorSource(Source):
     def stats(self) -> dict[str, Any]:
         st: dict[str, Any] = dict(self.counters)
         st["rejected"] = dict(self.rejected)
-        st["publishers"] = {p: s.clock.stats() for p, s in self.publishers.items()}
+        st["publishers"] = {p: {**s.clock.stats(), "accepted": s.accepted} for p, s in self.publishers.items()}
         if self.publishers:  # the busiest publisher's clock as the source's headline numbers
             main = max(self.publishers.values(), key=lambda p: p.clock.updates)
             st.update(main.clock.stats())
@@ -291,6 +292,7 @@ class ZmqSensorSource(Source):
             raise Rejected("time", f"capture time maps {(t_capture - t_arrival_ns) / 1e9:.3g} s from its arrival")
         if not self._check_seq(pub, r.seq):
             return None
+        pub.accepted += 1
         data = r.data if isinstance(r.data, str) else self._hold(r.data)
         rate = r.rate_hz if n > 1 else 0.0  # Sample convention: 0 for a single reading
         return self._sample(t_capture, t_arrival_ns, data, rate, publisher=r.publisher)
