@@ -222,6 +222,7 @@ def sensor_traffic(bundle: Path, n_messages: int, tmp: Path) -> dict[str, Any]:
         "flood_within_budget": flood_ok,
         "disconnects": env.get("disconnects"),
         "evicted": env.get("evicted"),
+        "probation": env.get("probation"),
         "valid_sent": valid_sent[0],
         "valid_accepted": env.get("publishers", {}).get("hall-env", {}).get("accepted"),
         "ticks": len(steady),
@@ -369,7 +370,7 @@ def markdown(res: dict[str, Any], cmd: str) -> str:
         f"| every bad message counted | {a['rejected_total']:,} rejected by reason for {a['counted_by_app_expected']:,} "
         f"sent that reach the decoder ({a['flood_within_budget']} flood blocks fit their publisher's budget and were data); {a['sent'].get('oversized_frame', 0)} frames above ZMQ_MAXMSGSIZE cost "
         f"{a['disconnects']} connection(s), each reconnected at once; {a['sent'].get('new_name', 0)} valid readings "
-        f"under new names, {a['evicted']} stale names evicted |",
+        f"under new names: {a['evicted']} stale names evicted, {a['probation']} first readings held on probation |",
         f"| valid data on >= 95 % of ticks | env present on {a['env_present_fraction']:.1%} of {a['ticks']} ticks "
         f"from 3.5 s in (env needs 60 % of its 4 s window) |",
         "",

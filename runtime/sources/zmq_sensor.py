@@ -35,6 +35,7 @@ from edgefuse.spec import ModalitySpec, SpecError
 
 SCHEMA_VERSION = 1
 MAX_PUBLISHERS = 64  # distinct "source" names tracked per modality; beyond it the least recently seen is evicted
+PROBATION_AT = MAX_PUBLISHERS // 2  # with more names than this, a new name's first message only anchors its clock
 INT64_MAX = (1 << 63) - 1
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 RATE_RANGE = 10.0  # a message's rate_hz must lie within [spec rate / 10, spec rate * 10]
@@ -227,7 +228,7 @@ class ZmqSensorSource(Source):
         # CURVE keys load here, on the caller's thread, so a bad key file is a startup error naming the setting
         src = spec.source
         self._curve = curve_client_keys(src.curve_server_key, src.curve_secret_key, f"modalities.{modality}.source")
-        self.counters.update(restarts=0, duplicates=0, disconnects=0, evicted=0)
+        self.counters.update(restarts=0, duplicates=0, disconnects=0, evicted=0, probation=0)
         self.rejected: dict[str, int] = {}
         self.publishers: dict[str, _Publisher] = {}
         self._last_row = np.full(spec.n_channels, np.nan, np.float32)  # (C,) held values for channels not sent
@@ -322,6 +323,12 @@ class ZmqSensorSource(Source):
         if not -MAX_AGE_S * 1e9 <= t_capture - t_arrival_ns <= MAX_LEAD_S * 1e9:
             raise Rejected("time", f"capture time maps {(t_capture - t_arrival_ns) / 1e9:.3g} s from its arrival")
         if not self._check_seq(pub, r.seq):
+            return None
+        if pub.clock.updates == 1 and len(self.publishers) > PROBATION_AT:
+            # many names at once (a flood of them): a new name's first reading only anchors its clock. With no
+            # history its time maps to when it was processed, late by any backlog, and would put the modality's
+            # newest stamp ahead of the real sensors' (their readings would then be refused as out of order)
+            self.counters["probation"] += 1
             return None
         pub.accepted += 1
         data = r.data if isinstance(r.data, str) else self._hold(r.data)

@@ -307,14 +307,18 @@ def test_publisher_table_evicts_the_least_recent_so_a_new_sensor_is_accepted():
 
     src = make_sources(spec_for("tcp://127.0.0.1:1"))["env"]
     t = monotonic_ns()
+    accepted = 0
     for i in range(MAX_PUBLISHERS + 10):
         frames = [b"env", msgpack.packb(msg(0, [0, 0, 1], t_ns=t + i, source=f"junk-{i}"))]
-        assert src._handle(frames, t + i) is not None
-    real = [b"env", msgpack.packb(msg(0, [0, 0, 5], t_ns=t + 100, source="real-sensor"))]
-    assert src._handle(real, t + 100) is not None
+        accepted += src._handle(frames, t + i) is not None
+    # up to half a table, a new name's first reading is used; beyond, it only anchors the name's clock
+    assert accepted == MAX_PUBLISHERS // 2 and src.stats()["probation"] == MAX_PUBLISHERS + 10 - accepted
+    real = [msgpack.packb(msg(i, [0, 0, 5], t_ns=t + 100 + i, source="real-sensor")) for i in range(2)]
+    assert src._handle([b"env", real[0]], t + 100) is None  # probation: the table is full of other names
+    assert src._handle([b"env", real[1]], t + 101) is not None  # accepted from its second message on
     st = src.stats()
     assert len(st["publishers"]) == MAX_PUBLISHERS and "real-sensor" in st["publishers"]
-    assert "junk-0" not in st["publishers"] and st["evicted"] == 11
+    assert "junk-0" not in st["publishers"] and st["evicted"] == 11 and st["errors"] == 0
 
 
 def test_large_valid_blocks_decode_without_a_per_row_loop():
