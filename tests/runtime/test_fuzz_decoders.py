@@ -20,10 +20,11 @@ from edgefuse.runtime.clock import monotonic_ns
 from edgefuse.runtime.sources import make_sources
 from edgefuse.spec import parse_spec
 
-# drawn examples; each is checked as several cases (both encodings and a damaged copy; a frame cut short), so the
-# two tests run 3 x 2500 + 2 x 2000 = 11,500 cases
-N_SENSOR = 2500
-N_WIRE = 2000
+# drawn examples; each is checked as one to three cases (a sensor message as msgpack, as JSON and damaged; a wire
+# message whole and cut short): together over 10,000 cases, checked by the last test below
+N_SENSOR = 3000
+N_WIRE = 2200
+CASES: dict[str, int] = {}
 FAST = settings(max_examples=N_SENSOR, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 CHANNELS = ["motion", "door", "temperature"]
 
@@ -139,6 +140,7 @@ def test_sensor_decoder_never_raises_and_accepts_only_usable_samples():
         assert 0 <= s.seq < 2**63 and math.isfinite(s.rate_hz)
 
     check()
+    CASES["sensor"] = seen["n"]
     assert seen["n"] >= N_SENSOR * 2 and seen["accepted"] > 50  # the fuzzer reached valid messages too
     assert "internal" not in src.rejected, src.rejected
     assert len(src.stats()["publishers"]) <= 64
@@ -182,12 +184,21 @@ def wire_frames(draw):
     return frames
 
 
-@settings(max_examples=N_WIRE, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-@given(wire_frames())
-def test_wire_decoder_raises_only_wire_errors_and_accepts_only_schema_values(frames):
-    check_wire(frames)
-    if len(frames) >= 3:  # the same message with its payload cut short
-        check_wire([*frames[:2], frames[2][: len(frames[2]) // 2], *frames[3:]])
+def test_wire_decoder_raises_only_wire_errors_and_accepts_only_schema_values():
+    seen = {"n": 0}
+
+    @settings(max_examples=N_WIRE, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(wire_frames())
+    def check(frames):
+        check_wire(frames)
+        seen["n"] += 1
+        if len(frames) >= 3:  # the same message with its payload cut short
+            check_wire([*frames[:2], frames[2][: len(frames[2]) // 2], *frames[3:]])
+            seen["n"] += 1
+
+    check()
+    CASES["wire"] = seen["n"]
+    assert seen["n"] >= N_WIRE * 1.5
 
 
 def check_wire(frames: list[bytes]) -> None:
@@ -200,3 +211,11 @@ def check_wire(frames: list[bytes]) -> None:
     if m.type == "result":
         for head, label in m.payload["top"].items():
             assert 0.0 <= m.payload["scores"][head][label] <= 1.0
+
+
+def test_the_two_decoders_saw_over_ten_thousand_cases():
+    if len(CASES) < 2:
+        import pytest
+
+        pytest.skip("run with the two fuzz tests above")
+    assert sum(CASES.values()) >= 10_000, CASES
