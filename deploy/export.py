@@ -161,14 +161,15 @@ def manifest_outputs(spec: ScenarioSpec) -> list[OutputSpec]:
 
 def _resample_rule(m: Any) -> str:
     s = m.sync
+    stale = "3 periods or blocks" if s.max_staleness_s is None else f"{s.max_staleness_s}s"
     if s.policy == "window":
         return (
-            f"window: samples in [tick - {m.window_s}s, tick] resampled to {m.rate_hz} Hz "
-            f"({m.n_steps} rows); present if coverage >= {s.min_coverage}"
+            f"window: samples in [tick - {m.window_s}s, tick] on a {m.rate_hz} Hz grid ({m.n_steps} rows, "
+            f"uncovered rows zero); present if coverage >= {s.min_coverage} and newest row at most {stale} old"
         )
     if s.policy == "nearest":
         return f"nearest: the sample closest to the tick within {s.tolerance_s}s"
-    return f"hold: the latest sample if at most {s.max_staleness_s}s old"
+    return f"hold: the latest sample if at most {stale} old"
 
 
 def manifest_preprocess(spec: ScenarioSpec) -> dict[str, PreprocessSpec]:

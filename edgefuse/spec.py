@@ -44,11 +44,13 @@ class SyncSpec(Strict):
     # nearest: the sample closest to the tick within tolerance_s;
     # window: all samples in [tick - window_s, tick], resampled to rate_hz;
     # hold: the latest sample if it is at most max_staleness_s old (zero-order hold).
+    # docs/sync.md has the timing diagrams.
     policy: Literal["nearest", "window", "hold"] = "window"
-    # nearest: how far from the tick a sample may be and still count
+    # nearest: how far from the tick a sample may be and still count (either side of the tick)
     tolerance_s: float = Field(0.1, gt=0)
-    # hold: how old the held sample may be before the modality is marked missing
-    max_staleness_s: float = Field(2.0, gt=0)
+    # window / hold: the modality is missing when its newest real row or sample is older than this at the tick;
+    # unset = 3 x the larger of its sample period and its block duration (e.g. 96 ms for 32 ms mic blocks)
+    max_staleness_s: float | None = Field(None, gt=0)
     # fraction of the window that must be covered by samples for the modality to count as present
     min_coverage: float = Field(0.8, ge=0, le=1)
 
@@ -289,6 +291,9 @@ class PublishSpec(Strict):
 class RuntimeSpec(Strict):
     tick_hz: float = Field(2.0, gt=0)  # fusion ticks per second (when trigger is unset)
     trigger: str | None = None  # a modality name: tick on each of its samples instead of a fixed rate
+    # a nearest-policy modality (e.g. the camera): the tick grid's phase follows its frames, so a frame lands on
+    # each tick and no tick waits for the next frame; tick_hz must not exceed its rate
+    phase_lock: str | None = None
     latency_budget_ms: float = Field(50.0, gt=0)  # how long a tick waits for late samples
     queue_size: int = Field(256, gt=0)  # bounded per-source queue, drop-oldest when full
     batch_max: int = Field(8, gt=0)  # batch ticks across sensor groups
@@ -378,6 +383,20 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
     trigger = d(data.get("runtime")).get("trigger")
     if trigger is not None and trigger not in modalities:
         problems.append(("runtime.trigger", f"no modality named '{trigger}'"))
+    rt = d(data.get("runtime"))
+    lock = rt.get("phase_lock")
+    if lock is not None:
+        lm = d(modalities.get(lock))
+        if lock not in modalities:
+            problems.append(("runtime.phase_lock", f"no modality named '{lock}'"))
+        elif d(lm.get("sync")).get("policy") != "nearest":
+            problems.append(("runtime.phase_lock", f"'{lock}' must use the nearest policy (one frame per tick)"))
+        elif trigger is not None:
+            problems.append(("runtime.phase_lock", "a triggered runtime already ticks on its trigger's samples"))
+        else:
+            rate, tick = lm.get("rate_hz"), rt.get("tick_hz", 2.0)
+            if isinstance(rate, (int, float)) and isinstance(tick, (int, float)) and tick > rate:
+                problems.append(("runtime.phase_lock", f"tick_hz {tick} is above '{lock}' rate_hz {rate}"))
     splits = d(data.get("synth")).get("splits")
     numeric = isinstance(splits, dict) and all(isinstance(v, (int, float)) for v in splits.values())
     if numeric and abs(sum(splits.values()) - 1.0) > 1e-6:  # type: ignore[union-attr]

@@ -52,6 +52,9 @@ from edgefuse.spec import HashedTextEncoder, ModalitySpec, ScenarioSpec, SpecErr
 NS = 1_000_000_000
 HISTORY_SLACK_S = 2.0  # history kept beyond the longest window: room for the latency budget and block sizes
 NEVER = -(1 << 62)
+STALE_PERIODS = 3  # default staleness bound, in sample periods or blocks (SyncSpec.max_staleness_s)
+PLL_GAIN = 1 / 16  # share of a contiguous block's stamp offset the sample lattice follows (jitter filter)
+PHASE_GAIN = 1 / 8  # share of a frame's phase offset the phase estimate follows (runtime.phase_lock)
 
 
 @dataclass
@@ -85,6 +88,12 @@ class _Ring:
 
     def write(self, ts: np.ndarray, rows: Any, err: int) -> None:
         k = len(ts)
+        if k == 1:  # one reading (a sensor row, a frame): two scalar stores, no slicing
+            p = self.n % self.cap
+            for i in (p, p + self.cap):
+                self.t[i], self.err[i], self.x[i] = ts[0], err, rows[0]
+            self.n += 1
+            return
         if k > self.cap:  # a block longer than the history: only its newest rows matter
             ts, rows, k = ts[-self.cap :], rows[-self.cap :], self.cap
         p, cap = self.n % self.cap, self.cap
@@ -126,19 +135,21 @@ class _Track:
         self.grid_period_ns = NS / m.rate_hz
         self.src_period_ns = self.grid_period_ns
         if self.rows or m.kind == "text":
-            span_s = max(m.window_s, m.sync.max_staleness_s if self.policy == "hold" else 0.0) + HISTORY_SLACK_S
+            stale_s = m.sync.max_staleness_s or 0.0
+            span_s = max(m.window_s, stale_s if self.policy == "hold" else 0.0) + HISTORY_SLACK_S
         else:  # frames are large: keep only what nearest can reach (a tolerance either side) plus a second
             span_s = (2 * m.sync.tolerance_s if self.policy == "nearest" else 0.0) + 1.0
         self._alloc(m.rate_hz, span_s)
         n = m.n_steps
         self.grid_off = np.round(np.arange(n - 1, -1, -1) * self.grid_period_ns).astype(np.int64)  # (n,) newest last
-        # per-tick scratch (a 1 s audio window is 16000 points): the grid and the alignment check reuse these instead
-        # of allocating ~128 KB arrays on every tick; neither ever leaves _take_rows
-        self._grid = np.empty(n, dtype=np.int64)  # (n,)
-        self._scratch = np.empty(n, dtype=np.int64)  # (n,)
+        self._grid = np.empty(n, dtype=np.int64)  # (n,) per-tick scratch of the general path
         self.latest_end = NEVER  # capture time of the newest row/sample
         self.frame_gap_ns = self.src_period_ns  # frames (image/text): smoothed interval between captures
+        self.block_ns = self.src_period_ns  # rows: duration of the newest block (one period for single readings)
         self.missed_t = NEVER  # newest emitted tick this modality missed: older samples are late
+        self.runs: deque[int] = deque([0])  # rows: absolute ring index where each sample-contiguous run starts
+        self.phase_ns: float | None = None  # frames: smoothed capture phase, for runtime.phase_lock
+        self.takes = {"run": 0, "resample": 0, "stale": 0}  # which window path ran; ticks masked for staleness
 
     def _alloc(self, rate_hz: float, span_s: float) -> None:
         self.rate_planned = rate_hz
@@ -146,22 +157,46 @@ class _Track:
             self.ring = _Ring(max(64, math.ceil(rate_hz * span_s)), self.m.n_channels)
         else:
             self.ring = _Ring(max(8, math.ceil(rate_hz * span_s)), None)
+        self.runs = deque([0])
+
+    @property
+    def stale_ns(self) -> float:
+        """How old the newest real data may be at the tick (window and hold): the spec's max_staleness_s, else three
+        sample periods or three blocks, whichever is longer (one lost block or reading is not yet "stale")."""
+        if self.m.sync.max_staleness_s is not None:
+            return self.m.sync.max_staleness_s * NS
+        gap = self.frame_gap_ns if not self.rows else self.block_ns
+        return STALE_PERIODS * max(self.src_period_ns, gap)
+
+    def reach_ns(self, t: int) -> float:
+        """How far after tick t the frame that wins `nearest` can lie: a tick waits for it up to this plus the
+        latency budget, so the budget is transport time and never cuts the tolerance. A source silent for three
+        periods before the tick is not waited for beyond the budget."""
+        if self.policy != "nearest" or self.trigger:
+            return 0.0
+        period = min(self.src_period_ns, self.frame_gap_ns)
+        if self.latest_end < t - STALE_PERIODS * period:
+            return 0.0
+        return min(self.m.sync.tolerance_s * NS, period / 2)
 
     # -- push ---------------------------------------------------------------------------------------------------------
     def push(self, s: Sample) -> tuple[str, bool]:
         """Store a sample; returns (status "ok" | "late" | "invalid", whether it was stored)."""
-        err = -1
-        t_true = s.meta.get("t_true_ns") if s.meta else None
-        if isinstance(t_true, int):
-            # a replayed sample is re-stamped on today's clock; its truth belongs to the capture time as recorded
-            t_cap = s.meta.get("t_recorded_ns", s.t_capture_ns)
-            err = abs(int(t_cap) - t_true)
-        status = self._push_rows(s, err) if self.rows else self._push_item(s, err)
+        status = self._push_rows(s) if self.rows else self._push_item(s)
         if status == "ok" and s.t_capture_ns <= self.missed_t:
             return "late", True  # kept for later windows, but a tick already went out without it
         return status, status == "ok"
 
-    def _push_rows(self, s: Sample, err: int) -> str:
+    @staticmethod
+    def _truth_err(s: Sample, t_stored: int) -> int:
+        """|stored capture time - ground truth| in ns, -1 when unknown. A replayed sample is re-stamped on today's
+        clock; its truth belongs to the capture time as recorded, shifted like the stored time."""
+        t_true = s.meta.get("t_true_ns") if s.meta else None
+        if not isinstance(t_true, int):
+            return -1
+        return abs(int(s.meta.get("t_recorded_ns", s.t_capture_ns)) + (t_stored - s.t_capture_ns) - t_true)
+
+    def _push_rows(self, s: Sample) -> str:
         x = s.data
         if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu" or x.size == 0:
             return "invalid"
@@ -173,18 +208,39 @@ class _Track:
         rate = s.rate_hz if s.rate_hz > 0 else self.m.rate_hz
         if rate > self.rate_planned * 1.01:  # a source faster than the spec: size the history for it, once
             self._alloc(rate, self.ring.cap / self.rate_planned)
-        self.src_period_ns = NS / rate
-        ts = s.t_capture_ns + np.round(np.arange(len(x)) * self.src_period_ns).astype(np.int64)  # (n,)
-        keep = ts > self.ring.last_t  # rows overlapping what is stored (stamp jitter) are dropped, order kept
-        if not keep[-1]:
-            return "late"  # entirely older than what is stored: out of order
-        if not keep[0]:
-            ts, x = ts[keep], x[keep]
-        self.ring.write(ts, x.astype(np.float32, copy=False), err)
+        p, k, last = NS / rate, len(x), self.ring.last_t
+        start, contiguous = float(s.t_capture_ns), False
+        if last != NEVER and abs(p - self.src_period_ns) <= 1e-6 * p:
+            # Stamps jitter (a host stamps blocks when they arrive) but the samples themselves are contiguous: a
+            # block within half a block of where the previous one ends continues it on the sample lattice, nudged
+            # by a fraction of the offset (clamped to a quarter period) so the lattice follows a clock that runs
+            # fast or slow. Further off is a real gap (a lost block) or an overlap, and starts a new run.
+            dev = start - (last + p)
+            if abs(dev) < 0.5 * max(p, self.block_ns, k * p):
+                start, contiguous = last + p + min(max(dev * PLL_GAIN, -p / 4), p / 4), True
+        self.src_period_ns, self.block_ns = p, k * p
+        ts = (start + self._offsets(k, p)).astype(np.int64) if k > 1 else np.array([round(start)], np.int64)  # (k,)
+        if not contiguous:
+            keep = ts > last  # rows overlapping what is stored (stamp jitter) are dropped, order kept
+            if not keep[-1]:
+                return "late"  # entirely older than what is stored: out of order
+            if not keep[0]:
+                ts, x = ts[keep], x[keep]
+            self.runs.append(self.ring.n)
+            while len(self.runs) > 1 and self.runs[1] <= self.ring.n - self.ring.cap:
+                self.runs.popleft()
+        self.ring.write(ts, x.astype(np.float32, copy=False), self._truth_err(s, int(ts[0])))
         self.latest_end = int(ts[-1])
         return "ok"
 
-    def _push_item(self, s: Sample, err: int) -> str:
+    def _offsets(self, k: int, p: float) -> np.ndarray:
+        """(k,) float64 row offsets i * p rounded half up, cached for the block size and period in use."""
+        cached = getattr(self, "_off", None)
+        if cached is None or len(cached) != k or self._off_p != p:
+            self._off, self._off_p = np.floor(np.arange(k) * p + 0.5), p
+        return self._off
+
+    def _push_item(self, s: Sample) -> str:
         x = s.data
         if self.m.kind == "text":
             if not isinstance(x, str):
@@ -193,14 +249,27 @@ class _Track:
             isinstance(x, np.ndarray) and x.dtype == np.uint8 and (x.ndim == 2 or (x.ndim == 3 and x.shape[2] == 3))
         ):
             return "invalid"
-        last = self.ring.last_t
-        if s.t_capture_ns <= last:
+        last, t = self.ring.last_t, s.t_capture_ns
+        if t <= last:
             return "late"  # out of order
         if last != NEVER:
-            self.frame_gap_ns += 0.2 * (min(s.t_capture_ns - last, 4 * self.src_period_ns) - self.frame_gap_ns)
-        self.ring.write(np.array([s.t_capture_ns], dtype=np.int64), [x], err)
-        self.latest_end = int(s.t_capture_ns)
+            self.frame_gap_ns += 0.2 * (min(t - last, 4 * self.src_period_ns) - self.frame_gap_ns)
+        fp = min(self.src_period_ns, self.frame_gap_ns)
+        if self.phase_ns is None:
+            self.phase_ns = float(t)
+        else:  # capture phase modulo the frame period, smoothed: a tick grid locked to it lands on the frames
+            r = (t - self.phase_ns + fp / 2) % fp - fp / 2
+            self.phase_ns = t - r + r * PHASE_GAIN
+        self.ring.write(np.array([t], dtype=np.int64), [x], self._truth_err(s, t))
+        self.latest_end = int(t)
         return "ok"
+
+    def snap(self, t: int) -> int:
+        """The capture-phase point nearest grid time t (runtime.phase_lock), or t before any frame."""
+        if self.phase_ns is None:
+            return t
+        fp = min(self.src_period_ns, self.frame_gap_ns)
+        return t + round((self.phase_ns - t + fp / 2) % fp - fp / 2)
 
     # -- readiness ----------------------------------------------------------------------------------------------------
     @property
@@ -241,15 +310,14 @@ class _Track:
             j = lo + int(np.argmin(np.abs(ts[lo:hi] - t)))
         else:
             j = int(np.searchsorted(ts, t, side="right")) - 1
-            if j < 0 or t - ts[j] > self.m.sync.max_staleness_s * NS:
+            if j < 0 or t - ts[j] > self.stale_ns:
                 return None, None, None
         return prepare_image(items[j], self.m), int(ts[j]), _err(errs[j : j + 1])
 
     def _take_text(self, t: int) -> tuple[np.ndarray | None, int | None, int | None]:
         ts, errs, items = self.ring.view()
-        sync = self.m.sync
         if self.policy == "nearest":
-            tol = round(sync.tolerance_s * NS)
+            tol = round(self.m.sync.tolerance_s * NS)
             lo, hi = np.searchsorted(ts, t - tol), np.searchsorted(ts, t + tol, side="right")
             if hi > lo:
                 lo = lo + int(np.argmin(np.abs(ts[lo:hi] - t)))
@@ -257,7 +325,7 @@ class _Track:
         else:
             hi = int(np.searchsorted(ts, t, side="right"))
             lo = int(np.searchsorted(ts, t - round(self.m.window_s * NS)))
-            if hi <= lo and self.policy == "hold" and hi > 0 and t - ts[hi - 1] <= sync.max_staleness_s * NS:
+            if hi <= lo and self.policy == "hold" and hi > 0 and t - ts[hi - 1] <= self.stale_ns:
                 lo = hi - 1
         if hi <= lo:
             return None, None, None
@@ -269,56 +337,63 @@ class _Track:
         ts, errs, xs = self.ring.view()
         if self.policy == "hold":
             j = int(np.searchsorted(ts, t, side="right")) - 1
-            if j < 0 or t - ts[j] > self.m.sync.max_staleness_s * NS:
+            if j < 0 or t - ts[j] > self.stale_ns:
                 return None, None, None
             t = int(ts[j])  # the window ends at the newest row
-        if abs(self.src_period_ns - self.grid_period_ns) <= 1e-3 * self.grid_period_ns:
-            aligned = _aligned_window(ts, errs, xs, self.grid_off, t, self.grid_period_ns / 2, self._scratch)
-            if aligned is not None:
-                return aligned
-        grid = np.subtract(t, self.grid_off, out=self._grid)  # (n,)
-        margin = 2 * self.src_period_ns
-        lo = int(np.searchsorted(ts, grid[0] - margin))
-        hi = int(np.searchsorted(ts, t + margin, side="right"))
-        if hi <= lo:
+        p = self.grid_period_ns
+        if abs(self.src_period_ns - p) <= 1e-3 * p:
+            self.takes["run"] += 1
+            base = self.ring.n - len(ts)  # absolute ring index of ts[0]
+            out, covered, newest, lo = _window_from_runs(ts, xs, self.runs, base, t, p, len(self.grid_off))
+        else:  # the source runs at another rate: resample onto the grid
+            self.takes["resample"] += 1
+            grid = np.subtract(t, self.grid_off, out=self._grid)  # (n,)
+            cover = 0.75 * max(self.src_period_ns, p)
+            out, covered, newest, lo = _resample(ts, xs, grid, self.src_period_ns, self.m.kind == "audio", cover)
+        if newest < 0 or covered < self.m.sync.min_coverage * len(self.grid_off):
             return None, None, None
-        t_src, x_src = ts[lo:hi], xs[lo:hi]
-        linear = self.m.kind == "audio" and abs(self.src_period_ns - self.grid_period_ns) > 1e-3 * self.grid_period_ns
-        out, coverage = _resample(t_src, x_src, grid, 0.75 * max(self.src_period_ns, self.grid_period_ns), linear)
-        if coverage < self.m.sync.min_coverage:
+        if t - ts[newest] > self.stale_ns:
+            self.takes["stale"] += 1
             return None, None, None
-        newest = int(np.searchsorted(t_src, t, side="right")) - 1
-        capture = int(t_src[max(newest, 0)])
-        return np.ascontiguousarray(out.T), capture, _err(errs[lo:hi])  # (C, n_steps)
+        return out, int(ts[newest]), _err(errs[lo : newest + 1])  # (C, n_steps)
 
 
-def _aligned_window(
-    ts: np.ndarray,
-    errs: np.ndarray,
-    xs: np.ndarray,
-    grid_off: np.ndarray,
-    t: int,
-    half_ns: float,
-    scratch: np.ndarray | None = None,
-) -> tuple[np.ndarray, int, int | None] | None:
-    """Fast path when the source runs at the grid's rate: if the n newest rows up to the tick each sit within half a
-    period of their grid point (grid = t - grid_off), they are exactly what nearest-row resampling would pick, so take
-    them as a slice: one pass checking |ts + grid_off - t| < half, no grid materialized, no search per grid point.
-    None when they do not line up (gaps, jitter).
+def _window_from_runs(
+    ts: np.ndarray, xs: np.ndarray, run_starts: Iterable[int], base: int, t: int, p: float, n: int
+) -> tuple[np.ndarray, int, int, int]:
+    """The window of n grid points ending at t (spacing p) from rows at the grid's rate, one slice per contiguous run.
 
-    `scratch` (n,) int64, when given, holds the offsets so the check allocates nothing. The tensor is always a copy:
-    for one channel the transposed slice is already contiguous, and a view would alias the ring, which overwrites
-    it a few seconds later while the tick may still be held (a batch, or windows_from_session's list).
+    Within a run the samples are contiguous (see _Track._push_rows), so the row nearest a grid point is found by
+    counting rows, not by searching times: the run's newest row in the window lands on the grid point nearest its
+    time and the rows before it on the points before that. Grid points no row lands on (a lost block, the start of a
+    stream) stay zero: nothing is carried across a gap. Work is a copy of the rows in the window plus a few steps per
+    run; on rows that sit on the grid's lattice it picks exactly the rows nearest-row resampling picks.
+
+    Returns ((C, n) float32 owned, grid points covered, index of the newest row used or -1, index of the oldest).
     """
-    n = len(grid_off)
-    j = int(np.searchsorted(ts, t + half_ns, side="right"))  # one past the row nearest the tick
-    if j < n:
-        return None
-    d = np.add(ts[j - n : j], grid_off, out=scratch)  # (n,) each row's time moved onto the tick: t when exact
-    if d.max() - t >= half_ns or t - d.min() >= half_ns:  # |row - grid point| >= half anywhere (exact ints)
-        return None
-    newest = j - 1 if ts[j - 1] <= t else j - 2
-    return xs[j - n : j].T.copy(), int(ts[max(newest, j - n)]), _err(errs[j - n : j])  # (C, n) owned
+    out = np.zeros((xs.shape[1], n), dtype=np.float32)  # (C, n)
+    end = int(np.searchsorted(ts, t + p / 2))  # rows [0, end) lie before the window's last half period
+    starts = [max(r - base, 0) for r in run_starts]
+    filled, covered, newest, oldest = n, 0, -1, end
+    for r in range(len(starts) - 1, -1, -1):  # newest run first
+        a, b = starts[r], min(starts[r + 1] if r + 1 < len(starts) else end, end)
+        if b <= a:
+            continue
+        e = b - 1
+        i = n - 1 - round((t - int(ts[e])) / p)  # grid point of the run's newest row
+        if i >= filled:  # runs overlapping on the grid (an overlap in time): the newer run keeps the point
+            e, i = e - (i - filled + 1), filled - 1
+        if i < 0:
+            break
+        cnt = min(e - a + 1, i + 1)
+        if cnt <= 0:
+            continue
+        out[:, i - cnt + 1 : i + 1] = xs[e - cnt + 1 : e + 1].T
+        covered, filled, oldest = covered + cnt, i - cnt + 1, e - cnt + 1
+        newest = e if newest < 0 else newest
+        if filled <= 0:
+            break
+    return out, covered, newest, oldest
 
 
 def _err(errs: np.ndarray) -> int | None:
@@ -327,22 +402,40 @@ def _err(errs: np.ndarray) -> int | None:
 
 
 def _resample(
-    t_src: np.ndarray, x_src: np.ndarray, grid: np.ndarray, tol_ns: float, linear: bool
-) -> tuple[np.ndarray, float]:
-    """Rows (t_src (k,), x_src (k, C)) onto `grid` (n,) -> ((n, C) float32, fraction of grid points covered)."""
-    k = len(t_src)
+    ts: np.ndarray, xs: np.ndarray, grid: np.ndarray, src_period_ns: float, linear: bool, cover_ns: float
+) -> tuple[np.ndarray, int, int, int]:
+    """Rows (ts (k,), xs (k, C)) at another rate onto `grid` (n,) -> ((C, n) float32, grid points covered, index of the
+    newest row used or -1, index of the oldest).
+
+    A grid point is covered when a row lies within cover_ns of it (the synchronizer gives 0.75 of the longer period,
+    source or grid); uncovered points stay zero. Audio is interpolated linearly between neighbouring rows, series take the nearest row (sensor values
+    are never invented), and nothing is interpolated across a gap.
+    """
+    n = len(grid)
+    half = (grid[1] - grid[0]) / 2 if n > 1 else src_period_ns / 2
+    lo = int(np.searchsorted(ts, grid[0] - 2 * src_period_ns))
+    hi = int(np.searchsorted(ts, grid[-1] + max(half, src_period_ns), side="right"))  # + the right neighbour
+    out = np.zeros((xs.shape[1], n), dtype=np.float32)  # (C, n)
+    if hi <= lo:
+        return out, 0, -1, lo
+    t_src, x_src, k = ts[lo:hi], xs[lo:hi], hi - lo
     idx = np.searchsorted(t_src, grid, side="right")  # (n,) first source row after each grid point
     left, right = np.clip(idx - 1, 0, k - 1), np.clip(idx, 0, k - 1)
     d_left = np.where(idx > 0, grid - t_src[left], np.inf)  # (n,)
     d_right = np.where(idx < k, t_src[right] - grid, np.inf)  # (n,)
-    coverage = float(np.mean(np.minimum(d_left, d_right) <= tol_ns))
+    cov = np.minimum(d_left, d_right) <= cover_ns  # (n,)
     if linear:
         span = (t_src[right] - t_src[left]).astype(np.float64)
-        w = np.where(span > 0, (grid - t_src[left]) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
-        out = x_src[left] * (1 - w)[:, None] + x_src[right] * w[:, None]  # (n, C)
+        inside = (span > 0) & (span <= 1.5 * src_period_ns)  # neighbours, not the two sides of a gap
+        w = np.where(inside, (grid - t_src[left]) / np.where(inside, span, 1.0), 0.0).astype(np.float32)
+        w = np.where(inside | (d_left <= d_right), w, 1.0)  # no neighbour pair: the nearest row
+        vals = x_src[left] * (1 - w)[:, None] + x_src[right] * w[:, None]  # (n, C)
     else:
-        out = x_src[np.where(d_left <= d_right, left, right)]  # (n, C)
-    return out.astype(np.float32, copy=False), coverage
+        vals = x_src[np.where(d_left <= d_right, left, right)]  # (n, C)
+    out[:, cov] = vals[cov].T
+    covered = int(cov.sum())
+    newest = lo + int(np.searchsorted(t_src, grid[-1] + half)) - 1
+    return out, covered, (newest if covered else -1), lo
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -378,9 +471,11 @@ class Synchronizer:
             name: _Track(name, m, settings.get(name), trigger=name == rt.trigger) for name, m in spec.modalities.items()
         }
         self.trigger = rt.trigger
+        self.lock = self.tracks[rt.phase_lock] if rt.phase_lock else None
         self.period_ns = round(NS / rt.tick_hz)
         self.budget_ns = round(rt.latency_budget_ms * 1e6)
-        self._next_tick: int | None = None
+        self._next_tick: int | None = None  # the next grid point (before phase_lock snaps it onto the frames)
+        self._last_enqueued = NEVER
         self._pending: deque[int] = deque()
         # tensors of the oldest pending tick already final (see poll): modality -> take() result, for tick _early_t
         self._early: dict[str, tuple[np.ndarray | None, int | None, int | None]] = {}
@@ -412,22 +507,34 @@ class Synchronizer:
         self._last_arrival = max(self._last_arrival, t_ns)
 
     def _enqueue(self, t: int) -> None:
+        if t <= self._last_enqueued:
+            return  # a phase-locked tick snapped onto the frame the previous tick already took
         if len(self._pending) >= self.max_pending:
             self._pending.popleft()
             self.skipped += 1
         self._pending.append(t)
+        self._last_enqueued = t
+
+    def _tick_at(self, grid_t: int) -> int:
+        return grid_t if self.lock is None else self.lock.snap(grid_t)
 
     def _schedule(self, now_ns: int) -> None:
-        if self._next_tick is None or self._next_tick > now_ns:
+        if self._next_tick is None or self._next_tick > now_ns + self.period_ns:
             return
         n = (now_ns - self._next_tick) // self.period_ns + 1
         if n > self.max_pending:  # the clock jumped (a stall): keep only the newest ticks
             self.skipped += n - self.max_pending
             self._next_tick += (n - self.max_pending) * self.period_ns
-            n = self.max_pending
-        for _ in range(n):
-            self._enqueue(self._next_tick)
+        while (t := self._tick_at(self._next_tick)) <= now_ns:
+            self._enqueue(t)
             self._next_tick += self.period_ns
+
+    def deadline_ns(self, t: int, ready: list[bool] | None = None) -> int:
+        """When tick t goes out at the latest: the latency budget after the newest capture time it may still need,
+        i.e. after t, or after t + reach for a nearest frame that may still win (tolerance is never cut)."""
+        tracks = self.tracks.values()
+        reach = max((tr.reach_ns(t) for tr, r in zip(tracks, ready or [False] * len(tracks)) if not r), default=0.0)
+        return t + self.budget_ns + round(reach)
 
     def poll(self, now_ns: int) -> list[Tick]:
         """Ticks due by `now_ns` whose data is complete or whose budget has run out, in time order."""
@@ -436,8 +543,8 @@ class Synchronizer:
         out = []
         while self._pending:
             t = self._pending[0]
-            expired = now_ns >= t + self.budget_ns
             ready = [track.ready(t) for track in self.tracks.values()]
+            expired = now_ns >= self.deadline_ns(t, ready)
             if not expired and not all(ready):
                 self._take_early(t, ready)
                 break
@@ -462,21 +569,28 @@ class Synchronizer:
         out = []
         while self._pending:
             t = self._pending.popleft()
-            out.append(self._assemble(t, t + self.budget_ns, [tr.ready(t) for tr in self.tracks.values()]))
+            ready = [tr.ready(t) for tr in self.tracks.values()]
+            out.append(self._assemble(t, self.deadline_ns(t, ready), ready))
         return out
 
     def next_wakeup_ns(self) -> int | None:
         """When poll() may next have something to emit without a new sample (a tick due or a budget running out)."""
         times = []
         if self._pending:
-            times.append(self._pending[0] + self.budget_ns)
+            t = self._pending[0]
+            times.append(self.deadline_ns(t, [tr.ready(t) for tr in self.tracks.values()]))
         if self.trigger is None and self._next_tick is not None:
-            times.append(self._next_tick)
+            times.append(self._tick_at(self._next_tick))
         return min(times) if times else None
 
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per modality: window takes by path ("run": counted from sample-contiguous runs, "resample": another
+        rate) and ticks masked because the newest data was stale."""
+        return {name: dict(tr.takes) for name, tr in self.tracks.items() if tr.rows or tr.takes["stale"]}
 
     def _assemble(self, t: int, now_ns: int, ready: list[bool]) -> Tick:
         t_start = self.clock()
@@ -500,7 +614,7 @@ class Synchronizer:
             "tick": t,
             # when the data was all in: the newest arrival, or the budget running out
             # (never before the tick itself: data that came early waited for the tick, not for the runtime)
-            "data": max(t, min(self._last_arrival, now_ns)) if complete else t + self.budget_ns,
+            "data": max(t, min(self._last_arrival, now_ns)) if complete else self.deadline_ns(t, ready),
             "ready": now_ns,
             "sync_start": t_start,
             "synced": self.clock(),
