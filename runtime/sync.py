@@ -533,7 +533,9 @@ class Synchronizer:
         """When tick t goes out at the latest: the latency budget after the newest capture time it may still need,
         i.e. after t, or after t + reach for a nearest frame that may still win (tolerance is never cut)."""
         tracks = self.tracks.values()
-        reach = max((tr.reach_ns(t) for tr, r in zip(tracks, ready or [False] * len(tracks)) if not r), default=0.0)
+        reach = max(
+            (tr.reach_ns(t) for tr, r in zip(tracks, ready or [False] * len(tracks), strict=True) if not r), default=0.0
+        )
         return t + self.budget_ns + round(reach)
 
     def poll(self, now_ns: int) -> list[Tick]:
