@@ -255,15 +255,21 @@ class Pipeline:
         return min(0.05, max(0.0, (min(wake) - monotonic_ns()) / 1e9))
 
     def _sync_step(self, now_ns: int) -> None:
+        arrived: list[tuple[int, Synchronizer, Sample]] = []
         for sid, q in self.queues.items():
             t_put = q.t_last_put
             items = q.drain()
             if items:
                 sync = self.sync_for(group_of(sid))
-                for s in items:
-                    sync.push(s)
                 sync.note_arrival(t_put)
+                arrived.extend((s.t_arrival_ns, sync, s) for s in items)
                 self._taps[sid].extend(items)
+        if arrived:  # fed in arrival order, each after the ticks whose deadline passed before it (as drive() does)
+            arrived.sort(key=lambda a: a[0])
+            for _, sync, s in arrived:
+                for tick in sync.feed(s):
+                    self.ticks_q.put(tick)
+            now_ns = max(now_ns, arrived[-1][0])
         for sync in self.syncs.values():
             for tick in sync.poll(now_ns):
                 self.ticks_q.put(tick)
@@ -431,9 +437,10 @@ class Pipeline:
             if realtime:
                 time.sleep(max(0.0, (now - t0_rec) / 1e9 - (time.monotonic() - t0_wall)))
             sync = self.sync_for(group_of(s.source))
+            early = [tk for g in sorted(self.syncs) for tk in self.syncs[g].poll(now - 1)]  # deadlines before it
             sync.push(s)
             self._taps.setdefault(s.source, deque(maxlen=MONITOR_TAP)).append(s)
-            self._replay_ticks([tk for g in sorted(self.syncs) for tk in self.syncs[g].poll(now)])
+            self._replay_ticks(early + [tk for g in sorted(self.syncs) for tk in self.syncs[g].poll(now)])
             self._maybe_monitor()
         self._replay_ticks([tk for g in sorted(self.syncs) for tk in self.syncs[g].flush()])
         self.t_stop = time.monotonic()

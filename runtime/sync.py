@@ -23,6 +23,7 @@ for later windows when it is still in time order).
 
 The API is pure and clock-injected, so tests and training drive it with synthetic timestamps:
   sync.push(sample) -> bool          sync.poll(now_ns) -> list[Tick]          sync.flush() -> list[Tick]
+  sync.feed(sample) -> list[Tick]    (poll just before its arrival, push, poll: how every caller feeds samples)
 `drive()` replays a sample stream through it and `windows_from_session()` cuts training windows with the same code.
 
 History lives in preallocated NumPy rings per modality (written twice so the newest rows are one contiguous slice):
@@ -214,10 +215,15 @@ class _Track:
             # Stamps jitter (a host stamps blocks when they arrive) but the samples themselves are contiguous: a
             # block within half a block of where the previous one ends continues it on the sample lattice, nudged
             # by a fraction of the offset (clamped to a quarter period) so the lattice follows a clock that runs
-            # fast or slow. Further off is a real gap (a lost block) or an overlap, and starts a new run.
+            # fast or slow. A whole number of blocks later (lost blocks) it stays on the lattice but starts a new
+            # run; anything else (an overlap, a clock step) starts a new run at its own stamp.
+            block = max(p, self.block_ns, k * p)
             dev = start - (last + p)
-            if abs(dev) < 0.5 * max(p, self.block_ns, k * p):
-                start, contiguous = last + p + min(max(dev * PLL_GAIN, -p / 4), p / 4), True
+            lost = round(dev / block) if dev > 0 else 0
+            dev -= lost * block
+            if abs(dev) < 0.5 * block:
+                start = last + p + lost * block + min(max(dev * PLL_GAIN, -p / 4), p / 4)
+                contiguous = lost == 0
         self.src_period_ns, self.block_ns = p, k * p
         ts = (start + self._offsets(k, p)).astype(np.int64) if k > 1 else np.array([round(start)], np.int64)  # (k,)
         if not contiguous:
@@ -372,7 +378,8 @@ def _window_from_runs(
     Returns ((C, n) float32 owned, grid points covered, index of the newest row used or -1, index of the oldest).
     """
     out = np.zeros((xs.shape[1], n), dtype=np.float32)  # (C, n)
-    end = int(np.searchsorted(ts, t + p / 2))  # rows [0, end) lie before the window's last half period
+    end = int(np.searchsorted(ts, t + math.ceil(p / 2)))  # rows [0, end) lie before t + p/2 (an int: a float
+    # key would make NumPy convert the whole time array to float64 first, ~250 µs for a second of audio)
     starts = [max(r - base, 0) for r in run_starts]
     filled, covered, newest, oldest = n, 0, -1, end
     for r in range(len(starts) - 1, -1, -1):  # newest run first
@@ -413,8 +420,8 @@ def _resample(
     """
     n = len(grid)
     half = (grid[1] - grid[0]) / 2 if n > 1 else src_period_ns / 2
-    lo = int(np.searchsorted(ts, grid[0] - 2 * src_period_ns))
-    hi = int(np.searchsorted(ts, grid[-1] + max(half, src_period_ns), side="right"))  # + the right neighbour
+    lo = int(np.searchsorted(ts, int(grid[0]) - math.ceil(2 * src_period_ns)))  # int keys (see _window_from_runs)
+    hi = int(np.searchsorted(ts, int(grid[-1]) + math.ceil(max(half, src_period_ns)), side="right"))
     out = np.zeros((xs.shape[1], n), dtype=np.float32)  # (C, n)
     if hi <= lo:
         return out, 0, -1, lo
@@ -434,7 +441,7 @@ def _resample(
         vals = x_src[np.where(d_left <= d_right, left, right)]  # (n, C)
     out[:, cov] = vals[cov].T
     covered = int(cov.sum())
-    newest = lo + int(np.searchsorted(t_src, grid[-1] + half)) - 1
+    newest = lo + int(np.searchsorted(t_src, int(grid[-1]) + math.ceil(half))) - 1
     return out, covered, (newest if covered else -1), lo
 
 
@@ -500,6 +507,15 @@ class Synchronizer:
         if status == "ok" and track.trigger:
             self._enqueue(track.latest_end)
         return status == "ok"
+
+    def feed(self, s: Sample) -> list[Tick]:
+        """Push one sample as a live run receives it, in arrival order: the ticks whose deadline passed before it
+        arrived go out first, without it, then the ones it completes. The live pipeline, replay and drive() (so
+        training windows) all feed through here, so they fuse the same samples into the same ticks."""
+        out = self.poll(s.t_arrival_ns - 1)
+        self.push(s)
+        out += self.poll(s.t_arrival_ns)
+        return out
 
     def note_arrival(self, t_ns: int) -> None:
         """The runtime itself received data at t_ns (a queue hand-off): e2e latency counts from the later of this
@@ -645,14 +661,13 @@ def in_arrival_order(samples: Iterable[Sample]) -> Iterator[Sample]:
 
 
 def drive(sync: Synchronizer, samples: Iterable[Sample]) -> Iterator[Tick]:
-    """Replay samples (in capture order) through `sync` on their own recorded clock: pushed in arrival order, with
-    `now` the newest arrival time, exactly as a live run would have pushed them.
+    """Replay samples (in capture order) through `sync` on their own recorded clock: fed in arrival order
+    (Synchronizer.feed), exactly as a live run fed them.
 
     Deterministic: the same samples give the same ticks, whatever the machine's speed.
     """
     for s in in_arrival_order(samples):
-        sync.push(s)
-        yield from sync.poll(int(s.t_arrival_ns))
+        yield from sync.feed(s)
     yield from sync.flush()
 
 

@@ -88,7 +88,7 @@ def test_ring_keeps_newest_rows_contiguous_and_in_order():
 
 
 def test_fixed_rate_ticks_resolve_every_policy():
-    spec = make_spec()
+    spec = make_spec(latency_budget_ms=120)  # mic blocks arrive 99 ms after their first row: the budget covers it
     sync = Synchronizer(spec)
     ticks = list(drive(sync, stream(0, 5 * NS)))
     by_t = {tk.t_tick_ns: tk for tk in ticks}
