@@ -471,6 +471,8 @@ class Pipeline:
                 "ticks_incomplete": self.counts["incomplete"],
                 "ticks_skipped": sum(s.skipped for s in self.syncs.values()),
                 "missing": self.missing,
+                # per group and modality: window takes by path (sample-contiguous runs / resampled) and stale masks
+                "sync_paths": {g or "g0": sync.stats() for g, sync in sorted(self.syncs.items())},
                 "drops": self.drops.by_reason(),
                 "e2e_ms": pct.get("e2e", _none()),
                 "overhead_ms": pct.get("overhead", _none()),

@@ -1,25 +1,30 @@
 """The synchronizer: timestamped samples from several sources in, one fused tick of model-ready tensors out.
 
-Ticks come at `runtime.tick_hz` on the sample clock (multiples of the period), or on every sample of the
-`runtime.trigger` modality. For each tick every modality is resolved by its sync policy:
+Ticks come at `runtime.tick_hz` on the sample clock (multiples of the period), snapped onto the capture phase of
+`runtime.phase_lock`'s frames when set, or on every sample of the `runtime.trigger` modality. For each tick every
+modality is resolved by its sync policy (docs/sync.md has the timing diagrams):
 
-  nearest  image/text: the sample closest to the tick within `tolerance_s`
-  window   audio/series: the rows in [t - window_s, t] (block rows timed by rate_hz) resampled onto exactly n_steps
-           rows at the spec's rate_hz; series use nearest-row resampling (sensor values are never invented), audio
-           linear interpolation unless the source already runs at the spec rate (then nearest = sample-exact).
-           Grid points farther than 0.75 period from any row are uncovered, and coverage below min_coverage
-           marks the modality missing. text: the utterances in the window, joined.
-  hold     the latest sample at or before the tick if at most max_staleness_s old; audio/series: the window ending
-           at the latest row; text: the utterances in [t - window_s, t] joined, else the latest within staleness.
+  nearest  image/text: the sample closest to the tick within `tolerance_s`, before or after it
+  window   audio/series: the rows in [t - window_s, t] on exactly n_steps grid points at the spec's rate_hz. At the
+           spec's rate the window is counted out of sample-contiguous runs (one slice per run, see _Track._push_rows:
+           block stamps that jitter are put back on the sample lattice); at another rate rows are resampled (audio
+           linearly, series nearest-row: sensor values are never invented). A grid point no real row lands on stays
+           zero (nothing is carried across a gap); coverage below min_coverage marks the modality missing.
+           text: the utterances in the window, joined.
+  hold     the latest sample at or before the tick; audio/series: the window ending at the latest row; text: the
+           utterances in [t - window_s, t] joined, else the latest one.
+  window and hold: missing when the newest real row or sample is older than max_staleness_s at the tick (default
+  three sample periods or three blocks, whichever is longer), whatever the coverage.
 
-A tick waits until every modality has data up to the tick, or at most `runtime.latency_budget_ms`, then it is
-emitted with a presence mask; hold policies never wait. "Up to the tick" is within half a sample period: a window's
-rows need to reach t - period/2, and for nearest a frame at or after t - period/2 is already the nearest one (the next
-can come no earlier than a period later), so a 10 Hz camera whose frames fall 48 ms before the ticks does not hold
-every tick for a frame that cannot win. The period is the spec's, or the observed one where frames come faster.
-While a tick waits, the modalities already final are assembled, so its last arrival's tensor is all that is left.
-A sample whose capture time falls at or before a tick already emitted without it is counted as a "late" drop (kept
-for later windows when it is still in time order).
+A tick waits until every modality has data up to the tick, then it is emitted with a presence mask; hold policies
+never wait. "Up to the tick" is within half a sample period: a window's rows need to reach t - period/2, and for
+nearest a frame at or after t - period/2 is already the nearest one (the next can come no earlier than a period
+later). The wait ends at the latest at the deadline: `runtime.latency_budget_ms` after the newest capture time the
+tick may still need, i.e. after t, or after t + min(tolerance, period/2) while a nearest frame after the tick may
+still win (unless that source has been silent for three periods). The budget is transport time; it never cuts the
+tolerance. While a tick waits, the modalities already final are assembled, so its last arrival's tensor is all that
+is left. A sample whose capture time falls at or before a tick already emitted without it is counted as a "late"
+drop (kept for later windows when it is still in time order).
 
 The API is pure and clock-injected, so tests and training drive it with synthetic timestamps:
   sync.push(sample) -> bool          sync.poll(now_ns) -> list[Tick]          sync.flush() -> list[Tick]
@@ -147,6 +152,7 @@ class _Track:
         self.latest_end = NEVER  # capture time of the newest row/sample
         self.frame_gap_ns = self.src_period_ns  # frames (image/text): smoothed interval between captures
         self.block_ns = self.src_period_ns  # rows: duration of the newest block (one period for single readings)
+        self.last_seq = -(1 << 62)  # rows: the newest block's sequence number
         self.missed_t = NEVER  # newest emitted tick this modality missed: older samples are late
         self.runs: deque[int] = deque([0])  # rows: absolute ring index where each sample-contiguous run starts
         self.phase_ns: float | None = None  # frames: smoothed capture phase, for runtime.phase_lock
@@ -214,17 +220,21 @@ class _Track:
         if last != NEVER and abs(p - self.src_period_ns) <= 1e-6 * p:
             # Stamps jitter (a host stamps blocks when they arrive) but the samples themselves are contiguous: a
             # block within half a block of where the previous one ends continues it on the sample lattice, nudged
-            # by a fraction of the offset (clamped to a quarter period) so the lattice follows a clock that runs
-            # fast or slow. A whole number of blocks later (lost blocks) it stays on the lattice but starts a new
+            # by a fraction of the offset (at most 1/16 block) so the lattice follows a clock that runs fast or slow
+            # and recovers from a run that started at a jittered stamp. Windows count rows within a run, so a nudge
+            # never duplicates or skips a sample. A whole number of blocks later (lost blocks) it stays on the lattice but starts a new
             # run; anything else (an overlap, a clock step) starts a new run at its own stamp.
+            # The source's sequence numbers say how many blocks were lost on the way (a queue drop), so a late
+            # stamp is not mistaken for a lost block; without them (a gap of 0 or over 1000) the offset is rounded.
             block = max(p, self.block_ns, k * p)
             dev = start - (last + p)
-            lost = round(dev / block) if dev > 0 else 0
+            gap = s.seq - self.last_seq - 1
+            lost = gap if 0 <= gap <= 1000 else (round(dev / block) if dev > 0 else 0)
             dev -= lost * block
-            if abs(dev) < 0.5 * block:
-                start = last + p + lost * block + min(max(dev * PLL_GAIN, -p / 4), p / 4)
+            if abs(dev) < (1.0 if 0 <= gap <= 1000 else 0.5) * block:
+                start = last + p + lost * block + min(max(dev * PLL_GAIN, -block / 16), block / 16)
                 contiguous = lost == 0
-        self.src_period_ns, self.block_ns = p, k * p
+        self.src_period_ns, self.block_ns, self.last_seq = p, k * p, s.seq
         ts = (start + self._offsets(k, p)).astype(np.int64) if k > 1 else np.array([round(start)], np.int64)  # (k,)
         if not contiguous:
             keep = ts > last  # rows overlapping what is stored (stamp jitter) are dropped, order kept
@@ -483,6 +493,7 @@ class Synchronizer:
         self.budget_ns = round(rt.latency_budget_ms * 1e6)
         self._next_tick: int | None = None  # the next grid point (before phase_lock snaps it onto the frames)
         self._last_enqueued = NEVER
+        self._quiet_until = NEVER  # poll() has nothing to do before this, unless a sample is pushed
         self._pending: deque[int] = deque()
         # tensors of the oldest pending tick already final (see poll): modality -> take() result, for tick _early_t
         self._early: dict[str, tuple[np.ndarray | None, int | None, int | None]] = {}
@@ -496,6 +507,7 @@ class Synchronizer:
         """Add a sample; False when it was dropped ("invalid", or "late" out of order) or stored but late."""
         track = self.tracks.get(s.source.rsplit("/", 1)[-1])
         status, stored = ("invalid", False) if track is None else track.push(s)
+        self._quiet_until = NEVER  # readiness may have changed: the next poll looks again
         if status != "ok":
             self.drops.add(s.source, status)
         if not stored:
@@ -556,18 +568,25 @@ class Synchronizer:
 
     def poll(self, now_ns: int) -> list[Tick]:
         """Ticks due by `now_ns` whose data is complete or whose budget has run out, in time order."""
+        if now_ns < self._quiet_until:
+            return []  # nothing pushed since the last poll, and no tick due or deadline passed yet
         if self.trigger is None:
             self._schedule(now_ns)
         out = []
+        self._quiet_until = NEVER
         while self._pending:
             t = self._pending[0]
             ready = [track.ready(t) for track in self.tracks.values()]
-            expired = now_ns >= self.deadline_ns(t, ready)
-            if not expired and not all(ready):
+            deadline = self.deadline_ns(t, ready)
+            if now_ns < deadline and not all(ready):
                 self._take_early(t, ready)
+                self._quiet_until = deadline
                 break
             self._pending.popleft()
             out.append(self._assemble(t, now_ns, ready))
+        if self.trigger is None and self._next_tick is not None:
+            due = self._tick_at(self._next_tick)
+            self._quiet_until = due if self._quiet_until == NEVER else min(self._quiet_until, due)
         return out
 
     def _take_early(self, t: int, ready: list[bool]) -> None:
