@@ -231,7 +231,7 @@ class _Track:
             gap = s.seq - self.last_seq - 1
             lost = gap if 0 <= gap <= 1000 else (round(dev / block) if dev > 0 else 0)
             dev -= lost * block
-            if abs(dev) < (1.0 if 0 <= gap <= 1000 else 0.5) * block:
+            if abs(dev) < (0.75 if 0 <= gap <= 1000 else 0.5) * block:
                 start = last + p + lost * block + min(max(dev * PLL_GAIN, -block / 16), block / 16)
                 contiguous = lost == 0
         self.src_period_ns, self.block_ns, self.last_seq = p, k * p, s.seq

@@ -478,3 +478,13 @@ def test_replayed_samples_measure_sync_error_against_the_recorded_capture():
     shift = 500 * NS  # a replay re-stamps samples on today's clock and keeps the recorded capture time
     sync.push(s("cam", 0, shift + NS, frame(1), t_true_ns=NS - 2 * MS, t_recorded_ns=NS))
     assert sync._assemble(shift + NS, shift + NS, [True] * 4).sync_err_ns["cam"] == 2 * MS
+
+
+def test_a_source_far_faster_than_its_rate_keeps_its_own_stamps():
+    """An unpaced 10 Hz sensor delivering a reading every 20 µs: its stamps are not continued on the 100 ms
+    lattice (which would run into the future), each reading keeps its own."""
+    sync = Synchronizer(make_spec())
+    for k in range(50):
+        assert sync.push(s("env", k, NS + k * 20_000, np.array([[k, -k]], np.float32)))
+    ts = sync.tracks["env"].ring.view()[0]
+    assert ts.tolist() == [NS + k * 20_000 for k in range(50)]
