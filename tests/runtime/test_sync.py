@@ -488,3 +488,14 @@ def test_a_source_far_faster_than_its_rate_keeps_its_own_stamps():
         assert sync.push(s("env", k, NS + k * 20_000, np.array([[k, -k]], np.float32)))
     ts = sync.tracks["env"].ring.view()[0]
     assert ts.tolist() == [NS + k * 20_000 for k in range(50)]
+
+
+def test_held_frame_is_masked_after_three_frame_periods_by_default():
+    spec = make_spec()
+    spec.modalities["cam"].sync.policy = "hold"
+    sync = Synchronizer(spec)
+    for k in range(10):  # 10 Hz frames up to 0.9 s
+        sync.push(s("cam", k, k * 100 * MS, frame(k)))
+    cam = sync.tracks["cam"]
+    assert 299 * MS <= cam.stale_ns <= 301 * MS  # 3 x the observed frame interval
+    assert cam.take(1_150 * MS)[0] is not None and cam.take(1_250 * MS)[0] is None
