@@ -11,6 +11,7 @@ EXTRAS = {
     "tensorrt": "trt",
     "pycuda": "trt",
     "sounddevice": "audio",
+    "soxr": "audio",
     "prometheus_client": "monitor",
     "aiohttp": "monitor",
 }
