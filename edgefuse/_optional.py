@@ -12,6 +12,7 @@ EXTRAS = {
     "pycuda": "trt",
     "sounddevice": "audio",
     "soxr": "audio",
+    "cv2": "opencv",
     "prometheus_client": "monitor",
     "aiohttp": "monitor",
 }

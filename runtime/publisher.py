@@ -16,7 +16,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import zmq
 
@@ -115,6 +114,8 @@ class Publisher:
 
     def thumb(self, source: str, frame: np.ndarray, t_capture_ns: int, group: str = "") -> bool:
         """A small JPEG of a BGR/gray frame on `thumb/<source>`."""
+        import cv2  # only image modalities need OpenCV (the `opencv` extra, or a system cv2)
+
         h, w = frame.shape[:2]
         scale = min(1.0, THUMB_MAX_SIDE / max(h, w))
         if scale < 1.0:

@@ -159,18 +159,25 @@ class Throttle:
 class Pacing:
     """Checks that a source delivers at its nominal rate in real time: samples counted against the host clock.
 
+    hold=True (a device reopened after it was flagged) starts not ok, until the first measurement says otherwise.
     ok() turns False when the rate over the last window_s (or over min_s, if already beyond 4x the tolerance) is
     above tolerance x nominal, or, with check_slow, below nominal / tolerance. An unpaced device (e.g. ALSA's `file`
     plugin over `null`) delivers millions of samples per second; queuing them would only flood the runtime.
     """
 
     def __init__(
-        self, nominal_hz: float, window_s: float = 3.0, tolerance: float = 1.2, min_s: float = 0.5, check_slow=True
+        self,
+        nominal_hz: float,
+        window_s: float = 3.0,
+        tolerance: float = 1.2,
+        min_s: float = 0.5,
+        check_slow: bool = True,
+        hold: bool = False,
     ):
         self.nominal_hz, self.window_ns, self.tolerance = nominal_hz, round(window_s * 1e9), tolerance
         self.min_ns, self.check_slow = round(min_s * 1e9), check_slow
         self.ratio: float | None = None  # measured rate / nominal over the last check
-        self._ok = True
+        self._ok = not hold
         self._points: deque[tuple[int, int]] = deque()  # (host ns, samples so far)
 
     def reset(self) -> None:
