@@ -27,6 +27,7 @@ examples:
   edgefuse record --config configs/smart_home.yaml --out sessions/s1 --duration 60
   edgefuse replay --session sessions/s1 --bundle bundles/home --fast
   edgefuse monitor --endpoint tcp://127.0.0.1:5555 --port 8080
+  edgefuse doctor --config configs/jetson_usb.yaml
 """
 
 
@@ -142,6 +143,11 @@ def _demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=20.0, help="seconds of live streaming at the end")
 
 
+def _doctor(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="scenario YAML: also check what each of its modalities needs here")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+
 VERBS = [
     Verb(
         "demo",
@@ -221,6 +227,13 @@ VERBS = [
         "replay a recorded session through a bundle",
         "edgefuse replay --session sessions/s1 --bundle bundles/home --fast --summary replay.json",
         _replay,
+    ),
+    Verb(
+        "doctor",
+        "edgefuse.runtime.doctor:cli_doctor",
+        "list this host's audio inputs, cameras, OpenCV, GPU and backends; check a config's devices",
+        "edgefuse doctor --config configs/jetson_usb.yaml\n  edgefuse doctor --json",
+        _doctor,
     ),
     Verb(
         "monitor",

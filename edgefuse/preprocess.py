@@ -5,7 +5,6 @@ The bundle manifest records these steps by name; a runtime in another language c
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from edgefuse.spec import ModalitySpec
@@ -23,6 +22,8 @@ IMAGE_STEPS = {
 
 def prepare_image(frame: np.ndarray, m: ModalitySpec) -> np.ndarray:
     """A raw OpenCV frame -> the model's (C, H, W) float32 tensor for modality `m`."""
+    import cv2  # imported here: the runtime installs without OpenCV (the `opencv` extra, or a system cv2)
+
     h, w = m.shape  # type: ignore[misc]
     if frame.shape[0] != h or frame.shape[1] != w:
         frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)

@@ -63,9 +63,24 @@ class SourceSpec(Strict):
     # synthetic: paced streams from the scenario generator (with ground truth); camera: OpenCV VideoCapture;
     # microphone: sounddevice InputStream; zmq: SUB to sensor publishers; replay: a recorded session
     type: Literal["synthetic", "camera", "microphone", "zmq", "replay"] = "synthetic"
-    # camera: device index ("0"), video file, RTSP URL or GStreamer pipeline string; microphone: device name or
-    # index; zmq: endpoint to connect to (tcp://host:port); replay: session folder
+    # camera: device index ("0") or path (/dev/video0), video file, rtsp:// or http:// URL, or GStreamer pipeline
+    # ("... ! appsink"); microphone: device index, name or part of it ("USB", "pulse", "hw:1,0"), unset = default
+    # input; zmq: endpoint to connect to (tcp://host:port); replay: session folder
     uri: str | None = None
+    # a required source that cannot be opened at start-up stops the run with an error; otherwise its modality is
+    # masked and retried while the run goes on
+    required: bool = False
+    # microphone: open the device at this rate / channel count (default: the device's own default rate, and its
+    # channel count up to 2); blocks are resampled to rate_hz and mixed down to the modality's channels
+    device_rate_hz: float | None = Field(None, gt=0)
+    device_channels: int | None = Field(None, gt=0)
+    # microphone: device channels to keep, in order (default: the mean of all when the modality has 1 channel,
+    # else the first `channels`)
+    select_channels: list[int] | None = None
+    # camera (V4L2 devices): requested capture size [W, H] and FOURCC (MJPG lets USB cameras reach full rate);
+    # the requested fps is the modality's rate_hz
+    capture_size: list[int] | None = None
+    fourcc: str | None = Field(None, min_length=4, max_length=4)
     # zmq: topic prefix to subscribe to (empty = all)
     topic: str = ""
     # camera/microphone: seconds between reconnect attempts, doubled up to reconnect_max_s

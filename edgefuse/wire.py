@@ -3,7 +3,7 @@
 A message is a multipart ZeroMQ message [topic, header, payload, *blobs] (docs/wire.md is the full reference, written
 so that a subscriber in any language can decode it without this file):
   topic    UTF-8 bytes: "result/<group>", "stats", "thumb/<source>", "level/<source>", "series/<source>"
-  header   msgpack map {v, type, seq, t_pub_ns, group}
+  header   msgpack map {v, type, seq, t_pub_ns, group}; seq counts per topic, so each topic shows its own losses
   payload  msgpack map, fields per type (RESULT_FIELDS, ...)
   blobs    raw binary frames (only `thumb`: one JPEG)
 

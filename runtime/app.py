@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
@@ -146,6 +147,7 @@ def replay(
 
 def cli_run(args: argparse.Namespace) -> int:
     """`edgefuse run --config --bundle [--duration] [--summary] [--backend] [--endpoint] [--groups] [--record]`."""
+    logging.basicConfig(level=logging.INFO, format="edgefuse: %(message)s", stream=sys.stderr)
     spec = _apply_overrides(load_spec(args.config), args)
     summary = run(spec, args.bundle, args.duration, _stop_on_signals(), args.record)
     return _finish(summary, args.summary)

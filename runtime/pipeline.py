@@ -21,6 +21,7 @@ clock, so a session replayed twice gives identical results.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -39,6 +40,7 @@ from edgefuse.runtime.sync import Synchronizer, Tick, in_arrival_order, label_at
 from edgefuse.spec import ScenarioSpec
 from edgefuse.wire import result_payload
 
+log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 0.05  # how long a source read blocks: bounds how fast a stop request is noticed
 MONITOR_TAP = 64  # recent samples kept per source for the monitoring topics
 MONITOR_IDLE_S = 0.5  # with no results for this long, monitoring runs on its own clock
@@ -162,6 +164,7 @@ class Pipeline:
         self.ticks_q = BoundedQueue(max(4 * rt.batch_max, 2 * len(self.groups)), "ticks", self.drops)
         self.worlds = {g: self._world_of(g) for g in self.groups}
         self._taps: dict[str, deque[Sample]] = {sid: deque(maxlen=MONITOR_TAP) for sid in sources}
+        self._closed_stats: dict[str, dict[str, Any]] = {}  # each source's stats just before its thread closed it
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
         self.counts = {"ticks": 0, "published": 0, "batches": 0, "incomplete": 0}
@@ -190,8 +193,17 @@ class Pipeline:
         self._t_start_ns = monotonic_ns()
         for g in self.groups:
             self.sync_for(g)
+        opened: list[Any] = []
         for sid, src in self.sources.items():
-            src.open()
+            if hasattr(src, "describe"):
+                log.info("%s", src.describe())  # one start-up line per source: modality, type, device, rate, live
+            try:
+                src.open()
+            except Exception:
+                for o in opened:  # a required source failed: release the ones already open, then report
+                    o.close()
+                raise
+            opened.append(src)
             self.threads.append(threading.Thread(target=self._pump, args=(sid, src), name=f"source-{sid}", daemon=True))
         self.threads.append(threading.Thread(target=self._sync_loop, name="sync", daemon=True))
         self.threads.append(threading.Thread(target=self._output_loop, name="output", daemon=True))
@@ -237,6 +249,7 @@ class Pipeline:
         except Exception as err:  # noqa: BLE001 - a source that breaks its never-raise contract stops the run
             self._fail(f"source {sid}: {type(err).__name__}: {err}")
         finally:
+            self._closed_stats[sid] = dict(src.stats()) if hasattr(src, "stats") else {}  # as it was while running
             src.close()
 
     def _sync_loop(self) -> None:
@@ -399,7 +412,7 @@ class Pipeline:
         by_source = self.drops.by_source()
         out = {}
         for sid, src in self.sources.items():
-            st = dict(src.stats()) if hasattr(src, "stats") else {}
+            st = self._closed_stats.get(sid) or (dict(src.stats()) if hasattr(src, "stats") else {})
             q = self.queues[sid]
             st.update(queue_depth=len(q), queue_high_water=q.high_water, dropped=by_source.get(sid, {}))
             out[sid] = st

@@ -16,7 +16,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import zmq
 
@@ -57,7 +56,7 @@ class Publisher:
             self.close()
             raise PublishError(f"runtime.publish.endpoint {want!r}: cannot bind ({err})") from None
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)  # the real port when bound to ":*"
-        self.seq: dict[str, int] = {}
+        self.seq: dict[str, int] = {}  # topic -> next sequence number
         self.sent: dict[str, int] = {}
         self.failures: dict[str, int] = {}
 
@@ -85,7 +84,7 @@ class Publisher:
     # sending ----------------------------------------------------------------------------------------------------------
     def publish(self, mtype: str, topic: str, group: str, payload: dict, blobs: tuple[bytes, ...] = ()) -> bool:
         """Send one message without blocking; False (and counted by reason) when it could not be sent."""
-        seq = self.seq.get(mtype, 0)
+        seq = self.seq.get(topic, 0)  # per topic: a subscriber of one topic sees a gap only for its own losses
         try:
             frames = wire.encode(mtype, topic, seq, monotonic_ns(), group, payload, blobs)
         except (TypeError, ValueError, OverflowError):
@@ -99,7 +98,7 @@ class Publisher:
                 return self._failed("hwm")
             except zmq.ZMQError:
                 return self._failed("send")
-        self.seq[mtype] = seq + 1
+        self.seq[topic] = seq + 1
         self.sent[mtype] = self.sent.get(mtype, 0) + 1
         return True
 
@@ -115,6 +114,8 @@ class Publisher:
 
     def thumb(self, source: str, frame: np.ndarray, t_capture_ns: int, group: str = "") -> bool:
         """A small JPEG of a BGR/gray frame on `thumb/<source>`."""
+        import cv2  # only image modalities need OpenCV (the `opencv` extra, or a system cv2)
+
         h, w = frame.shape[:2]
         scale = min(1.0, THUMB_MAX_SIDE / max(h, w))
         if scale < 1.0:

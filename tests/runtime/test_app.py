@@ -189,3 +189,63 @@ def test_the_runtime_runs_a_bundle_where_torch_cannot_be_imported(tmp_path, home
     s = json.loads(summary.read_text())
     assert s["ticks"] >= 3 and s["published"] == s["ticks"]
     assert s["backend"]["name"] == "onnxruntime"
+
+
+def _run_with_camera(tmp_path, home_bundle, endpoint, camera_source: dict, duration: float):
+    data = yaml.safe_load(Path(CONFIGS, "smart_home.yaml").read_text())
+    data["runtime"]["publish"] = {"endpoint": endpoint}
+    data["modalities"]["camera"]["source"] = camera_source
+    cfg = tmp_path / "home.yaml"
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    summary = tmp_path / "run.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "edgefuse.cli", "run", "--config", str(cfg), "--bundle", str(home_bundle),
+         "--duration", str(duration), "--summary", str(summary)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return json.loads(summary.read_text()), r.stderr
+
+
+def test_a_missing_camera_is_logged_and_masked_while_the_run_keeps_publishing(tmp_path, home_bundle, free_endpoint):
+    missing = str(tmp_path / "no-camera.mp4")
+    summary, err = _run_with_camera(tmp_path, home_bundle, free_endpoint(), {"type": "camera", "uri": missing}, 3.0)
+    assert summary["ticks"] >= 3 and summary["published"] == summary["ticks"] and summary["errors"] == []
+    assert summary["missing"]["camera"] == summary["ticks"]  # masked on every tick, the other modalities not
+    assert summary["missing"]["mic"] < summary["ticks"]
+    cam = summary["sources"]["camera"]
+    assert cam["connected"] is False and cam["problem"] == "no such file" and cam["open_failures"] >= 2
+    # the start-up lines say what each source is; the failure names the file
+    assert f"source camera: image from camera '{missing}' at 10 Hz (live)" in err
+    assert "source mic: audio from synthetic 'default' at 16000 Hz (synthetic)" in err
+    assert f"source camera ({missing}): no such file; its modality is masked" in err
+
+
+def test_a_required_camera_that_cannot_open_stops_the_run_with_one_line(tmp_path, home_bundle, free_endpoint):
+    data = yaml.safe_load(Path(CONFIGS, "smart_home.yaml").read_text())
+    data["runtime"]["publish"] = {"endpoint": free_endpoint()}
+    data["modalities"]["camera"]["source"] = {"type": "camera", "uri": "/nonexistent.mp4", "required": True}
+    cfg = tmp_path / "home.yaml"
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    r = subprocess.run(
+        [sys.executable, "-m", "edgefuse.cli", "run", "--config", str(cfg), "--bundle", str(home_bundle),
+         "--duration", "5"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "edgefuse run: error: required source camera ('/nonexistent.mp4'): no such file" in r.stderr
+
+
+def test_summary_says_a_live_camera_was_connected(tmp_path, home_bundle, free_endpoint):
+    import cv2
+
+    video = tmp_path / "hall.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 64))
+    for i in range(20):
+        w.write(np.full((64, 64, 3), 10 * i, np.uint8))
+    w.release()
+    src = {"type": "camera", "uri": str(video), "loop": True}
+    summary, _ = _run_with_camera(tmp_path, home_bundle, free_endpoint(), src, 1.5)
+    cam = summary["sources"]["camera"]
+    assert cam["connected"] is True and cam["samples"] >= 10 and cam["problem"] is None
+    assert summary["missing"]["camera"] <= 1  # present once the first frames are in

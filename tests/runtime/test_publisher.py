@@ -51,8 +51,11 @@ def test_results_reach_a_subscriber_and_decode():
         msg = decode(frames)
         assert msg.topic == "result/g0" and msg.header["group"] == "g0" and msg.payload["top"] == {"event": "a"}
         first = msg.header["seq"]
-        pub.result("g0", payload(6))
-        assert decode(sub.recv_multipart()).header["seq"] == first + 1  # per-type sequence: gaps show losses
+        pub.result("g1", payload(6))  # another topic of the same type does not advance result/g0's counter
+        pub.result("g0", payload(7))
+        g1, g0 = decode(sub.recv_multipart()), decode(sub.recv_multipart())
+        assert g1.topic == "result/g1" and g1.header["seq"] == 0
+        assert g0.topic == "result/g0" and g0.header["seq"] == first + 1  # per-topic sequence: gaps show losses
         pub.stats({"t_ns": 1, "sources": {}, "drops": {}, "latency_ms": {}, "ticks": 0, "published": 0})
         assert not sub.poll(100)  # filtered out by the topic prefix
     finally:
