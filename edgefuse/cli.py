@@ -28,6 +28,8 @@ examples:
   edgefuse replay --session sessions/s1 --bundle bundles/home --fast
   edgefuse monitor --endpoint tcp://127.0.0.1:5555 --port 8080
   edgefuse doctor --config configs/jetson_usb.yaml
+  edgefuse keygen --out keys --name runtime                         # CURVE keys (docs/security.md)
+  edgefuse sign --bundle bundles/home --key keys/release.ed25519
 """
 
 
@@ -113,6 +115,7 @@ def _listen(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topic", default="result", help="topic prefix to subscribe to")
     p.add_argument("--count", type=int, default=None, help="exit after this many messages")
     p.add_argument("--json", action="store_true", help="print one JSON object per line")
+    _curve_client(p)
 
 
 def _record(p: argparse.ArgumentParser) -> None:
@@ -128,12 +131,37 @@ def _replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fast", action="store_true", help="as fast as possible instead of real time")
     p.add_argument("--summary", default=None, help="write the run summary JSON here")
     p.add_argument("--results", default=None, help="write every result as JSON lines here")
+    p.add_argument("--endpoint", default=None, help="override runtime.publish.endpoint (e.g. tcp://127.0.0.1:5556)")
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0-65535)")
+    return port
 
 
 def _monitor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="the runtime's PUB endpoint")
     p.add_argument("--host", default="127.0.0.1", help="address the web page is served on")
-    p.add_argument("--port", type=int, default=8080, help="port the web page is served on")
+    p.add_argument("--port", type=_port, default=8080, help="port the web page is served on")
+    _curve_client(p)
+
+
+def _keygen(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="folder for the key files")
+    p.add_argument("--name", required=True, help="key name: NAME.key / NAME.key_secret (CURVE) or NAME.ed25519(.pub)")
+    p.add_argument("--ed25519", action="store_true", help="a bundle-signing key pair instead of a CURVE one")
+
+
+def _sign(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", required=True, help="bundle folder to sign (writes manifest.sig)")
+    p.add_argument("--key", required=True, help="ed25519 secret key file from `edgefuse keygen --ed25519`")
+
+
+def _curve_client(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--curve-server-key", default=None, help="the runtime's CURVE public certificate (NAME.key)")
+    p.add_argument("--curve-key", default=None, help="this client's CURVE secret certificate (NAME.key_secret)")
 
 
 def _demo(p: argparse.ArgumentParser) -> None:
@@ -242,6 +270,20 @@ VERBS = [
         "edgefuse monitor --endpoint tcp://127.0.0.1:5555 --port 8080",
         _monitor,
     ),
+    Verb(
+        "keygen",
+        "edgefuse.keys:cli_keygen",
+        "make a CURVE key pair for ZeroMQ sockets, or an ed25519 one for bundle signatures",
+        "edgefuse keygen --out keys --name runtime\n  edgefuse keygen --out keys --name release --ed25519",
+        _keygen,
+    ),
+    Verb(
+        "sign",
+        "edgefuse.deploy.bundle:cli_sign",
+        "sign a bundle's manifest with an ed25519 key (checked when EDGEFUSE_BUNDLE_PUBLIC_KEY is set)",
+        "edgefuse sign --bundle bundles/home --key keys/release.ed25519",
+        _sign,
+    ),
 ]
 
 
@@ -274,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     module_name, func_name = args._handler.split(":")
+    import zmq
+
     from edgefuse._optional import MissingDependency
     from edgefuse.errors import EdgefuseError
 
@@ -283,6 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     except (EdgefuseError, MissingDependency) as err:
         # errors about the user's inputs: one clear message, no stack trace
         print(f"edgefuse {args.verb}: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a path or port the user named: missing, not permitted, in use
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"edgefuse {args.verb}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
+    except zmq.ZMQError as err:  # an endpoint the user named: malformed, address in use, unknown transport
+        print(f"edgefuse {args.verb}: error: ZeroMQ: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

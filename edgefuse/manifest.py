@@ -147,8 +147,8 @@ def load_manifest(path: str | Path) -> Manifest:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise BundleError(f"{path}: missing; not a bundle (run `edgefuse export`)") from None
-    except (OSError, ValueError) as err:
-        raise BundleError(f"{path}: cannot read as JSON: {err}") from None
+    except (OSError, ValueError, RecursionError) as err:  # RecursionError: JSON nested beyond Python's stack
+        raise BundleError(f"{path}: cannot read as JSON: {str(err)[:200]}") from None
     if not isinstance(data, dict):
         raise BundleError(f"{path}: expected a JSON object")
     version = data.get("schema_version")

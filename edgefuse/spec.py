@@ -33,7 +33,15 @@ class SpecError(EdgefuseError, ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    # allow_inf_nan=False: every float in a spec is finite (.inf or .nan in YAML is refused with its path)
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
+
+
+# Limits on sizes a spec may ask for, so a typo cannot make the trainer or runtime try to allocate TiB.
+MAX_RATE_HZ = 1e6  # samples per second of any stream
+MAX_WINDOW_S = 3600.0
+MAX_TENSOR_VALUES = 1 << 24  # values in one modality's per-sample input (64 MiB of float32)
+MAX_IMAGE_SIDE = 8192
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -96,6 +104,10 @@ class SourceSpec(Strict):
     clock_window_s: float = Field(60.0, gt=0)
     # zmq / synthetic series: a reading this far off the fitted clock line is a clock jump (re-anchored, counted)
     clock_jump_ms: float = Field(100.0, gt=0)
+    # zmq CURVE: the sensor publisher's public certificate (NAME.key); set it to encrypt and authenticate the link
+    curve_server_key: str | None = None
+    # zmq CURVE: this runtime's secret certificate (NAME.key_secret); unset = a throwaway key pair (encryption only)
+    curve_secret_key: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -105,9 +117,9 @@ class SourceSpec(Strict):
 class ModalitySpec(Strict):
     kind: Literal["image", "audio", "series", "text"]
     # samples (image: frames, audio: samples, series: rows) per second; text: utterances arrive as events
-    rate_hz: float = Field(gt=0)
+    rate_hz: float = Field(gt=0, le=MAX_RATE_HZ)
     # seconds before the fusion tick that the model sees: [tick - window_s, tick]; 0 = one sample at the tick
-    window_s: float = Field(0.0, ge=0)
+    window_s: float = Field(0.0, ge=0, le=MAX_WINDOW_S)
     # image: [H, W]; text: [max_tokens]; audio/series: derived from window_s and rate_hz (leave unset)
     shape: list[int] | None = None
     # image: 3 (RGB) or 1 (gray); audio: channel count; series: channel names, in order
@@ -139,6 +151,15 @@ class ModalitySpec(Strict):
                     raise ValueError("series channel names must be unique")
             elif not isinstance(self.channels, int) or self.channels <= 0:
                 raise ValueError("audio channels must be a positive integer")
+        if self.kind == "image" and max(self.shape) > MAX_IMAGE_SIDE:  # type: ignore[arg-type]
+            raise ValueError(f"image shape sides must be at most {MAX_IMAGE_SIDE}")
+        per_channel = self.shape[0] * self.shape[1] if self.kind == "image" else self.n_steps  # type: ignore[index]
+        values = self.n_channels * per_channel
+        if values > MAX_TENSOR_VALUES:
+            raise ValueError(
+                f"one {self.kind} input would hold {values:,} values (> {MAX_TENSOR_VALUES:,}); "
+                "lower window_s, rate_hz, shape or channels"
+            )
         return self
 
     @property
@@ -298,8 +319,8 @@ class PublishSpec(Strict):
     curve_authorized_keys: str | None = None
     # monitoring topics (thumbnails, levels, stats) at this rate; 0 = off
     monitor_hz: float = Field(2.0, ge=0)
-    # true: a subscriber at the high-water mark makes sends fail (EAGAIN, counted as publish failures; ZMQ
-    # XPUB_NODROP); false: libzmq's default, that subscriber silently misses messages while the others receive them
+    # a subscriber at the high-water mark misses messages while the others receive every one; true: each time one is
+    # found full it is counted (publish failure "slow_subscriber"); false: libzmq's plain lossy mode, not counted
     count_drops: bool = True
 
 
@@ -457,8 +478,8 @@ def load_spec(path: str | Path) -> ScenarioSpec:
     path = Path(path)
     try:
         text = path.read_text()
-    except OSError as err:
-        raise SpecError(str(path), [("<file>", f"cannot read: {err.strerror or err}")]) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(str(path), [("<file>", f"cannot read: {getattr(err, 'strerror', None) or err}")]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

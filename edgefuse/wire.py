@@ -31,6 +31,7 @@ MAX_HEADER_BYTES = 1024
 MAX_PAYLOAD_BYTES = 1 << 20  # 1 MiB: a result is ~1 KB, a stats message a few KB
 MAX_BLOB_BYTES = 4 << 20  # a thumbnail JPEG
 MAX_BLOBS = 1
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 HEADER_FIELDS = {"v": int, "type": str, "seq": int, "t_pub_ns": int, "group": str}
 _NUM = (int, float)
@@ -151,6 +152,10 @@ def _check_fields(obj: Any, spec: dict[str, Any], what: str) -> None:
         # bool is an int in Python; the schema never means a bool where it says int
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
             raise WireError(f"{what}.{name}: expected {_type_name(typ)}, got {type(value).__name__}")
+        if typ is int and not INT64_MIN <= value <= INT64_MAX:  # msgpack carries uint64; every int here is int64
+            raise WireError(f"{what}.{name}: {value} is outside int64")
+        if typ == _NUM and isinstance(value, float) and not math.isfinite(value):
+            raise WireError(f"{what}.{name}: expected a finite number")
 
 
 def _type_name(typ: Any) -> str:
@@ -159,8 +164,8 @@ def _type_name(typ: Any) -> str:
 
 def _check_result(p: dict[str, Any]) -> None:
     for m, t in p["capture_ns"].items():
-        if t is not None and (not isinstance(t, int) or isinstance(t, bool)):
-            raise WireError(f"payload.capture_ns.{m}: expected int or nil")
+        if t is not None and (not isinstance(t, int) or isinstance(t, bool) or not INT64_MIN <= t <= INT64_MAX):
+            raise WireError(f"payload.capture_ns.{m}: expected int or nil (int64)")
     for m, v in p["mask"].items():
         if not isinstance(v, bool):
             raise WireError(f"payload.mask.{m}: expected bool")
@@ -171,7 +176,7 @@ def _check_result(p: dict[str, Any]) -> None:
             if not isinstance(prob, _NUM) or isinstance(prob, bool) or not 0.0 <= prob <= 1.0:
                 raise WireError(f"payload.scores.{head}.{label}: expected a probability in [0, 1], got {prob!r}")
     for head, label in p["top"].items():
-        if head not in p["scores"] or label not in p["scores"][head]:
+        if not isinstance(label, str) or head not in p["scores"] or label not in p["scores"][head]:
             raise WireError(f"payload.top.{head}: {label!r} is not a label of scores.{head}")
     for stage, ms in p["latency_ms"].items():
         if not isinstance(ms, _NUM) or isinstance(ms, bool) or not math.isfinite(ms):
@@ -193,6 +198,8 @@ def decode(frames: list[bytes]) -> Message:
         raise WireError("topic: not UTF-8") from None
     header = _unpack(bytes(frames[1]), "header", MAX_HEADER_BYTES)
     _check_fields(header, HEADER_FIELDS, "header")
+    if header["seq"] < 0:
+        raise WireError(f"header.seq: {header['seq']} is negative")
     if header["v"] != VERSION:
         raise WireError(f"header.v: schema version {header['v']} is not supported (this decoder reads v{VERSION})")
     mtype = header["type"]

@@ -136,7 +136,13 @@ def replay(
         pipeline = Pipeline(spec, model, {}, publisher, on_result=on_result, labels=labels)
         pipeline.replay(reader, realtime=not fast, stop=stop)
         summary = pipeline.summary()
-        summary["session"] = {"path": str(session), "complete": reader.complete, "streams": reader.check()}
+        streams = reader.check()
+        summary["session"] = {
+            "path": str(session),
+            "complete": reader.complete,
+            "streams": streams,
+            "problems": reader.problems(),
+        }
         return summary
     finally:
         if out is not None:
@@ -154,9 +160,14 @@ def cli_run(args: argparse.Namespace) -> int:
 
 
 def cli_replay(args: argparse.Namespace) -> int:
-    """`edgefuse replay --session --bundle [--config] [--fast] [--summary] [--results]`."""
-    spec = load_spec(args.config) if args.config else None
+    """`edgefuse replay --session --bundle [--config] [--fast] [--summary] [--results] [--endpoint]`."""
+    from edgefuse.runtime.record import SessionReader
+
+    spec = load_spec(args.config) if args.config else SessionReader(args.session).spec
+    spec = _apply_overrides(spec, args)  # --endpoint: replay beside a live runtime that holds the spec's port
     summary = replay(spec, args.session, args.bundle, args.fast, args.results, _stop_on_signals())
+    for line in summary["session"].get("problems", []):  # corrupt chunks were skipped: say where and when
+        print(f"edgefuse replay: warning: {line}", file=sys.stderr)
     return _finish(summary, args.summary)
 
 

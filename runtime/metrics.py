@@ -91,7 +91,7 @@ class RuntimeMetrics:
         self.batch_size.observe(batch)
 
     def publish_failed(self, reason: str = "send") -> None:
-        """One message the publisher could not send (reason "hwm", "encode", "send", "closed")."""
+        """One message the publisher could not send (reason "slow_subscriber", "encode", "send", "closed")."""
         with self._lock:
             self._publish_failed[reason] = self._publish_failed.get(reason, 0) + 1
 

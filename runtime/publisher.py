@@ -1,9 +1,11 @@
 """ZeroMQ PUB of results and monitoring topics (edgefuse.wire, docs/wire.md) that never blocks the pipeline.
 
-Every send is non-blocking. The socket sets XPUB_NODROP, so a subscriber whose queue is at the high-water mark
-makes the send fail with EAGAIN (counted as a publish failure, reason "hwm") instead of being skipped silently;
-`PublishSpec.count_drops: false` restores libzmq's default (a full subscriber silently misses messages while the
-others keep receiving). Either way a slow or dead subscriber never stalls a tick.
+Every send is non-blocking, and a slow or dead subscriber never costs the others anything. The socket runs with
+XPUB_NODROP, so a send that some subscriber's queue (at the high-water mark) cannot take fails with EAGAIN; the
+publisher then counts it (publish failure reason "slow_subscriber") and sends the same message again in lossy mode,
+which reaches every subscriber that has room and skips only the full ones. `PublishSpec.count_drops: false` keeps
+libzmq's plain lossy mode throughout (the full subscriber still misses messages, but nothing is counted here).
+Subscribers see what they missed as gaps in header.seq. Either way a send never stalls a tick.
 
 CURVE (optional): `curve_secret_key` is a zmq.auth certificate file holding the server's secret key;
 `curve_authorized_keys` a folder of client public-key certificates. A ThreadAuthenticator admits only those clients.
@@ -93,14 +95,26 @@ class Publisher:
             if self.sock.closed:
                 return self._failed("closed")
             try:
-                self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return self._failed("hwm")
+                self._send(frames)
             except zmq.ZMQError:
                 return self._failed("send")
         self.seq[topic] = seq + 1
         self.sent[mtype] = self.sent.get(mtype, 0) + 1
         return True
+
+    def _send(self, frames: list[bytes]) -> None:
+        """Send to every subscriber with room; a full one misses this message (counted when count_drops)."""
+        try:
+            self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            return
+        except zmq.Again:
+            self._failed("slow_subscriber")
+        # XPUB_NODROP is read on every send: lossy for this one message, so the subscribers with room still get it
+        self.sock.setsockopt(zmq.XPUB_NODROP, 0)
+        try:
+            self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        finally:
+            self.sock.setsockopt(zmq.XPUB_NODROP, 1)
 
     def _failed(self, reason: str) -> bool:
         self.failures[reason] = self.failures.get(reason, 0) + 1

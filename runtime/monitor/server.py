@@ -27,6 +27,7 @@ import zmq.asyncio
 
 from edgefuse._optional import require
 from edgefuse.errors import EdgefuseError
+from edgefuse.keys import curve_client
 from edgefuse.runtime.monitor.state import MonitorState
 from edgefuse.wire import WireError, decode
 
@@ -40,8 +41,16 @@ log = logging.getLogger("edgefuse.monitor")
 class Monitor:
     """Subscribes to a runtime's endpoint and serves the dashboard; `start()` / `stop()` for tests and the CLI."""
 
-    def __init__(self, endpoint: str, host: str = "127.0.0.1", port: int = 8080):
+    def __init__(
+        self,
+        endpoint: str,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        curve_server_key: str | None = None,
+        curve_key: str | None = None,
+    ):
         self.endpoint, self.host, self.port = endpoint, host, port
+        self.curve = (curve_server_key, curve_key)  # CURVE client of a runtime that publishes with CURVE
         self.state = MonitorState(endpoint)
         self._clients: set[asyncio.Queue] = set()
         self._tasks: list[asyncio.Task] = []
@@ -118,6 +127,11 @@ class Monitor:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SUBSCRIBE, b"")  # every topic: results and all monitoring topics
         try:
+            curve_client(sock, *self.curve, "monitor")
+        except EdgefuseError:
+            sock.close()
+            raise
+        try:
             sock.connect(self.endpoint)
         except zmq.ZMQError as err:
             sock.close()
@@ -178,9 +192,9 @@ class Monitor:
         self._ctx.term()
 
 
-async def serve(endpoint: str, host: str, port: int) -> None:
-    """Run the monitor until SIGINT/SIGTERM."""
-    monitor = Monitor(endpoint, host, port)
+async def serve(endpoint: str, host: str, port: int, curve: tuple[str | None, str | None] = (None, None)) -> None:
+    """Run the monitor until SIGINT/SIGTERM; `curve`: (runtime's public certificate, this client's secret one)."""
+    monitor = Monitor(endpoint, host, port, *curve)
     bound = await monitor.start()
     print(f"edgefuse monitor: http://{host}:{bound}/  (subscribed to {endpoint})", flush=True)
     stop = asyncio.Event()
@@ -195,6 +209,8 @@ async def serve(endpoint: str, host: str, port: int) -> None:
 
 
 def cli_monitor(args: argparse.Namespace) -> int:
-    """`edgefuse monitor --endpoint tcp://127.0.0.1:5555 --host 127.0.0.1 --port 8080`."""
-    asyncio.run(serve(args.endpoint, args.host, args.port))
+    """`edgefuse monitor --endpoint tcp://127.0.0.1:5555 --host 127.0.0.1 --port 8080 [--curve-server-key K
+    --curve-key K]`."""
+    curve = (getattr(args, "curve_server_key", None), getattr(args, "curve_key", None))
+    asyncio.run(serve(args.endpoint, args.host, args.port, curve))
     return 0

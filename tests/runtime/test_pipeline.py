@@ -239,7 +239,7 @@ def test_a_subscriber_that_never_reads_never_stalls_the_pipeline(bundle):
         model.close()
         ctx.term()
     assert summary["ticks"] >= 100  # 40 Hz for 3 s: ticking never waited on the subscriber
-    assert summary["publish_failures"].get("hwm", 0) > 50  # counted, not waited for
+    assert summary["publish_failures"].get("slow_subscriber", 0) >= 1  # counted, not waited for
     # which messages meet the full pipe (results or the large thumbnails) is timing: results sent never exceed ticks
     assert 0 < summary["published"] <= summary["ticks"]
     # a blocked send would hang here for good; what remains is GIL and CPU contention on a shared machine
