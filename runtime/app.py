@@ -28,13 +28,40 @@ def _apply_overrides(spec: ScenarioSpec, args: argparse.Namespace) -> ScenarioSp
 
     data = spec_to_dict(spec)
     rt = data["runtime"]
-    if getattr(args, "backend", None):
-        rt["backend"] = args.backend
+    apply_model_overrides(rt["model"], args)
     if getattr(args, "endpoint", None):
         rt["publish"]["endpoint"] = args.endpoint
     if getattr(args, "groups", None) is not None:
         rt["groups"] = args.groups
     return parse_spec(data, "command line")
+
+
+MODEL_FLAGS = ("backend", "precision", "device", "cuda_graphs", "threads")
+
+
+def apply_model_overrides(model: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """--backend/--precision/--device/--cuda-graphs/--threads onto a runtime.model mapping (None: not given)."""
+    for key in MODEL_FLAGS:
+        value = getattr(args, key, None)
+        if value is not None:
+            model[key] = value
+    return model
+
+
+def describe_model(info: dict[str, Any]) -> str:
+    """The start-up line: exactly what runs ("tensorrt int8 on dla:0 (GPU fallback): int8-...engine ...")."""
+    extra = f", {info['detail']}" if info.get("detail") else ""
+    size = f", {info['engine_mb']} MB" if info.get("engine_mb") is not None else ""
+    return (
+        f"edgefuse: model: {info['name']} {info['precision']} on {info.get('device', '?')}: "
+        f"{info.get('file', '?')}{size}{extra} ({info.get('reason', 'asked')})"
+    )
+
+
+def _load_model(bundle: str | Path, spec: ScenarioSpec) -> BoundModel:
+    model = BoundModel.load(bundle, model=spec.runtime.model)
+    print(describe_model(model.backend.describe()), flush=True)
+    return model
 
 
 def _stop_on_signals() -> threading.Event:
@@ -76,7 +103,7 @@ def run(
     from edgefuse.runtime.publisher import Publisher
     from edgefuse.runtime.sources import group_names, make_sources
 
-    model = BoundModel.load(bundle, backend=spec.runtime.backend)
+    model = _load_model(bundle, spec)
     closers: list[Any] = [model]
     try:
         check_compatible(spec, model.spec, str(bundle))
@@ -118,7 +145,7 @@ def replay(
 
     reader = SessionReader(session)
     spec = spec or reader.spec
-    model = BoundModel.load(bundle, backend=spec.runtime.backend)
+    model = _load_model(bundle, spec)
     closers: list[Any] = [model]
     out = None
     try:
@@ -152,8 +179,12 @@ def cli_run(args: argparse.Namespace) -> int:
 
 
 def cli_replay(args: argparse.Namespace) -> int:
-    """`edgefuse replay --session --bundle [--config] [--fast] [--summary] [--results]`."""
+    """`edgefuse replay --session --bundle [--config] [--fast] [--summary] [--results] [model overrides]`."""
     spec = load_spec(args.config) if args.config else None
+    if any(getattr(args, k, None) is not None for k in MODEL_FLAGS):
+        from edgefuse.runtime.record import SessionReader
+
+        spec = _apply_overrides(spec or SessionReader(args.session).spec, args)
     summary = replay(spec, args.session, args.bundle, args.fast, args.results, _stop_on_signals())
     return _finish(summary, args.summary)
 
@@ -168,9 +199,10 @@ def format_summary(s: dict[str, Any]) -> str:
     fails = ", ".join(f"{k} {v}" for k, v in s["publish_failures"].items()) or "none"
     acc = ", ".join(f"{h} {a['accuracy']:.3f} (n={a['n']})" for h, a in s["online_accuracy"].items()) or "n/a"
     sync = ", ".join(f"{m} {v:.2f} ms" for m, v in s["sync_error_ms"].items() if v is not None) or "n/a"
+    be = s["backend"]
     lines = [
         f"edgefuse: {s['ticks']} ticks in {s['duration_s']:.1f} s over {s['groups']} group(s), "
-        f"{s['published']} published ({s['backend']['name']} {s['backend']['precision']})",
+        f"{s['published']} published ({be['name']} {be['precision']} on {be.get('device', '?')}: {be.get('file')})",
         f"  end-to-end  {pct(s['e2e_ms'])}",
         f"  overhead    {pct(s['overhead_ms'])}  (runtime per tick, model excluded)",
         f"  inference   {pct(s['latency_ms'].get('infer', {}))}",
