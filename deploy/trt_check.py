@@ -259,8 +259,10 @@ def check_bundle(
 
 
 def engine_variants_ok(result: TrtCheckSpec) -> bool:
-    """Whether every variant TensorRT builds an engine from passed."""
-    return all(v.ok for v in result.variants.values() if v.engine_precision)
+    """Whether every variant TensorRT builds an engine from passed (for DLA: the fp16 and int8 ones, as DLA
+    builds no fp32 engine)."""
+    skip = ("fp32",) if result.dla else ()
+    return all(v.ok for v in result.variants.values() if v.engine_precision and v.engine_precision not in skip)
 
 
 def format_check(result: TrtCheckSpec) -> str:
@@ -289,7 +291,8 @@ def parse_versions(text: str) -> tuple[int, ...]:
 
 
 def cli_check_trt(args: argparse.Namespace) -> int:
-    """Handler of `edgefuse check-trt`: exit 1 when a variant TensorRT would build has a problem."""
+    """Handler of `edgefuse check-trt`: exit 1 when a variant TensorRT would build has a problem (with --dla: a
+    variant a DLA engine would be built from)."""
     result = check_bundle(args.bundle, parse_versions(args.tensorrt), args.dla, record=not args.no_record)
     print(format_check(result))
     if not args.no_record:
