@@ -19,10 +19,12 @@ examples:
   edgefuse synth --config configs/smart_home.yaml --out data/home --samples 2400 --seed 0
   edgefuse train --config configs/smart_home.yaml --data data/home --out runs/home
   edgefuse eval  --run runs/home --data data/home --report runs/home/report.json
-  edgefuse export --run runs/home --out bundles/home --precision int8
+  edgefuse export --run runs/home --out bundles/home --data data/home --precision fp16,int8
+  edgefuse check-trt --bundle bundles/home
   edgefuse build-engine --bundle bundles/home --precision fp16
   edgefuse bench --bundle bundles/home --data data/home --json runs/home/bench.json
   edgefuse run --config configs/smart_home.yaml --bundle bundles/home --duration 30 --summary run.json
+  edgefuse run --config configs/smart_home.yaml --bundle bundles/home --precision int8 --device cuda:0
   edgefuse listen --endpoint tcp://127.0.0.1:5555
   edgefuse record --config configs/smart_home.yaml --out sessions/s1 --duration 60
   edgefuse replay --session sessions/s1 --bundle bundles/home --fast
@@ -81,11 +83,39 @@ def _export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", help="comma list of fp32, fp16, int8 (fp32 is always written)")
 
 
+def _model_flags(p: argparse.ArgumentParser, backend: bool = True) -> None:
+    """Overrides of the scenario's runtime.model section (None: the config's value)."""
+    if backend:
+        p.add_argument(
+            "--backend", default=None, help="override runtime.model.backend: auto, onnxruntime, tensorrt, torch"
+        )
+        p.add_argument("--precision", default=None, help="override runtime.model.precision: fp32, fp16, int8")
+    p.add_argument("--device", default=None, help="override runtime.model.device: auto, cpu, cuda[:N], dla[:N]")
+    p.add_argument(
+        "--cuda-graphs",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="override runtime.model.cuda_graphs (torch backend on CUDA)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="override runtime.model.threads (CPU intra-op threads)")
+
+
 def _build_engine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="bundle folder written by `edgefuse export`")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="which ONNX variant to build")
-    p.add_argument("--dla", type=int, default=None, help="Jetson DLA core to use, with GPU fallback")
+    p.add_argument(
+        "--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="which variant to build (int8: int8-trt)"
+    )
+    p.add_argument("--dla", type=int, default=None, help="Jetson DLA core to use, with GPU fallback (fixed batch)")
+    p.add_argument("--batch", default=None, help="comma list of fixed batch sizes, one engine each (DLA default: 1)")
+    p.add_argument("--allow-tf32", action="store_true", help="let fp32 layers use TF32 math (off: fp32 parity)")
     p.add_argument("--workspace-mb", type=int, default=1024, help="builder workspace memory pool limit")
+
+
+def _check_trt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", required=True, help="bundle folder written by `edgefuse export`")
+    p.add_argument("--tensorrt", default="10,11", help="TensorRT major versions to check against (10, 11)")
+    p.add_argument("--dla", action="store_true", help="also list the layers DLA cannot run (GPU fallback)")
+    p.add_argument("--no-record", action="store_true", help="do not write the result into manifest.json")
 
 
 def _bench(p: argparse.ArgumentParser) -> None:
@@ -94,9 +124,7 @@ def _bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="write the rows as JSON here")
     p.add_argument("--backends", default="onnxruntime,torch,tensorrt", help="comma list of backends to try")
     p.add_argument("--iters", type=int, default=200, help="timed batch-1 iterations per row")
-    p.add_argument(
-        "--threads", type=int, default=None, help="intra-op CPU threads for every backend (default: each one's own)"
-    )
+    _model_flags(p, backend=False)
 
 
 def _run(p: argparse.ArgumentParser) -> None:
@@ -104,7 +132,7 @@ def _run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="bundle folder")
     p.add_argument("--duration", type=float, default=None, help="seconds to run (default: until SIGINT/SIGTERM)")
     p.add_argument("--summary", default=None, help="write the run summary JSON here")
-    p.add_argument("--backend", default=None, help="override runtime.backend: auto, onnxruntime, tensorrt, torch")
+    _model_flags(p)
     p.add_argument("--endpoint", default=None, help="override runtime.publish.endpoint")
     p.add_argument("--groups", type=int, default=None, help="override runtime.groups")
     p.add_argument("--record", default=None, help="also record the raw streams to this session folder")
@@ -132,6 +160,7 @@ def _replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary", default=None, help="write the run summary JSON here")
     p.add_argument("--results", default=None, help="write every result as JSON lines here")
     p.add_argument("--endpoint", default=None, help="override runtime.publish.endpoint (e.g. tcp://127.0.0.1:5556)")
+    _model_flags(p)
 
 
 def _port(text: str) -> int:
@@ -169,6 +198,7 @@ def _demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="folder for the data, run, bundle and reports")
     p.add_argument("--samples", type=int, default=None, help="synthetic samples (default: the spec's)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of live streaming at the end")
+    _model_flags(p)
 
 
 def _doctor(p: argparse.ArgumentParser) -> None:
@@ -214,11 +244,18 @@ VERBS = [
         _export,
     ),
     Verb(
+        "check-trt",
+        "edgefuse.deploy.trt_check:cli_check_trt",
+        "check statically that TensorRT can parse every variant of a bundle (no GPU needed)",
+        "edgefuse check-trt --bundle bundles/home\n  edgefuse check-trt --bundle bundles/home --dla --tensorrt 10",
+        _check_trt,
+    ),
+    Verb(
         "build-engine",
         "edgefuse.deploy.engine:cli_build_engine",
         "build a TensorRT engine for this GPU from a bundle",
         "edgefuse build-engine --bundle bundles/home --precision fp16\n"
-        "  edgefuse build-engine --bundle bundles/home --precision int8 --dla 0   # Jetson DLA",
+        "  edgefuse build-engine --bundle bundles/home --precision int8 --dla 0 --batch 1,8   # Jetson DLA",
         _build_engine,
     ),
     Verb(

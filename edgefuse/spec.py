@@ -324,6 +324,19 @@ class PublishSpec(Strict):
     count_drops: bool = True
 
 
+class RuntimeModelSpec(Strict):
+    """Which backend runs the bundle, at which precision, on which device: the one place that picks the model
+    (edgefuse.deploy.backends.choose; `run`/`replay`/`bench`/`demo` override each field on the command line)."""
+
+    # auto: this host's TensorRT engine at `precision` (on `device`), else ONNX Runtime with its best provider
+    backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = "auto"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    # auto (GPU 0 when there is one, else the CPU) | cpu | cuda | cuda:N | dla | dla:N (Jetson DLA core, TensorRT)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|dla(:\d+)?)$")
+    cuda_graphs: bool = False  # torch backend on CUDA: replay captured CUDA graphs
+    threads: int | None = Field(None, gt=0)  # CPU intra-op threads (onnxruntime, torch); None: the library's default
+
+
 class RuntimeSpec(Strict):
     tick_hz: float = Field(2.0, gt=0)  # fusion ticks per second (when trigger is unset)
     trigger: str | None = None  # a modality name: tick on each of its samples instead of a fixed rate
@@ -335,7 +348,7 @@ class RuntimeSpec(Strict):
     batch_max: int = Field(8, gt=0)  # batch ticks across sensor groups
     batch_deadline_ms: float = Field(5.0, ge=0)
     groups: int = Field(1, gt=0)  # sensor groups (rooms, cameras) in one process
-    backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = "auto"
+    model: RuntimeModelSpec = RuntimeModelSpec()
     publish: PublishSpec = PublishSpec()
     metrics_port: int | None = None  # Prometheus exporter port; None = off
 
@@ -416,6 +429,7 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
             if kind in _ENCODERS_FOR_KIND and etype not in _ENCODERS_FOR_KIND[kind]:
                 allowed = ", ".join(_ENCODERS_FOR_KIND[kind])
                 problems.append((f"model.encoders.{m}.type", f"'{etype}' cannot encode {kind}; use one of: {allowed}"))
+    problems += _model_choice_problems(d(d(data.get("runtime")).get("model")))
     trigger = d(data.get("runtime")).get("trigger")
     if trigger is not None and trigger not in modalities:
         problems.append(("runtime.trigger", f"no modality named '{trigger}'"))
@@ -438,6 +452,24 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
     if numeric and abs(sum(splits.values()) - 1.0) > 1e-6:  # type: ignore[union-attr]
         problems.append(("synth.splits", "fractions must sum to 1"))
     return problems
+
+
+def _model_choice_problems(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """runtime.model combinations no backend runs (checked before loading anything)."""
+    backend, precision = m.get("backend", "auto"), m.get("precision", "fp32")
+    device = str(m.get("device", "auto"))
+    out = []
+    if device.startswith("dla") and backend not in ("auto", "tensorrt"):
+        out.append(("runtime.model.device", f"'{device}' runs TensorRT engines only; backend is '{backend}'"))
+    if device.startswith("dla") and precision == "fp32":
+        out.append(("runtime.model.precision", "DLA runs fp16 and int8 only"))
+    if backend == "torch" and precision == "int8":
+        out.append(("runtime.model.precision", "the torch backend runs fp32 (and fp16 on CUDA), not int8"))
+    if backend == "torch" and precision == "fp16" and device == "cpu":
+        out.append(("runtime.model.precision", "the torch backend runs fp16 on CUDA only"))
+    if m.get("cuda_graphs") and (backend != "torch" or device == "cpu"):
+        out.append(("runtime.model.cuda_graphs", "CUDA graphs are a torch-backend feature on a CUDA device"))
+    return out
 
 
 def _format_errors(err: ValidationError) -> list[tuple[str, str]]:

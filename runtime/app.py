@@ -29,13 +29,40 @@ def _apply_overrides(spec: ScenarioSpec, args: argparse.Namespace) -> ScenarioSp
 
     data = spec_to_dict(spec)
     rt = data["runtime"]
-    if getattr(args, "backend", None):
-        rt["backend"] = args.backend
+    apply_model_overrides(rt["model"], args)
     if getattr(args, "endpoint", None):
         rt["publish"]["endpoint"] = args.endpoint
     if getattr(args, "groups", None) is not None:
         rt["groups"] = args.groups
     return parse_spec(data, "command line")
+
+
+MODEL_FLAGS = ("backend", "precision", "device", "cuda_graphs", "threads")
+
+
+def apply_model_overrides(model: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """--backend/--precision/--device/--cuda-graphs/--threads onto a runtime.model mapping (None: not given)."""
+    for key in MODEL_FLAGS:
+        value = getattr(args, key, None)
+        if value is not None:
+            model[key] = value
+    return model
+
+
+def describe_model(info: dict[str, Any]) -> str:
+    """The start-up line: exactly what runs ("tensorrt int8 on dla:0 (GPU fallback): int8-...engine ...")."""
+    extra = f", {info['detail']}" if info.get("detail") else ""
+    size = f", {info['engine_mb']} MB" if info.get("engine_mb") is not None else ""
+    return (
+        f"edgefuse: model: {info['name']} {info['precision']} on {info.get('device', '?')}: "
+        f"{info.get('file', '?')}{size}{extra} ({info.get('reason', 'asked')})"
+    )
+
+
+def _load_model(bundle: str | Path, spec: ScenarioSpec) -> BoundModel:
+    model = BoundModel.load(bundle, model=spec.runtime.model)
+    print(describe_model(model.backend.describe()), flush=True)
+    return model
 
 
 def _stop_on_signals() -> threading.Event:
@@ -77,7 +104,7 @@ def run(
     from edgefuse.runtime.publisher import Publisher
     from edgefuse.runtime.sources import group_names, make_sources
 
-    model = BoundModel.load(bundle, backend=spec.runtime.backend)
+    model = _load_model(bundle, spec)
     closers: list[Any] = [model]
     try:
         check_compatible(spec, model.spec, str(bundle))
@@ -119,7 +146,7 @@ def replay(
 
     reader = SessionReader(session)
     spec = spec or reader.spec
-    model = BoundModel.load(bundle, backend=spec.runtime.backend)
+    model = _load_model(bundle, spec)
     closers: list[Any] = [model]
     out = None
     try:
@@ -160,11 +187,11 @@ def cli_run(args: argparse.Namespace) -> int:
 
 
 def cli_replay(args: argparse.Namespace) -> int:
-    """`edgefuse replay --session --bundle [--config] [--fast] [--summary] [--results] [--endpoint]`."""
+    """`edgefuse replay --session --bundle [--config] [--fast] [--summary] [--results] [--endpoint] [model overrides]`."""
     from edgefuse.runtime.record import SessionReader
 
     spec = load_spec(args.config) if args.config else SessionReader(args.session).spec
-    spec = _apply_overrides(spec, args)  # --endpoint: replay beside a live runtime that holds the spec's port
+    spec = _apply_overrides(spec, args)  # --endpoint, model overrides: replay beside a live runtime on the spec's port
     summary = replay(spec, args.session, args.bundle, args.fast, args.results, _stop_on_signals())
     for line in summary["session"].get("problems", []):  # corrupt chunks were skipped: say where and when
         print(f"edgefuse replay: warning: {line}", file=sys.stderr)
@@ -181,9 +208,10 @@ def format_summary(s: dict[str, Any]) -> str:
     fails = ", ".join(f"{k} {v}" for k, v in s["publish_failures"].items()) or "none"
     acc = ", ".join(f"{h} {a['accuracy']:.3f} (n={a['n']})" for h, a in s["online_accuracy"].items()) or "n/a"
     sync = ", ".join(f"{m} {v:.2f} ms" for m, v in s["sync_error_ms"].items() if v is not None) or "n/a"
+    be = s["backend"]
     lines = [
         f"edgefuse: {s['ticks']} ticks in {s['duration_s']:.1f} s over {s['groups']} group(s), "
-        f"{s['published']} published ({s['backend']['name']} {s['backend']['precision']})",
+        f"{s['published']} published ({be['name']} {be['precision']} on {be.get('device', '?')}: {be.get('file')})",
         f"  end-to-end  {pct(s['e2e_ms'])}",
         f"  overhead    {pct(s['overhead_ms'])}  (runtime per tick, model excluded)",
         f"  inference   {pct(s['latency_ms'].get('infer', {}))}",

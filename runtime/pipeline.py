@@ -62,10 +62,14 @@ class BoundModel:
     text_settings: dict[str, tuple[int, int]]
 
     @classmethod
-    def load(cls, bundle_dir: str | Path, backend: str = "auto", precision: str = "fp32") -> BoundModel:
-        from edgefuse.deploy.backends import load_backend
+    def load(
+        cls, bundle_dir: str | Path, backend: str = "auto", precision: str = "fp32", model: Any = None
+    ) -> BoundModel:
+        """Load the bundle on the backend runtime.model picks (`model`, a RuntimeModelSpec), or on
+        `backend`/`precision` when no model section is given."""
+        from edgefuse.deploy.backends import load_backend, load_model
 
-        be = load_backend(bundle_dir, backend=backend, precision=precision)
+        be = load_model(bundle_dir, model) if model is not None else load_backend(bundle_dir, backend, precision)
         from edgefuse.deploy.bundle import load_bundle
 
         man = load_bundle(bundle_dir, verify=False).manifest  # load_backend verified the files already
@@ -494,7 +498,7 @@ class Pipeline:
                 "sync_error_ms": sync_err,
                 "online_accuracy": self.accuracy.summary(),
                 "sources": self.source_stats(),
-                "backend": {"name": self.model.backend.name, "precision": self.model.backend.precision},
+                "backend": self.model.backend.describe(),  # what exactly ran: backend, precision, device, file
                 "endpoint": getattr(pub, "endpoint", None),
                 "errors": self.errors,
             }

@@ -172,7 +172,14 @@ def test_live_ticks_reach_a_subscriber_with_per_stage_latency(bundle):
     assert all(b - a == NS // 10 for a, b in zip(ticks, ticks[1:], strict=False))  # every tick, in order
     assert summary["e2e_ms"]["p99"] < 100 and summary["overhead_ms"]["p50"] < 20
     assert summary["sync_error_ms"] == {"cam": 1.0, "mic": 1.0, "env": 1.0, "txt": 1.0}
-    assert summary["backend"] == {"name": "onnxruntime", "precision": "fp32"}
+    assert summary["backend"] == {  # exactly what ran (Backend.describe)
+        "name": "onnxruntime",
+        "precision": "fp32",
+        "reason": "asked",
+        "device": "CPUExecutionProvider",
+        "file": "model.onnx",
+        "providers": ["CPUExecutionProvider"],
+    }
     assert summary["sources"]["cam"]["samples"] >= 25 and summary["sources"]["cam"]["queue_depth"] <= 2
 
 
