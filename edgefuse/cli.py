@@ -27,6 +27,8 @@ examples:
   edgefuse record --config configs/smart_home.yaml --out sessions/s1 --duration 60
   edgefuse replay --session sessions/s1 --bundle bundles/home --fast
   edgefuse monitor --endpoint tcp://127.0.0.1:5555 --port 8080
+  edgefuse relay --in 'tcp://*:5556' --out 'tcp://*:5557'          # a fleet: runtimes --connect to --in
+  edgefuse monitor --relay tcp://hub:5557 --port 8080                # every device behind the relay
 """
 
 
@@ -105,6 +107,14 @@ def _run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint", default=None, help="override runtime.publish.endpoint")
     p.add_argument("--groups", type=int, default=None, help="override runtime.groups")
     p.add_argument("--record", default=None, help="also record the raw streams to this session folder")
+    _fleet_args(p)
+
+
+def _fleet_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device-id", default=None, help="override runtime.device_id (default: the host name)")
+    p.add_argument(
+        "--connect", action="append", default=None, help="also publish to this relay (`edgefuse relay --in`); repeat"
+    )
 
 
 def _listen(p: argparse.ArgumentParser) -> None:
@@ -127,12 +137,24 @@ def _replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fast", action="store_true", help="as fast as possible instead of real time")
     p.add_argument("--summary", default=None, help="write the run summary JSON here")
     p.add_argument("--results", default=None, help="write every result as JSON lines here")
+    p.add_argument("--endpoint", default=None, help="override runtime.publish.endpoint")
+    _fleet_args(p)
 
 
 def _monitor(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="the runtime's PUB endpoint")
     p.add_argument("--host", default="127.0.0.1", help="address the web page is served on")
     p.add_argument("--port", type=int, default=8080, help="port the web page is served on")
+
+
+def _relay(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--in", dest="in_endpoint", default="tcp://127.0.0.1:5556", help="runtimes connect here (XSUB)")
+    p.add_argument("--out", dest="out_endpoint", default="tcp://127.0.0.1:5557", help="subscribers connect here (XPUB)")
+    p.add_argument("--hwm", type=int, default=10_000, help="messages queued per peer before a slow subscriber loses")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve the relay's Prometheus metrics here")
+    p.add_argument("--curve-secret-key", default=None, help="zmq.auth certificate with the relay's secret key")
+    p.add_argument("--curve-authorized-keys", default=None, help="folder of client public-key certificates")
+    p.add_argument("--no-accounting", action="store_true", help="no per-device counts (the proxy alone)")
 
 
 def _demo(p: argparse.ArgumentParser) -> None:
@@ -221,6 +243,13 @@ VERBS = [
         "replay a recorded session through a bundle",
         "edgefuse replay --session sessions/s1 --bundle bundles/home --fast --summary replay.json",
         _replay,
+    ),
+    Verb(
+        "relay",
+        "edgefuse.runtime.relay:cli_relay",
+        "forward many runtimes to many subscribers through one ZeroMQ proxy",
+        "edgefuse relay --in 'tcp://*:5556' --out 'tcp://*:5557' --metrics-port 9200",
+        _relay,
     ),
     Verb(
         "monitor",
