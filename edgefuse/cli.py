@@ -59,6 +59,9 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", default=None, help="train on one modality only (a unimodal baseline)")
     p.add_argument("--drop", default=None, help="train with one modality always masked (a modality-free baseline)")
     p.add_argument("--seed", type=int, default=None, help="override train.seed")
+    p.add_argument(
+        "--nproc", type=int, default=1, help="data-parallel processes on this host (torchrun; trainer/distributed.py)"
+    )
 
 
 def _eval(p: argparse.ArgumentParser) -> None:
