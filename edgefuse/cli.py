@@ -145,7 +145,11 @@ def _replay(p: argparse.ArgumentParser) -> None:
 
 
 def _monitor(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="the runtime's PUB endpoint")
+    p.add_argument(
+        "--endpoint", action="append", default=None, help="a runtime's PUB endpoint (default tcp://127.0.0.1:5555); "
+        "repeat for a fleet of runtimes"
+    )  # fmt: skip
+    p.add_argument("--relay", action="append", default=None, help="an `edgefuse relay --out` endpoint: the fleet view")
     p.add_argument("--host", default="127.0.0.1", help="address the web page is served on")
     p.add_argument("--port", type=int, default=8080, help="port the web page is served on")
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from edgefuse.spec import PublishSpec, default_device_id
 THUMB_MAX_SIDE = 160  # thumbnails are for a dashboard glance, not for analysis
 THUMB_QUALITY = 70
 SERIES_MAX_ROWS = 50  # decimated rows per series message
+CONNECT_WAIT_S = 2.0  # how long a runtime waits at start for its relays to accept the connection
 
 
 class PublishError(EdgefuseError):
@@ -109,12 +111,27 @@ class Publisher:
             except PublishError:
                 self.close()
                 raise
+        if not spec.connect:
+            return
+        monitor = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         for relay in spec.connect:
             try:
                 self.sock.connect(relay)
             except zmq.ZMQError as err:
+                self.sock.disable_monitor()
+                monitor.close(linger=0)
                 self.close()
                 raise PublishError(f"runtime.publish.connect {relay!r}: cannot connect ({err})") from None
+        # PUB drops what it sends before a peer is there: wait (a little) for the relays, so a short run, a fast
+        # replay, does not lose its first results. A relay that is down is not waited for longer: ZeroMQ keeps
+        # reconnecting in the background.
+        deadline, joined = time.monotonic() + CONNECT_WAIT_S, 0
+        while joined < len(spec.connect) and monitor.poll(max(0, int(1000 * (deadline - time.monotonic())))):
+            joined += monitor.recv_multipart() is not None
+        self.sock.disable_monitor()
+        monitor.close(linger=0)
+        if joined:
+            time.sleep(0.1)  # the relay's subscriptions follow the handshake
 
     # sending ----------------------------------------------------------------------------------------------------------
     def publish(self, mtype: str, topic: str, group: str, payload: dict, blobs: tuple[bytes, ...] = ()) -> bool:
