@@ -289,7 +289,7 @@ class PublishSpec(Strict):
     connect: list[str] = []
     # CURVE towards a relay: the relay's public key certificate, and this runtime's own (secret) certificate
     connect_curve_server_key: str | None = None
-    connect_curve_client_key: str | None = None
+    connect_curve_secret_key: str | None = None
 
 
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # a host-name-like token: no "/" (topics split on it)

@@ -73,7 +73,7 @@ class Publisher:
                 raise PublishError(f"runtime.publish.endpoint {want!r}: cannot bind ({err})") from None
             self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)  # the real port when bound to ":*"
         self._connect_relays(spec)
-        self.seq: dict[str, int] = {}
+        self.seq: dict[str, int] = {}  # topic -> next sequence number
         self.sent: dict[str, int] = {}
         self.failures: dict[str, int] = {}
 
@@ -107,7 +107,7 @@ class Publisher:
             from edgefuse.runtime.relay import curve_client
 
             try:
-                curve_client(self.sock, spec.connect_curve_server_key, spec.connect_curve_client_key)
+                curve_client(self.sock, spec.connect_curve_server_key, spec.connect_curve_secret_key)
             except PublishError:
                 self.close()
                 raise
@@ -136,7 +136,7 @@ class Publisher:
     # sending ----------------------------------------------------------------------------------------------------------
     def publish(self, mtype: str, topic: str, group: str, payload: dict, blobs: tuple[bytes, ...] = ()) -> bool:
         """Send one message without blocking; False (and counted by reason) when it could not be sent."""
-        seq = self.seq.get(mtype, 0)
+        seq = self.seq.get(topic, 0)  # per topic: a subscriber of one topic sees a gap only for its own losses
         try:
             frames = wire.encode(mtype, topic, seq, monotonic_ns(), group, payload, blobs, self.device)
         except (TypeError, ValueError, OverflowError):
@@ -150,7 +150,7 @@ class Publisher:
                 return self._failed("hwm")
             except zmq.ZMQError:
                 return self._failed("send")
-        self.seq[mtype] = seq + 1
+        self.seq[topic] = seq + 1
         self.sent[mtype] = self.sent.get(mtype, 0) + 1
         return True
 

@@ -17,7 +17,7 @@ gives exact frame and byte totals on both sides. `accounting=False` leaves the p
 
 CURVE (optional): `curve_secret_key` (a zmq.auth certificate with the relay's secret key) and `curve_authorized_keys`
 (a folder of client public-key certificates) make both sides CURVE servers: runtimes and subscribers are clients
-(`runtime.publish.connect_curve_server_key` / `connect_curve_client_key`; curve_client() below).
+(`runtime.publish.connect_curve_server_key` / `connect_curve_secret_key`; curve_client() below).
 """
 
 from __future__ import annotations
@@ -43,33 +43,34 @@ class RelayError(EdgefuseError):
 
 def curve_client(sock: Any, server_key: str, client_key: str | None) -> None:
     """Make `sock` a CURVE client of a server whose public key certificate is `server_key`, using the secret
-    certificate `client_key` (the server's authorized-keys folder must hold its public half)."""
+    certificate `client_key` (the server's authorized-keys folder must hold its public half); without one, a
+    throwaway pair: encrypted, but refused by a relay that checks its clients."""
     from zmq.auth import load_certificate
 
     from edgefuse.runtime.publisher import PublishError
 
     try:
         server_public, _ = load_certificate(server_key)
-        public, secret = load_certificate(client_key) if client_key else (None, None)
+        public, secret = load_certificate(client_key) if client_key else zmq.curve_keypair()
     except (OSError, ValueError) as err:
         raise PublishError(f"CURVE keys {server_key!r}, {client_key!r}: cannot load ({err})") from None
     if secret is None:
-        raise PublishError(f"CURVE client key {client_key!r}: a secret certificate is needed (zmq.auth)")
+        raise PublishError(f"CURVE client key {client_key!r}: holds no secret key (use NAME.key_secret)")
     sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = server_public, public, secret
 
 
 class SeqGaps:
-    """Counts messages missed per (device, type) from the header `seq` (one counter per publisher and type): a jump
-    from 4 to 9 is 4 missed. A seq that goes back (a runtime restarted) starts the count again."""
+    """Counts messages missed per device from the header `seq`, which counts per topic (docs/wire.md; the topic
+    names the device): a jump from 4 to 9 is 4 missed. A seq that goes back (a runtime restarted) starts again."""
 
     def __init__(self) -> None:
         self.last: dict[tuple[str, str], int] = {}
         self.missed: dict[str, int] = {}  # device -> messages missed
         self.received: dict[str, int] = {}
 
-    def see(self, device: str, mtype: str, seq: int) -> int:
+    def see(self, device: str, topic: str, seq: int) -> int:
         """Record one message; returns how many were missed just before it."""
-        key = (device, mtype)
+        key = (device, topic)
         prev = self.last.get(key)
         self.last[key] = seq
         self.received[device] = self.received.get(device, 0) + 1
@@ -80,10 +81,10 @@ class SeqGaps:
 
 
 def peek(frames: list[Any]) -> tuple[str, str, int] | None:
-    """(device, type, seq) from a message's first two frames without validating the payload; None if unreadable."""
+    """(device, topic, seq) from a message's first two frames without validating the payload; None if unreadable."""
     try:
         header = msgpack.unpackb(bytes(frames[1]), raw=False, max_bin_len=0, max_str_len=1024)
-        return str(header.get("device", "")), str(header["type"]), int(header["seq"])
+        return str(header.get("device", "")), bytes(frames[0]).decode(), int(header["seq"])
     except Exception:  # noqa: BLE001 - accounting never stops the relay; the subscriber's decoder reports it
         return None
 
@@ -190,12 +191,12 @@ class Relay:
                     if info is None:
                         self.unreadable += 1
                         continue
-                    device, mtype, seq = info
+                    device, topic, seq = info
                     d = self.devices.setdefault(device, {"messages": 0, "bytes": 0, "t_last": 0.0})
                     d["messages"] += 1
                     d["bytes"] += size
                     d["t_last"] = time.monotonic()
-                    self.gaps.see(device, mtype, seq)
+                    self.gaps.see(device, topic, seq)
         except zmq.ZMQError:
             pass
         finally:

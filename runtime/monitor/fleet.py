@@ -34,7 +34,7 @@ class FleetState:
 
     def apply(self, msg: Message, now: float | None = None) -> tuple[str, dict[str, Any]]:
         """Fold one message into its device's state: (device, the device page's update)."""
-        self.gaps.see(msg.device, msg.type, msg.header["seq"])
+        self.gaps.see(msg.device, msg.topic, msg.header["seq"])
         return msg.device, self.device(msg.device).apply(msg, now)
 
     def count_malformed(self, error: str) -> dict[str, Any]:

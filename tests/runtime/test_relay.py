@@ -47,7 +47,7 @@ class Reader:
             msg = wire.decode(self.sock.recv_multipart())
             self.devices_seen.add(msg.device)
             if msg.type == "result":
-                self.gaps.see(msg.device, msg.type, msg.header["seq"])
+                self.gaps.see(msg.device, msg.topic, msg.header["seq"])
                 self.results[msg.device] = self.results.get(msg.device, 0) + 1
 
     def total(self) -> int:
@@ -160,3 +160,46 @@ def test_relay_metrics_and_cli_errors(free_endpoint):
         busy.close()
     with pytest.raises(Exception, match="nothing to publish to"):
         Publisher(PublishSpec(endpoint=None))
+
+
+def test_curve_relay_admits_only_authorized_runtimes_and_subscribers(tmp_path):
+    from zmq.auth import create_certificates, load_certificate
+
+    from edgefuse.runtime.relay import curve_client
+
+    (tmp_path / "ok").mkdir()
+    create_certificates(tmp_path, "relay")
+    create_certificates(tmp_path / "ok", "client")  # the relay's authorized folder holds client.key (public)
+    relay = Relay(ANY, ANY, curve_secret_key=str(tmp_path / "relay.key_secret"),
+                  curve_authorized_keys=str(tmp_path / "ok")).start()  # fmt: skip
+    ctx = zmq.Context()
+    spec = PublishSpec(endpoint=None, connect=[relay.in_endpoint], connect_curve_server_key=str(tmp_path / "relay.key"),
+                       connect_curve_secret_key=str(tmp_path / "ok" / "client.key_secret"))  # fmt: skip
+    pub = Publisher(spec, context=ctx, device="cam-s")
+    subs = {}
+    for name, key in (("member", str(tmp_path / "ok" / "client.key_secret")), ("stranger", None)):
+        s = ctx.socket(zmq.SUB)
+        s.setsockopt(zmq.LINGER, 0)
+        curve_client(s, str(tmp_path / "relay.key"), key)
+        s.subscribe(b"result/cam-s/")
+        s.connect(relay.out_endpoint)
+        subs[name] = s
+    try:
+        got = None
+        deadline = time.monotonic() + 10
+        while got is None and time.monotonic() < deadline:
+            pub.result("", payload(1))
+            if subs["member"].poll(50):
+                got = wire.decode(subs["member"].recv_multipart())
+        assert got is not None and got.device == "cam-s" and got.payload["top"] == {"event": "a"}
+        for _ in range(20):
+            pub.result("", payload(2))
+        assert not subs["stranger"].poll(300)  # a client whose key the relay does not know receives nothing
+        assert relay.snapshot()["devices"]["cam-s"]["messages"] >= 21  # the runtime got in, over CURVE
+        assert load_certificate(tmp_path / "relay.key")[1] is None  # the public certificate holds no secret
+    finally:
+        for s in subs.values():
+            s.close()
+        pub.close()
+        ctx.term()
+        relay.close()
