@@ -32,6 +32,8 @@ examples:
   edgefuse doctor --config configs/jetson_usb.yaml
   edgefuse keygen --out keys --name runtime                         # CURVE keys (docs/security.md)
   edgefuse sign --bundle bundles/home --key keys/release.ed25519
+  edgefuse relay --in 'tcp://*:5556' --out 'tcp://*:5557'          # a fleet: runtimes --connect to --in
+  edgefuse monitor --relay tcp://hub:5557 --port 8080                # every device behind the relay
 """
 
 
@@ -62,6 +64,9 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", default=None, help="train on one modality only (a unimodal baseline)")
     p.add_argument("--drop", default=None, help="train with one modality always masked (a modality-free baseline)")
     p.add_argument("--seed", type=int, default=None, help="override train.seed")
+    p.add_argument(
+        "--nproc", type=int, default=1, help="data-parallel processes on this host (torchrun; trainer/distributed.py)"
+    )
 
 
 def _eval(p: argparse.ArgumentParser) -> None:
@@ -136,6 +141,14 @@ def _run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint", default=None, help="override runtime.publish.endpoint")
     p.add_argument("--groups", type=int, default=None, help="override runtime.groups")
     p.add_argument("--record", default=None, help="also record the raw streams to this session folder")
+    _fleet_args(p)
+
+
+def _fleet_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device-id", default=None, help="override runtime.device_id (default: the host name)")
+    p.add_argument(
+        "--connect", action="append", default=None, help="also publish to this relay (`edgefuse relay --in`); repeat"
+    )
 
 
 def _listen(p: argparse.ArgumentParser) -> None:
@@ -161,6 +174,7 @@ def _replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results", default=None, help="write every result as JSON lines here")
     p.add_argument("--endpoint", default=None, help="override runtime.publish.endpoint (e.g. tcp://127.0.0.1:5556)")
     _model_flags(p)
+    _fleet_args(p)
 
 
 def _port(text: str) -> int:
@@ -171,7 +185,11 @@ def _port(text: str) -> int:
 
 
 def _monitor(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="the runtime's PUB endpoint")
+    p.add_argument(
+        "--endpoint", action="append", default=None, help="a runtime's PUB endpoint (default tcp://127.0.0.1:5555); "
+        "repeat for a fleet of runtimes"
+    )  # fmt: skip
+    p.add_argument("--relay", action="append", default=None, help="an `edgefuse relay --out` endpoint: the fleet view")
     p.add_argument("--host", default="127.0.0.1", help="address the web page is served on")
     p.add_argument("--port", type=_port, default=8080, help="port the web page is served on")
     _curve_client(p)
@@ -191,6 +209,16 @@ def _sign(p: argparse.ArgumentParser) -> None:
 def _curve_client(p: argparse.ArgumentParser) -> None:
     p.add_argument("--curve-server-key", default=None, help="the runtime's CURVE public certificate (NAME.key)")
     p.add_argument("--curve-key", default=None, help="this client's CURVE secret certificate (NAME.key_secret)")
+
+
+def _relay(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--in", dest="in_endpoint", default="tcp://127.0.0.1:5556", help="runtimes connect here (XSUB)")
+    p.add_argument("--out", dest="out_endpoint", default="tcp://127.0.0.1:5557", help="subscribers connect here (XPUB)")
+    p.add_argument("--hwm", type=int, default=10_000, help="messages queued per peer before a slow subscriber loses")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve the relay's Prometheus metrics here")
+    p.add_argument("--curve-secret-key", default=None, help="zmq.auth certificate with the relay's secret key")
+    p.add_argument("--curve-authorized-keys", default=None, help="folder of client public-key certificates")
+    p.add_argument("--no-accounting", action="store_true", help="no per-device counts (the proxy alone)")
 
 
 def _demo(p: argparse.ArgumentParser) -> None:
@@ -299,6 +327,13 @@ VERBS = [
         "list this host's audio inputs, cameras, OpenCV, GPU and backends; check a config's devices",
         "edgefuse doctor --config configs/jetson_usb.yaml\n  edgefuse doctor --json",
         _doctor,
+    ),
+    Verb(
+        "relay",
+        "edgefuse.runtime.relay:cli_relay",
+        "forward many runtimes to many subscribers through one ZeroMQ proxy",
+        "edgefuse relay --in 'tcp://*:5556' --out 'tcp://*:5557' --metrics-port 9200",
+        _relay,
     ),
     Verb(
         "monitor",

@@ -312,7 +312,7 @@ class SynthSpec(Strict):
 
 
 class PublishSpec(Strict):
-    endpoint: str = "tcp://127.0.0.1:5555"  # binds to localhost unless configured
+    endpoint: str | None = "tcp://127.0.0.1:5555"  # binds to localhost unless configured; null: bind nothing
     hwm: int = Field(100, gt=0)  # ZeroMQ send high-water mark; sends never block
     # CURVE: paths to the server's secret key file and a folder of authorized client public keys
     curve_secret_key: str | None = None
@@ -322,6 +322,24 @@ class PublishSpec(Strict):
     # a subscriber at the high-water mark misses messages while the others receive every one; true: each time one is
     # found full it is counted (publish failure "slow_subscriber"); false: libzmq's plain lossy mode, not counted
     count_drops: bool = True
+    # relays (`edgefuse relay --in`) the PUB socket also connects to, e.g. ["tcp://hub:5556"]; with endpoint null
+    # the runtime binds nothing and publishes through the relays only
+    connect: list[str] = []
+    # CURVE towards a relay: the relay's public key certificate, and this runtime's own (secret) certificate
+    connect_curve_server_key: str | None = None
+    connect_curve_secret_key: str | None = None
+
+
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # a host-name-like token: no "/" (topics split on it)
+
+
+def default_device_id() -> str:
+    """The host name, cut to what a device id allows (the default `runtime.device_id`)."""
+    import re
+    import socket
+
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()).lstrip("-_.")[:63]
+    return name or "edge"
 
 
 class RuntimeModelSpec(Strict):
@@ -351,6 +369,13 @@ class RuntimeSpec(Strict):
     model: RuntimeModelSpec = RuntimeModelSpec()
     publish: PublishSpec = PublishSpec()
     metrics_port: int | None = None  # Prometheus exporter port; None = off
+    # this runtime's name in every published message (topic and header) and metric label; null: the host name
+    device_id: str | None = Field(None, pattern=DEVICE_ID_PATTERN)
+
+    @property
+    def device(self) -> str:
+        """The device id in force: `device_id`, else the host name."""
+        return self.device_id or default_device_id()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -34,6 +34,10 @@ def _apply_overrides(spec: ScenarioSpec, args: argparse.Namespace) -> ScenarioSp
         rt["publish"]["endpoint"] = args.endpoint
     if getattr(args, "groups", None) is not None:
         rt["groups"] = args.groups
+    if getattr(args, "device_id", None):
+        rt["device_id"] = args.device_id
+    if getattr(args, "connect", None):
+        rt["publish"]["connect"] = list(args.connect)
     return parse_spec(data, "command line")
 
 
@@ -77,7 +81,7 @@ def _metrics(spec: ScenarioSpec) -> Any:
         return None
     from edgefuse.runtime.metrics import RuntimeMetrics
 
-    metrics = RuntimeMetrics()
+    metrics = RuntimeMetrics(device=spec.runtime.device)
     metrics.start_http(spec.runtime.metrics_port)
     return metrics
 
@@ -117,7 +121,7 @@ def run(
 
             writer = SessionWriter(record, spec, sources).open()
             closers.append(writer)
-        publisher = Publisher(spec.runtime.publish)
+        publisher = Publisher(spec.runtime.publish, device=spec.runtime.device)
         closers.append(publisher)
         metrics = _metrics(spec)
         if metrics is not None:
@@ -153,7 +157,7 @@ def replay(
         check_compatible(spec, model.spec, str(bundle))
         rows = reader.labels()
         labels = label_segments(rows, reader.start_ns, spec.labels, str(session)) if rows else None
-        publisher = Publisher(spec.runtime.publish) if publish else None
+        publisher = Publisher(spec.runtime.publish, device=spec.runtime.device) if publish else None
         if publisher is not None:
             closers.append(publisher)
         on_result = None
