@@ -192,6 +192,11 @@ def _check_fields(obj: Any, spec: dict[str, Any], what: str) -> None:
             raise WireError(f"{what}.{name}: expected a finite number")
 
 
+def _key(k: Any) -> str:
+    """A map key from the wire, safe in a one-line error: a plain printable name as it is, anything else repr'd."""
+    return k if isinstance(k, str) and k.isprintable() and len(k) <= 64 else repr(k)[:64]
+
+
 def _type_name(typ: Any) -> str:
     return "number" if typ == _NUM else typ.__name__
 
@@ -199,22 +204,22 @@ def _type_name(typ: Any) -> str:
 def _check_result(p: dict[str, Any]) -> None:
     for m, t in p["capture_ns"].items():
         if t is not None and (not isinstance(t, int) or isinstance(t, bool) or not INT64_MIN <= t <= INT64_MAX):
-            raise WireError(f"payload.capture_ns.{m}: expected int or nil (int64)")
+            raise WireError(f"payload.capture_ns.{_key(m)}: expected int or nil (int64)")
     for m, v in p["mask"].items():
         if not isinstance(v, bool):
-            raise WireError(f"payload.mask.{m}: expected bool")
+            raise WireError(f"payload.mask.{_key(m)}: expected bool")
     for head, s in p["scores"].items():
         if not isinstance(s, dict) or not s:
-            raise WireError(f"payload.scores.{head}: expected a non-empty map label -> probability")
+            raise WireError(f"payload.scores.{_key(head)}: expected a non-empty map label -> probability")
         for label, prob in s.items():
             if not isinstance(prob, _NUM) or isinstance(prob, bool) or not 0.0 <= prob <= 1.0:
-                raise WireError(f"payload.scores.{head}.{label}: expected a probability in [0, 1], got {prob!r}")
+                raise WireError(f"payload.scores.{_key(head)}.{_key(label)}: expected a probability in [0, 1], got {prob!r}")
     for head, label in p["top"].items():
         if not isinstance(label, str) or head not in p["scores"] or label not in p["scores"][head]:
-            raise WireError(f"payload.top.{head}: {label!r} is not a label of scores.{head}")
+            raise WireError(f"payload.top.{_key(head)}: {_key(label)} is not a label of scores.{_key(head)}")
     for stage, ms in p["latency_ms"].items():
         if not isinstance(ms, _NUM) or isinstance(ms, bool) or not math.isfinite(ms):
-            raise WireError(f"payload.latency_ms.{stage}: expected a finite number")
+            raise WireError(f"payload.latency_ms.{_key(stage)}: expected a finite number")
 
 
 def decode(frames: list[bytes]) -> Message:
