@@ -297,6 +297,13 @@ class MicrophoneSource(Source):
             return False
         try:
             soxr = require("soxr", "resampling the microphone to the modality's rate")
+        except MissingDependency as err:
+            self.counters["open_failures"] += 1
+            self.backoff.delay_s = self.backoff.max_s
+            self.backoff.failed()
+            self.unavailable(str(err))
+            return False
+        try:
             info = sd.query_devices(self.device_arg, "input")
             src = self.spec.source
             rate = float(src.device_rate_hz or info["default_samplerate"])
