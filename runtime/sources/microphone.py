@@ -36,7 +36,7 @@ from edgefuse._optional import MissingDependency, require
 from edgefuse.runtime.clock import Sample, monotonic_ns
 from edgefuse.runtime.clockfit import ClockFit
 from edgefuse.runtime.sources import Backoff, Pacing, Source, Throttle
-from edgefuse.spec import ModalitySpec
+from edgefuse.spec import ModalitySpec, SpecError
 
 log = logging.getLogger(__name__)
 RING_BLOCKS = 256  # blocks the reader may fall behind before the oldest are overwritten (counted as drops)
@@ -135,6 +135,12 @@ class MicrophoneSource(Source):
         self, source_id: str, modality: str, spec: ModalitySpec, realtime: bool = True, seed: int = 0, context=None
     ):
         super().__init__(source_id, modality, spec, realtime)
+        sel = spec.source.select_channels
+        if sel is not None and len(sel) != spec.n_channels:
+            where = f"modalities.{modality}.source.select_channels"
+            raise SpecError(
+                "<spec>", [(where, f"names {len(sel)} device channel(s); the modality has {spec.n_channels}")]
+            )
         uri = spec.source.uri
         self.device_arg: int | str | None = int(uri) if uri and uri.isdigit() else uri
         self.blocksize = spec.source.blocksize
