@@ -170,6 +170,9 @@ class _SnapshotCollector(Collector):
         reconnects = CounterMetricFamily("edgefuse_source_reconnects", "Device reconnects.", labels=src)
         errors = CounterMetricFamily("edgefuse_source_errors", "Device or message errors.", labels=src)
         failures = CounterMetricFamily("edgefuse_publish_failures", "Messages not sent, by reason.", labels=["reason"])
+        connected = GaugeMetricFamily("edgefuse_source_connected", "1 while the device is open.", labels=src)
+        unpaced = CounterMetricFamily("edgefuse_source_unpaced", "Times flagged off real-time pace.", labels=src)
+        pace = GaugeMetricFamily("edgefuse_source_pace_ratio", "Delivered rate / nominal rate.", labels=src)
         for source, s in sorted(sources.items()):
             _add(samples, [source], s.get("samples"))
             _add(rate, [source], s.get("rate_hz"))
@@ -180,11 +183,16 @@ class _SnapshotCollector(Collector):
             _add(jumps, [source], s.get("clock_jumps"))
             _add(reconnects, [source], s.get("reconnects"))
             _add(errors, [source], s.get("errors"))
+            if isinstance(s.get("connected"), bool):
+                _add(connected, [source], int(s["connected"]))
+            _add(unpaced, [source], s.get("unpaced"))
+            _add(pace, [source], s.get("pace_ratio"))
             for reason, n in sorted(drop_reasons(s).items()):
                 _add(drops, [source, reason], n)
         for reason, n in sorted(publish_failures.items()):
             _add(failures, [reason], n)
-        yield from (samples, rate, drops, depth, offset, drift, jumps, reconnects, errors, failures)
+        yield from (samples, rate, drops, depth, offset, drift, jumps, reconnects, errors, failures, connected)
+        yield from (unpaced, pace)
 
 
 def drop_reasons(stats: Mapping[str, Any]) -> dict[str, float]:
