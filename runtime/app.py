@@ -29,13 +29,44 @@ def _apply_overrides(spec: ScenarioSpec, args: argparse.Namespace) -> ScenarioSp
 
     data = spec_to_dict(spec)
     rt = data["runtime"]
-    if getattr(args, "backend", None):
-        rt["backend"] = args.backend
+    apply_model_overrides(rt["model"], args)
     if getattr(args, "endpoint", None):
         rt["publish"]["endpoint"] = args.endpoint
     if getattr(args, "groups", None) is not None:
         rt["groups"] = args.groups
+    if getattr(args, "device_id", None):
+        rt["device_id"] = args.device_id
+    if getattr(args, "connect", None):
+        rt["publish"]["connect"] = list(args.connect)
     return parse_spec(data, "command line")
+
+
+MODEL_FLAGS = ("backend", "precision", "device", "cuda_graphs", "threads")
+
+
+def apply_model_overrides(model: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """--backend/--precision/--device/--cuda-graphs/--threads onto a runtime.model mapping (None: not given)."""
+    for key in MODEL_FLAGS:
+        value = getattr(args, key, None)
+        if value is not None:
+            model[key] = value
+    return model
+
+
+def describe_model(info: dict[str, Any]) -> str:
+    """The start-up line: exactly what runs ("tensorrt int8 on dla:0 (GPU fallback): int8-...engine ...")."""
+    extra = f", {info['detail']}" if info.get("detail") else ""
+    size = f", {info['engine_mb']} MB" if info.get("engine_mb") is not None else ""
+    return (
+        f"edgefuse: model: {info['name']} {info['precision']} on {info.get('device', '?')}: "
+        f"{info.get('file', '?')}{size}{extra} ({info.get('reason', 'asked')})"
+    )
+
+
+def _load_model(bundle: str | Path, spec: ScenarioSpec) -> BoundModel:
+    model = BoundModel.load(bundle, model=spec.runtime.model)
+    print(describe_model(model.backend.describe()), flush=True)
+    return model
 
 
 def _stop_on_signals() -> threading.Event:
@@ -50,7 +81,7 @@ def _metrics(spec: ScenarioSpec) -> Any:
         return None
     from edgefuse.runtime.metrics import RuntimeMetrics
 
-    metrics = RuntimeMetrics()
+    metrics = RuntimeMetrics(device=spec.runtime.device)
     metrics.start_http(spec.runtime.metrics_port)
     return metrics
 
@@ -77,7 +108,7 @@ def run(
     from edgefuse.runtime.publisher import Publisher
     from edgefuse.runtime.sources import group_names, make_sources
 
-    model = BoundModel.load(bundle, backend=spec.runtime.backend)
+    model = _load_model(bundle, spec)
     closers: list[Any] = [model]
     try:
         check_compatible(spec, model.spec, str(bundle))
@@ -90,7 +121,7 @@ def run(
 
             writer = SessionWriter(record, spec, sources).open()
             closers.append(writer)
-        publisher = Publisher(spec.runtime.publish)
+        publisher = Publisher(spec.runtime.publish, device=spec.runtime.device)
         closers.append(publisher)
         metrics = _metrics(spec)
         if metrics is not None:
@@ -119,14 +150,14 @@ def replay(
 
     reader = SessionReader(session)
     spec = spec or reader.spec
-    model = BoundModel.load(bundle, backend=spec.runtime.backend)
+    model = _load_model(bundle, spec)
     closers: list[Any] = [model]
     out = None
     try:
         check_compatible(spec, model.spec, str(bundle))
         rows = reader.labels()
         labels = label_segments(rows, reader.start_ns, spec.labels, str(session)) if rows else None
-        publisher = Publisher(spec.runtime.publish) if publish else None
+        publisher = Publisher(spec.runtime.publish, device=spec.runtime.device) if publish else None
         if publisher is not None:
             closers.append(publisher)
         on_result = None
@@ -136,7 +167,13 @@ def replay(
         pipeline = Pipeline(spec, model, {}, publisher, on_result=on_result, labels=labels)
         pipeline.replay(reader, realtime=not fast, stop=stop)
         summary = pipeline.summary()
-        summary["session"] = {"path": str(session), "complete": reader.complete, "streams": reader.check()}
+        streams = reader.check()
+        summary["session"] = {
+            "path": str(session),
+            "complete": reader.complete,
+            "streams": streams,
+            "problems": reader.problems(),
+        }
         return summary
     finally:
         if out is not None:
@@ -154,9 +191,14 @@ def cli_run(args: argparse.Namespace) -> int:
 
 
 def cli_replay(args: argparse.Namespace) -> int:
-    """`edgefuse replay --session --bundle [--config] [--fast] [--summary] [--results]`."""
-    spec = load_spec(args.config) if args.config else None
+    """`edgefuse replay --session --bundle [--config] [--fast] [--summary] [--results] [--endpoint] [model overrides]`."""
+    from edgefuse.runtime.record import SessionReader
+
+    spec = load_spec(args.config) if args.config else SessionReader(args.session).spec
+    spec = _apply_overrides(spec, args)  # --endpoint, model overrides: replay beside a live runtime on the spec's port
     summary = replay(spec, args.session, args.bundle, args.fast, args.results, _stop_on_signals())
+    for line in summary["session"].get("problems", []):  # corrupt chunks were skipped: say where and when
+        print(f"edgefuse replay: warning: {line}", file=sys.stderr)
     return _finish(summary, args.summary)
 
 
@@ -170,9 +212,10 @@ def format_summary(s: dict[str, Any]) -> str:
     fails = ", ".join(f"{k} {v}" for k, v in s["publish_failures"].items()) or "none"
     acc = ", ".join(f"{h} {a['accuracy']:.3f} (n={a['n']})" for h, a in s["online_accuracy"].items()) or "n/a"
     sync = ", ".join(f"{m} {v:.2f} ms" for m, v in s["sync_error_ms"].items() if v is not None) or "n/a"
+    be = s["backend"]
     lines = [
         f"edgefuse: {s['ticks']} ticks in {s['duration_s']:.1f} s over {s['groups']} group(s), "
-        f"{s['published']} published ({s['backend']['name']} {s['backend']['precision']})",
+        f"{s['published']} published ({be['name']} {be['precision']} on {be.get('device', '?')}: {be.get('file')})",
         f"  end-to-end  {pct(s['e2e_ms'])}",
         f"  overhead    {pct(s['overhead_ms'])}  (runtime per tick, model excluded)",
         f"  inference   {pct(s['latency_ms'].get('infer', {}))}",

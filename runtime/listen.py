@@ -2,6 +2,7 @@
 
     edgefuse listen --endpoint tcp://127.0.0.1:5555 --count 10
     edgefuse listen --topic "" --json | jq .payload.top        # every topic, one JSON object per line
+    edgefuse listen --curve-server-key keys/runtime.key --curve-key keys/client.key_secret   # a CURVE runtime
 
 Malformed messages (garbage, truncated, oversized, another schema version) are never fatal: each is counted and
 reported on stderr with what is wrong, and listening goes on.
@@ -17,6 +18,7 @@ from typing import Any, TextIO
 
 import zmq
 
+from edgefuse.keys import curve_client
 from edgefuse.wire import Message, WireError, decode
 
 POLL_MS = 200  # how often the receive loop checks for a stop request
@@ -87,6 +89,11 @@ def cli_listen(args: argparse.Namespace) -> int:
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt_string(zmq.SUBSCRIBE, args.topic)
+    try:
+        curve_client(sock, getattr(args, "curve_server_key", None), getattr(args, "curve_key", None), "listen")
+    except Exception:
+        sock.close()
+        raise
     sock.connect(args.endpoint)
     listener = Listener(json_lines=args.json)
     try:

@@ -62,10 +62,14 @@ class BoundModel:
     text_settings: dict[str, tuple[int, int]]
 
     @classmethod
-    def load(cls, bundle_dir: str | Path, backend: str = "auto", precision: str = "fp32") -> BoundModel:
-        from edgefuse.deploy.backends import load_backend
+    def load(
+        cls, bundle_dir: str | Path, backend: str = "auto", precision: str = "fp32", model: Any = None
+    ) -> BoundModel:
+        """Load the bundle on the backend runtime.model picks (`model`, a RuntimeModelSpec), or on
+        `backend`/`precision` when no model section is given."""
+        from edgefuse.deploy.backends import load_backend, load_model
 
-        be = load_backend(bundle_dir, backend=backend, precision=precision)
+        be = load_model(bundle_dir, model) if model is not None else load_backend(bundle_dir, backend, precision)
         from edgefuse.deploy.bundle import load_bundle
 
         man = load_bundle(bundle_dir, verify=False).manifest  # load_backend verified the files already
@@ -268,15 +272,21 @@ class Pipeline:
         return min(0.05, max(0.0, (min(wake) - monotonic_ns()) / 1e9))
 
     def _sync_step(self, now_ns: int) -> None:
+        arrived: list[tuple[int, Synchronizer, Sample]] = []
         for sid, q in self.queues.items():
             t_put = q.t_last_put
             items = q.drain()
             if items:
                 sync = self.sync_for(group_of(sid))
-                for s in items:
-                    sync.push(s)
                 sync.note_arrival(t_put)
+                arrived.extend((s.t_arrival_ns, sync, s) for s in items)
                 self._taps[sid].extend(items)
+        if arrived:  # fed in arrival order, each after the ticks whose deadline passed before it (as drive() does)
+            arrived.sort(key=lambda a: a[0])
+            for _, sync, s in arrived:
+                for tick in sync.feed(s):
+                    self.ticks_q.put(tick)
+            now_ns = max(now_ns, arrived[-1][0])
         for sync in self.syncs.values():
             for tick in sync.poll(now_ns):
                 self.ticks_q.put(tick)
@@ -444,9 +454,10 @@ class Pipeline:
             if realtime:
                 time.sleep(max(0.0, (now - t0_rec) / 1e9 - (time.monotonic() - t0_wall)))
             sync = self.sync_for(group_of(s.source))
+            early = [tk for g in sorted(self.syncs) for tk in self.syncs[g].poll(now - 1)]  # deadlines before it
             sync.push(s)
             self._taps.setdefault(s.source, deque(maxlen=MONITOR_TAP)).append(s)
-            self._replay_ticks([tk for g in sorted(self.syncs) for tk in self.syncs[g].poll(now)])
+            self._replay_ticks(early + [tk for g in sorted(self.syncs) for tk in self.syncs[g].poll(now)])
             self._maybe_monitor()
         self._replay_ticks([tk for g in sorted(self.syncs) for tk in self.syncs[g].flush()])
         self.t_stop = time.monotonic()
@@ -477,6 +488,8 @@ class Pipeline:
                 "ticks_incomplete": self.counts["incomplete"],
                 "ticks_skipped": sum(s.skipped for s in self.syncs.values()),
                 "missing": self.missing,
+                # per group and modality: window takes by path (sample-contiguous runs / resampled) and stale masks
+                "sync_paths": {g or "g0": sync.stats() for g, sync in sorted(self.syncs.items())},
                 "drops": self.drops.by_reason(),
                 "e2e_ms": pct.get("e2e", _none()),
                 "overhead_ms": pct.get("overhead", _none()),
@@ -485,7 +498,7 @@ class Pipeline:
                 "sync_error_ms": sync_err,
                 "online_accuracy": self.accuracy.summary(),
                 "sources": self.source_stats(),
-                "backend": {"name": self.model.backend.name, "precision": self.model.backend.precision},
+                "backend": self.model.backend.describe(),  # what exactly ran: backend, precision, device, file
                 "endpoint": getattr(pub, "endpoint", None),
                 "errors": self.errors,
             }

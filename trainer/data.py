@@ -125,8 +125,33 @@ def find_file(folder: Path, name: str, m: ModalitySpec, listing: set[str]) -> Pa
     return None
 
 
+MAX_IMAGE_PIXELS = 1 << 25  # 33.5 MP: above any camera frame; a 1 MB PNG of 20000x20000 would decode to 1.2 GB
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header alone (Pillow reads no pixels on open); DataError if unreadable."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with our limit
+            with Image.open(path) as im:
+                return im.size
+    except Image.DecompressionBombError as err:
+        raise DataError(path, f"image is above the {MAX_IMAGE_PIXELS:,}-pixel limit ({err})") from None
+    except (OSError, ValueError) as err:
+        raise DataError(path, f"unreadable image: {str(err)[:100]}") from None
+
+
 def load_image(path: Path, m: ModalitySpec) -> np.ndarray:
-    """PNG/JPEG -> (C, H, W) float32 in [0, 1] via edgefuse.preprocess (the runtime's code)."""
+    """PNG/JPEG -> (C, H, W) float32 in [0, 1] via edgefuse.preprocess (the runtime's code).
+
+    The pixel count is checked from the header before decoding, so a tiny file claiming a huge image is refused."""
+    w, h = image_size(path)
+    if w * h > MAX_IMAGE_PIXELS:
+        raise DataError(path, f"image is {w}x{h} = {w * h:,} pixels, above the {MAX_IMAGE_PIXELS:,}-pixel limit")
     frame = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
     if frame is None:
         raise DataError(path, "unreadable image: not a PNG/JPEG OpenCV can decode")

@@ -82,7 +82,8 @@ class ReplaySource(Source):
 
     def stats(self) -> dict[str, Any]:
         rep = self.reader.reports.get(self.stream)
-        return {**self.counters, "exhausted": self.exhausted, **({"torn_tail": rep.torn_tail} if rep else {})}
+        extra = {"torn_tail": rep.torn_tail, "corrupt_chunks": len(rep.corrupt)} if rep else {}
+        return {**self.counters, "exhausted": self.exhausted, **extra}
 
     def read(self, timeout_s: float) -> list[Sample]:
         if self.realtime:

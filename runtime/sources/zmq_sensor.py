@@ -15,22 +15,33 @@ and a thermometer may publish separately into one series modality; NaN until fir
 
 from __future__ import annotations
 
-import json
+import contextlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 import numpy as np
+import orjson
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from edgefuse.keys import curve_client_keys, set_curve_client
 from edgefuse.runtime.clock import Sample, monotonic_ns
 from edgefuse.runtime.clockfit import ClockFit
 from edgefuse.runtime.sources import Source
 from edgefuse.spec import ModalitySpec, SpecError
 
 SCHEMA_VERSION = 1
-MAX_PUBLISHERS = 64  # distinct "source" names tracked per modality; more is a misconfiguration or garbage
+MAX_PUBLISHERS = 64  # distinct "source" names tracked per modality; beyond it the least recently seen is evicted
+INT64_MAX = (1 << 63) - 1
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+RATE_RANGE = 10.0  # a message's rate_hz must lie within [spec rate / 10, spec rate * 10]
+ROWS_PER_WINDOW = 4  # rows one message may carry: 4 windows' worth (at least 64); more is refused as "rows"
+RATE_SLACK = 4.0  # per-publisher budget: 4x the spec's rate in rows/s (+10/s), burst of one message's row cap
+MAX_LEAD_S = 1.0  # a mapped capture time this far after its arrival is refused ("time")
+MAX_AGE_S = 300.0  # ... and this far before it
+MAX_GAP = 1 << 20  # a sequence gap beyond this counts as this many drops (a wild seq is not a billion drops)
 
 
 @dataclass(slots=True)
@@ -53,12 +64,27 @@ class Rejected(Exception):
 
 
 def decode_payload(payload: bytes, max_bytes: int) -> dict[str, Any]:
-    """Bytes -> message mapping (msgpack, or JSON when it starts with '{')."""
+    """Bytes -> message mapping (msgpack, or JSON when it starts with '{'); sizes and nesting are capped."""
     if len(payload) > max_bytes:
         raise Rejected("oversized", f"{len(payload)} bytes > {max_bytes}")
     try:
-        msg = json.loads(payload) if payload[:1] == b"{" else msgpack.unpackb(payload, raw=False)
-    except (ValueError, msgpack.UnpackException) as err:  # JSON/UTF-8 errors and msgpack's ExtraData are ValueErrors
+        if payload[:1] == b"{":
+            # orjson: nesting capped at 1024 without recursion; NaN, Infinity and numbers beyond a double refused
+            # (integers beyond 64 bits become floats, which the integer fields then refuse)
+            msg = orjson.loads(payload)
+        else:
+            msg = msgpack.unpackb(
+                payload,
+                raw=False,
+                strict_map_key=False,
+                max_str_len=max_bytes,
+                max_bin_len=max_bytes,
+                max_array_len=max_bytes,
+                max_map_len=max_bytes // 2,
+                max_ext_len=0,
+            )
+    except (ValueError, TypeError, OverflowError, RecursionError, msgpack.UnpackException) as err:
+        # JSON/UTF-8 errors, msgpack's ExtraData/StackError/limits, unhashable map keys
         raise Rejected("decode", str(err)[:80]) from None
     if not isinstance(msg, dict):
         raise Rejected("schema", f"payload is a {type(msg).__name__}, not a mapping")
@@ -66,25 +92,41 @@ def decode_payload(payload: bytes, max_bytes: int) -> dict[str, Any]:
 
 
 def parse_message(msg: dict[str, Any], m: ModalitySpec) -> Reading:
-    """Validate a decoded message against modality `m`; raises Rejected with the reason."""
+    """Validate a decoded message against modality `m`; raises Rejected with the reason.
+
+    Every field is bounded: seq and t_sensor_ns within int64, rate_hz within RATE_RANGE of the spec's rate, rows
+    within the row cap, values finite and representable as float32.
+    """
     if msg.get("v") != SCHEMA_VERSION:
-        raise Rejected("version", f"v={msg.get('v')!r}, expected {SCHEMA_VERSION}")
+        raise Rejected("version", f"v={str(msg.get('v'))[:20]}, expected {SCHEMA_VERSION}")
     pub, seq, t = msg.get("source"), msg.get("seq"), msg.get("t_sensor_ns")
     if not isinstance(pub, str) or not 0 < len(pub) <= 128:
         raise Rejected("schema", "'source' must be a non-empty string (<= 128 chars)")
-    if not _is_int(seq) or seq < 0:
-        raise Rejected("schema", "'seq' must be a non-negative integer")
+    if not _is_int(seq) or not 0 <= seq <= INT64_MAX:
+        raise Rejected("schema", "'seq' must be an integer in [0, 2**63)")
     if not _is_int(t):
         raise Rejected("schema", "'t_sensor_ns' must be an integer (ns of the sensor's clock)")
+    if not -INT64_MAX <= t <= INT64_MAX:
+        raise Rejected("time", "'t_sensor_ns' is beyond int64")
     rate = msg.get("rate_hz", m.rate_hz)
-    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < 1e7:
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate) or rate <= 0:
         raise Rejected("schema", "'rate_hz' must be a positive number")
     if m.kind == "text":
         text = msg.get("text")
         if not isinstance(text, str):
             raise Rejected("schema", "'text' must be a string")
         return Reading(pub, seq, t, text, 0.0)
-    return Reading(pub, seq, t, _values(msg, m), float(rate))
+    if not m.rate_hz / RATE_RANGE <= rate <= m.rate_hz * RATE_RANGE:
+        raise Rejected("rate", f"rate_hz {rate:.4g} outside [{m.rate_hz / RATE_RANGE:g}, {m.rate_hz * RATE_RANGE:g}]")
+    data = _values(msg, m)
+    if t + round((data.shape[0] - 1) * 1e9 / rate) > INT64_MAX:
+        raise Rejected("time", "the last row's time is beyond int64")
+    return Reading(pub, seq, t, data, float(rate))
+
+
+def max_rows(m: ModalitySpec) -> int:
+    """Rows one message may carry for modality `m`."""
+    return max(64, ROWS_PER_WINDOW * m.n_steps)
 
 
 def _is_int(x: Any) -> bool:
@@ -95,33 +137,50 @@ def _values(msg: dict[str, Any], m: ModalitySpec) -> np.ndarray:
     """'values' (one row or rows) and 'channels' -> (n, C) float32 in spec order, NaN where not sent."""
     names = m.channels if isinstance(m.channels, list) else [str(i) for i in range(m.n_channels)]
     chans = msg.get("channels", names)
-    if not isinstance(chans, list) or not chans or not all(isinstance(c, str) for c in chans):
+    if not isinstance(chans, list) or not 0 < len(chans) <= len(names) or not all(isinstance(c, str) for c in chans):
         raise Rejected("schema", "'channels' must be a non-empty list of names")
     unknown = [c for c in chans if c not in names]
     if unknown or len(set(chans)) != len(chans):
-        raise Rejected("channels", f"unknown or repeated channels {unknown or chans}; expected names from {names}")
+        raise Rejected("channels", f"unknown or repeated channels {unknown[:4] or chans}; expected names from {names}")
     vals = msg.get("values")
     if not isinstance(vals, list) or not vals:
         raise Rejected("values", "'values' must be a non-empty list (one row) or list of rows")
+    block = isinstance(vals[0], list)
+    if block and len(vals) > max_rows(m):
+        raise Rejected("rows", f"{len(vals)} rows in one message > {max_rows(m)}")
     try:
-        rows = np.asarray(vals if isinstance(vals[0], list) else [vals], dtype=np.float32)  # (n, len(chans))
-    except (ValueError, TypeError):
+        # one C-level conversion for the whole block; float64 first so out-of-float32 values are seen, not clipped
+        rows = np.asarray(vals if block else [vals], dtype=np.float64)  # (n, len(chans))
+    except (ValueError, TypeError, OverflowError):
         raise Rejected("values", "'values' rows must be numbers of equal length") from None
     if rows.ndim != 2 or rows.shape[1] != len(chans):
         raise Rejected("values", f"rows must have {len(chans)} values (one per channel), got shape {rows.shape}")
-    if np.isinf(rows).any():
-        raise Rejected("values", "infinite value")
+    if not np.isfinite(rows).all() or (np.abs(rows) > FLOAT32_MAX).any():
+        raise Rejected("values", "values must be finite and within float32 range")
     out = np.full((rows.shape[0], len(names)), np.nan, np.float32)  # (n, C)
     out[:, [names.index(c) for c in chans]] = rows
     return out
 
 
 class _Publisher:
-    """Per-publisher state: its last sequence number and its clock."""
+    """Per-publisher state: its last sequence number, its clock, and its row budget (a token bucket)."""
 
-    def __init__(self, m: ModalitySpec):
+    def __init__(self, m: ModalitySpec, now_ns: int):
         self.last_seq = -1
         self.clock = ClockFit(window_s=m.source.clock_window_s, jump_ms=m.source.clock_jump_ms)
+        self.rows_per_s = RATE_SLACK * m.rate_hz + 10.0
+        self.burst = float(max_rows(m))
+        self.tokens = self.burst
+        self.seen_ns = now_ns
+
+    def spend(self, rows: int, now_ns: int) -> bool:
+        """Take `rows` from the budget (refilled at rows_per_s); False when it is exhausted."""
+        self.tokens = min(self.burst, self.tokens + (now_ns - self.seen_ns) / 1e9 * self.rows_per_s)
+        self.seen_ns = now_ns
+        if rows > self.tokens:
+            return False
+        self.tokens -= rows
+        return True
 
 
 class ZmqSensorSource(Source):
@@ -140,7 +199,10 @@ class ZmqSensorSource(Source):
                 "<spec>", [(f"modalities.{modality}.source.uri", "zmq needs an endpoint, e.g. tcp://host:5600")]
             )
         self.endpoints = [e.strip() for e in spec.source.uri.split(",") if e.strip()]
-        self.counters.update(restarts=0, duplicates=0, disconnects=0)
+        # CURVE keys load here, on the caller's thread, so a bad key file is a startup error naming the setting
+        src = spec.source
+        self._curve = curve_client_keys(src.curve_server_key, src.curve_secret_key, f"modalities.{modality}.source")
+        self.counters.update(restarts=0, duplicates=0, disconnects=0, evicted=0)
         self.rejected: dict[str, int] = {}
         self.publishers: dict[str, _Publisher] = {}
         self._last_row = np.full(spec.n_channels, np.nan, np.float32)  # (C,) held values for channels not sent
@@ -159,6 +221,7 @@ class ZmqSensorSource(Source):
         self._sock.setsockopt(zmq.RECONNECT_IVL, int(self.spec.source.reconnect_s * 1000))
         self._sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.spec.source.reconnect_max_s * 1000))
         self._sock.setsockopt(zmq.SUBSCRIBE, self.spec.source.topic.encode())
+        set_curve_client(self._sock, self._curve)
         self._mon = self._sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         for e in self.endpoints:
             self._sock.connect(e)
@@ -199,31 +262,48 @@ class ZmqSensorSource(Source):
 
     # internals ------------------------------------------------------------------------------------------------------
     def _handle(self, frames: list[bytes], t_arrival_ns: int) -> Sample | None:
+        """One message -> a Sample, or None (counted by reason). Never raises: one message never stops a source."""
         try:
-            if len(frames) != 2:
-                raise Rejected("frames", f"{len(frames)} frames, expected [topic, payload]")
-            r = parse_message(decode_payload(frames[1], self.spec.source.max_message_bytes), self.spec)
-            pub = self._publisher(r.publisher)
+            return self._accept(frames, t_arrival_ns)
         except Rejected as err:
-            self.rejected[err.reason] = self.rejected.get(err.reason, 0) + 1
-            self.counters["errors"] += 1
-            return None
+            reason = err.reason
+        except Exception:  # noqa: BLE001 - a decoder bug must cost one message, not the source
+            reason = "internal"
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        self.counters["errors"] += 1
+        if reason == "rate":
+            self.counters["drops"] += 1
+        return None
+
+    def _accept(self, frames: list[bytes], t_arrival_ns: int) -> Sample | None:
+        if len(frames) != 2:
+            raise Rejected("frames", f"{len(frames)} frames, expected [topic, payload]")
+        r = parse_message(decode_payload(frames[1], self.spec.source.max_message_bytes), self.spec)
+        pub = self._publisher(r.publisher, t_arrival_ns)
+        n = 1 if isinstance(r.data, str) else r.data.shape[0]
+        if not pub.spend(n, t_arrival_ns):
+            raise Rejected("rate", f"publisher {r.publisher!r} over {pub.rows_per_s:g} rows/s")
+        # the message leaves after its last row: fit the clock on that row's time
+        t_last = r.t_sensor_ns + round((n - 1) * 1e9 / r.rate_hz) if n > 1 else r.t_sensor_ns
+        pub.clock.update(t_last, t_arrival_ns)
+        t_capture = pub.clock.to_host(r.t_sensor_ns)
+        if not -MAX_AGE_S * 1e9 <= t_capture - t_arrival_ns <= MAX_LEAD_S * 1e9:
+            raise Rejected("time", f"capture time maps {(t_capture - t_arrival_ns) / 1e9:.3g} s from its arrival")
         if not self._check_seq(pub, r.seq):
             return None
-        n = 1 if isinstance(r.data, str) else r.data.shape[0]
-        # the message leaves after its last row: fit the clock on that row's time
-        t_last = r.t_sensor_ns + round((n - 1) * 1e9 / r.rate_hz) if r.rate_hz else r.t_sensor_ns
-        pub.clock.update(t_last, t_arrival_ns)
         data = r.data if isinstance(r.data, str) else self._hold(r.data)
         rate = r.rate_hz if n > 1 else 0.0  # Sample convention: 0 for a single reading
-        return self._sample(pub.clock.to_host(r.t_sensor_ns), t_arrival_ns, data, rate, publisher=r.publisher)
+        return self._sample(t_capture, t_arrival_ns, data, rate, publisher=r.publisher)
 
-    def _publisher(self, name: str) -> _Publisher:
+    def _publisher(self, name: str, now_ns: int) -> _Publisher:
+        """This name's state; a new name evicts the least recently seen one when the table is full."""
         pub = self.publishers.get(name)
         if pub is None:
             if len(self.publishers) >= MAX_PUBLISHERS:
-                raise Rejected("publishers", f"more than {MAX_PUBLISHERS} distinct 'source' names")
-            pub = self.publishers[name] = _Publisher(self.spec)
+                stale = min(self.publishers, key=lambda p: self.publishers[p].seen_ns)
+                del self.publishers[stale]
+                self.counters["evicted"] += 1
+            pub = self.publishers[name] = _Publisher(self.spec, now_ns)
         return pub
 
     def _check_seq(self, pub: _Publisher, seq: int) -> bool:
@@ -235,19 +315,22 @@ class ZmqSensorSource(Source):
             if seq < pub.last_seq:
                 self.counters["restarts"] += 1
             elif seq > pub.last_seq + 1:
-                gap = seq - pub.last_seq - 1
+                gap = min(seq - pub.last_seq - 1, MAX_GAP)  # a wild jump counts as one big gap, bounded
                 self.counters["drops"] += gap
                 self._seq += gap
         pub.last_seq = seq
         return True
 
     def _hold(self, rows: np.ndarray) -> np.ndarray:
-        """Fill channels the message left out (NaN) with their last value; remember the newest values."""
-        for i in range(rows.shape[0]):
-            sent = ~np.isnan(rows[i])
-            self._last_row[sent] = rows[i, sent]
-            rows[i, ~sent] = self._last_row[~sent]
-        return rows
+        """Fill channels the message left out (NaN) with their last value; remember the newest values.
+
+        Vectorized forward fill over the block: no Python loop per row."""
+        block = np.concatenate([self._last_row[None], rows])  # (n+1, C)
+        idx = np.where(np.isnan(block), 0, np.arange(block.shape[0])[:, None])  # (n+1, C) row of the last value
+        np.maximum.accumulate(idx, axis=0, out=idx)
+        filled = block[idx, np.arange(block.shape[1])]
+        self._last_row = filled[-1].copy()
+        return filled[1:]
 
     def _poll_monitor(self) -> None:
         while self._mon is not None:
@@ -260,3 +343,14 @@ class ZmqSensorSource(Source):
                 self.counters["reconnects"] = max(0, self._connects - len(self.endpoints))
             elif ev["event"] == zmq.EVENT_DISCONNECTED:
                 self.counters["disconnects"] += 1
+                self._reconnect(ev.get("endpoint"))
+
+    def _reconnect(self, endpoint: Any) -> None:
+        """Connect again at once. libzmq does not retry a peer it dropped for a protocol error, which includes a
+        message above ZMQ_MAXMSGSIZE, so one oversized message would otherwise cost the sensor for good."""
+        ep = endpoint.decode() if isinstance(endpoint, bytes) else endpoint
+        if ep not in self.endpoints or self._sock is None:
+            return
+        with contextlib.suppress(zmq.ZMQError):  # already gone from the socket's list
+            self._sock.disconnect(ep)
+        self._sock.connect(ep)

@@ -87,3 +87,37 @@ def test_absent_variant_and_absent_folder(bundle_dir, tmp_path):
         load_bundle(bundle_dir).variant_path("int8")
     with pytest.raises(BundleError, match="nowhere: bundle folder not found"):
         load_bundle(tmp_path / "nowhere")
+
+
+def test_a_signed_bundle_refuses_a_rehashed_tampered_file(bundle_dir, tmp_path, monkeypatch, capsys):
+    from edgefuse.cli import main
+
+    keys = tmp_path / "keys"
+    assert main(["keygen", "--out", str(keys), "--name", "release", "--ed25519"]) == 0
+    assert main(["sign", "--bundle", str(bundle_dir), "--key", str(keys / "release.ed25519")]) == 0
+    monkeypatch.setenv("EDGEFUSE_BUNDLE_PUBLIC_KEY", str(keys / "release.ed25519.pub"))
+    assert load_bundle(bundle_dir).spec.name == "tiny"  # signed and intact
+    # the attack: alter model.pt and write its new sha256 into the manifest, as a tool with write access could
+    manifest_path = bundle_dir / "manifest.json"
+    (bundle_dir / "model.pt").write_bytes((bundle_dir / "model.pt").read_bytes() + b"\0")
+    m = json.loads(manifest_path.read_text())
+    m["files"]["model.pt"] = sha256_file(bundle_dir / "model.pt")
+    manifest_path.write_text(json.dumps(m, indent=2))
+    monkeypatch.delenv("EDGEFUSE_BUNDLE_PUBLIC_KEY")
+    assert load_bundle(bundle_dir)  # without a key configured, the re-hash passes: the hashes alone cannot tell
+    monkeypatch.setenv("EDGEFUSE_BUNDLE_PUBLIC_KEY", str(keys / "release.ed25519.pub"))
+    with pytest.raises(BundleError, match=r"manifest.json: signature does not verify"):
+        load_bundle(bundle_dir)
+    (bundle_dir / "manifest.sig").unlink()
+    with pytest.raises(BundleError, match=r"manifest.sig: missing"):
+        load_bundle(bundle_dir)
+    # another key's signature, and a key file that is not a key: both refused by name
+    assert main(["keygen", "--out", str(keys), "--name", "other", "--ed25519"]) == 0
+    monkeypatch.delenv("EDGEFUSE_BUNDLE_PUBLIC_KEY")
+    assert main(["sign", "--bundle", str(bundle_dir), "--key", str(keys / "other.ed25519")]) == 0
+    monkeypatch.setenv("EDGEFUSE_BUNDLE_PUBLIC_KEY", str(keys / "release.ed25519.pub"))
+    with pytest.raises(BundleError, match="signature does not verify"):
+        load_bundle(bundle_dir)
+    monkeypatch.setenv("EDGEFUSE_BUNDLE_PUBLIC_KEY", str(manifest_path))
+    with pytest.raises(BundleError, match="not an ed25519 public key"):
+        load_bundle(bundle_dir)

@@ -166,7 +166,11 @@ def test_command_line_overrides_are_validated_like_the_yaml():
     spec = load_spec(Path(CONFIGS, "smart_home.yaml"))
     args = argparse.Namespace(backend="onnxruntime", endpoint="tcp://127.0.0.1:6000", groups=3)
     out = _apply_overrides(spec, args)
-    assert (out.runtime.backend, out.runtime.publish.endpoint, out.runtime.groups) == ("onnxruntime", args.endpoint, 3)
+    assert (out.runtime.model.backend, out.runtime.publish.endpoint, out.runtime.groups) == (
+        "onnxruntime",
+        args.endpoint,
+        3,
+    )
     with pytest.raises(SpecError, match=r"runtime\.groups"):
         _apply_overrides(spec, argparse.Namespace(backend=None, endpoint=None, groups=0))
 

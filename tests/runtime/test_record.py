@@ -75,15 +75,94 @@ def test_torn_tail_and_corruption_stop_cleanly(tmp_path):
     rep = r.reports["camera"]
     assert rep.torn_tail and rep.error is None and rep.samples == len(got) >= 1
     assert [s.seq for s in got] == list(range(len(got)))
-    # a flipped byte inside an earlier chunk: reading stops there and says where
+    # a flipped byte inside an earlier chunk: that chunk is skipped and reported, reading goes on after it
     bad = bytearray(data)
     bad[40] ^= 0xFF
     f.write_bytes(bytes(bad))
     got = list(r.iter_source("camera"))
-    assert got == [] or len(got) < 20
-    assert r.reports["camera"].error and "byte" in r.reports["camera"].error
+    rep = r.reports["camera"]
+    assert [s.seq for s in got] == list(range(1, 20))  # one sample per chunk here: only the first is lost
+    assert rep.error is None and len(rep.corrupt) == 1 and rep.corrupt[0]["byte"] == 8
+    assert rep.corrupt[0]["after_ns"] is None and rep.corrupt[0]["before_ns"] == got[0].t_capture_ns
+    assert "camera.efs: corrupt chunk at byte 8 (CRC mismatch)" in r.problems()[0]
     f.write_bytes(b"JUNK" * 10)
     assert list(r.iter_source("camera")) == [] and "bad magic" in r.reports["camera"].error
+
+
+def test_one_flipped_bit_anywhere_costs_at_most_its_chunk(tmp_path):
+    samples = fake_samples(10**12)
+    write_session(tmp_path / "s", [s for s in samples if s.source == "camera"], chunk_s=0.0)
+    f = tmp_path / "s" / "streams" / "camera.efs"
+    data = f.read_bytes()
+    rng = np.random.default_rng(0)
+    for bit in rng.integers(8 * 8, 8 * len(data), 40):  # anywhere after the file magic: headers, lengths, bodies
+        bad = bytearray(data)
+        bad[bit // 8] ^= 1 << int(bit % 8)
+        f.write_bytes(bytes(bad))
+        r = SessionReader(tmp_path / "s")
+        got = list(r.iter_source("camera"))
+        rep = r.reports["camera"]
+        assert len(got) >= 19 and rep.error is None, (bit, len(got), rep.as_dict())
+        if len(got) == 19:
+            assert len(rep.corrupt) == 1 or rep.torn_tail
+
+
+def crafted_chunk(records) -> bytes:
+    from edgefuse.runtime.record import pack_chunk
+
+    return pack_chunk("camera", records)
+
+
+def test_chunks_with_a_valid_crc_but_bad_records_are_skipped_and_reported(tmp_path):
+    from edgefuse.runtime.record import FILE_MAGIC, _encode
+
+    good = _encode(Sample("camera", 0, 10, 11, np.zeros((2, 2), np.uint8)))
+    bad_records = [
+        {**good, "dtype": "|O"},  # would need pickle: "cannot create an OBJECT array"
+        {**good, "shape": [7, 7]},  # 4 bytes into 49
+        {k: v for k, v in good.items() if k != "seq"},
+        7,  # not a map
+        {**good, "t_capture_ns": "-9223372036854775808"},  # a str where an int belongs
+        {**good, "dtype": "<U4"},
+        {**good, "shape": [-1, -4]},
+        {**good, "rate_hz": float("nan")},
+        {**good, "data": "text"},
+        {**good, "dtype": "str", "data": b"\xff\xfe"},
+    ]
+    write_session(tmp_path / "s", [])
+    f = tmp_path / "s" / "streams" / "camera.efs"
+    meta = json.loads((tmp_path / "s" / "session.json").read_text())
+    meta["sources"] = {"camera": {"file": "streams/camera.efs", "modality": "camera"}}
+    (tmp_path / "s" / "session.json").write_text(json.dumps(meta))
+    body = FILE_MAGIC + b"".join(crafted_chunk([r]) for r in bad_records)
+    f.write_bytes(body + crafted_chunk([{**good, "seq": 1, "t_capture_ns": 20}]))
+    r = SessionReader(tmp_path / "s")
+    got = list(r)
+    assert [s.seq for s in got] == [1]
+    rep = r.reports["camera"]
+    assert len(rep.corrupt) == len(bad_records) and all("bad record" in c["reason"] for c in rep.corrupt)
+    assert len(r.problems()) == len(bad_records) and all("camera.efs" in p for p in r.problems())
+
+
+def test_crafted_session_json_is_a_data_error_naming_the_file(tmp_path):
+    base = {"format": "edgefuse.session", "version": 1, "start_ns": 0, "spec": {}}
+    for sources, match in [
+        ({"camera": {"file": 5}}, "sources.camera.file"),
+        ({"camera": {"file": "../../etc/passwd"}}, "sources.camera.file"),
+        ({"camera": {"file": "/etc/passwd"}}, "sources.camera.file"),
+        ({"camera": "x"}, "sources.camera.file"),
+        ([1], "'sources' must be a mapping"),
+    ]:
+        (tmp_path / "session.json").write_text(json.dumps({**base, "sources": sources}))
+        with pytest.raises(DataError, match=match) as e:
+            SessionReader(tmp_path)
+        assert "session.json" in str(e.value)
+    (tmp_path / "session.json").write_bytes(b"\xff\xfe{")
+    with pytest.raises(DataError, match="not valid JSON"):
+        SessionReader(tmp_path)
+    (tmp_path / "session.json").write_text("[" * 100_000)
+    with pytest.raises(DataError, match="session.json"):
+        SessionReader(tmp_path)
 
 
 def test_bad_sessions_and_label_files_name_the_problem(tmp_path):
@@ -152,6 +231,14 @@ def test_sigkill_while_recording_loses_at_most_the_last_chunk(tmp_path):
         # everything that arrived up to one chunk (0.5 s) + the writer's poll + a read step before the kill is there
         lost_s = (t_kill - samples[-1].t_arrival_ns) / 1e9
         assert lost_s < 1.0, (sid, lost_s)
+    # the ground truth was written as it happened: it covers the session up to one chunk period before the kill
+    labels = r.labels()
+    assert labels and labels[0][0] == 0
+    assert (t_kill - r.start_ns) / 1e9 - labels[-1][1] < 1.0
+    assert all(b[0] == pytest.approx(a[1], abs=1e-6) for a, b in zip(labels, labels[1:], strict=False))
+    s = got["camera"][len(got["camera"]) // 2]
+    t_s = (s.meta["t_true_ns"] - r.start_ns) / 1e9
+    assert next(lab for a, b, lab in labels if a <= t_s < b) == s.meta["labels"]
 
 
 def test_sigterm_closes_cleanly_with_labels_and_replays_deterministically(tmp_path):

@@ -274,3 +274,178 @@ def test_example_publisher_values_lie_in_the_smart_home_training_ranges(scene, e
            for i, c in enumerate(m.channels)
            if sent[:, i].min() < lo[i] - pad[i] or sent[:, i].max() > hi[i] + pad[i]]  # fmt: skip
     assert bad == []
+
+
+def test_hostile_numbers_and_nesting_are_counted_not_raised(pub_src):
+    # each of these stopped the whole runtime once (issue 11); now each costs one counted message
+    pub, src = pub_src
+    big_int = b'{"v":1,"source":"n","seq":0,"t_sensor_ns":1,"values":[' + b"9" * 400 + b",0,0]}"
+    pub.sock.send_multipart([b"env", big_int])
+    pub.sock.send_multipart([b"env", b"{" + b"[" * 5000])  # 5,000 nested arrays
+    pub.sock.send_multipart([b"env", b'{"a":' + b"[" * 5000 + b"]" * 5000 + b"}"])  # deep but well-formed
+    pub.sock.send_multipart([b"env", b"\x91" * 5000 + b"\x01"])  # msgpack: 5,000 nested one-element arrays
+    pub.send(msg(0, [[0, 0, 1], [0, 0, 2]], rate_hz=1e-300))  # rows 1e300 s apart
+    pub.send(msg(1, [0, 0, 1], rate_hz=9.9e6))  # a rate that would size buffers in GB
+    pub.send(msg(2, [0, 0, 1e300]))  # beyond float32
+    pub.send(msg(3, [0, 0, 1], t_ns=-(2**63)))  # int64 minimum after a normal time (below)
+    pub.send(msg(10**30, [0, 0, 1]), fmt="json")  # seq beyond int64
+    pub.send(msg(4, [0, 0, float("nan")]))
+    pub.send(msg(5, [[[0, 0, 1]]]))  # a block nested one level too deep
+    pub.send(msg(6, [[0, 0, 1]] * 10_000))  # more rows than 4 windows (400 at 100 Hz x 1 s)
+    pub.send(msg(7, [0, 0, 21.0]))  # valid: still gets through, with the host-clock time
+    got = collect(src, 1)
+    assert len(got) == 1 and got[0].data[0, 2] == pytest.approx(21.0)
+    assert 0 <= got[0].t_arrival_ns - got[0].t_capture_ns < 50e6
+    st = src.stats()
+    assert st["errors"] == 12 and sum(st["rejected"].values()) == 12
+    assert st["rejected"] == {"decode": 4, "schema": 1, "rate": 2, "values": 3, "time": 1, "rows": 1}
+
+
+def test_a_wild_clock_never_puts_a_capture_time_far_from_its_arrival():
+    spec = spec_for("tcp://127.0.0.1:1")
+    src = make_sources(spec)["env"]
+    now = monotonic_ns()
+    assert src._handle([b"env", msgpack.packb(msg(0, [0, 0, 1], t_ns=now))], now) is not None
+    wild = (-(2**63) + 1, 2**63 - 1, now + 10**15, now - 10**15, now, -(2**63) + 1, now)
+    got = [src._handle([b"env", msgpack.packb(msg(i, [0, 0, 1], t_ns=t))], now + i) for i, t in enumerate(wild, 1)]
+    # each is either refused ("time": beyond int64 or mapped far from its arrival) or, after the clock fit
+    # re-anchored on a step, mapped onto the host clock; nothing far off ever reaches the synchronizer
+    accepted = [s for s in got if s is not None]
+    assert all(abs(s.t_capture_ns - s.t_arrival_ns) < 1e9 for s in accepted)
+    assert len(accepted) + src.stats()["rejected"]["time"] == len(wild)
+    assert set(src.stats()["rejected"]) == {"time"}
+
+
+def test_publisher_rate_limit_drops_a_flood_but_not_a_neighbour():
+    spec = spec_for("tcp://127.0.0.1:1")
+    src = make_sources(spec)["env"]
+    t0 = monotonic_ns()
+    big = msgpack.packb(msg(0, [[0, 0, 1]] * 400, t_ns=t0, source="flood"))
+    accepted = 0
+    for i in range(20):  # 20 x 400 rows within 0.2 s: 40,000 rows/s against a 410 rows/s budget
+        frames = [b"env", msgpack.packb(msg(i, [[0, 0, 1]] * 400, t_ns=t0 + i * 10**7, source="flood"))]
+        accepted += src._handle(frames, t0 + i * 10**7) is not None
+        good = msgpack.packb(msg(i, [0, 0, 2], t_ns=t0 + i * 10**7, source="neighbour"))
+        assert src._handle([b"env", good], t0 + i * 10**7) is not None  # the other publisher is never throttled
+    assert accepted == 1 and big  # the first block fits the burst; the rest are refused as rate
+    st = src.stats()
+    assert st["rejected"] == {"rate": 19} and st["drops"] == 19
+
+
+def test_publisher_table_evicts_the_least_recent_so_a_new_sensor_is_accepted():
+    from edgefuse.runtime.sources.zmq_sensor import MAX_PUBLISHERS
+
+    src = make_sources(spec_for("tcp://127.0.0.1:1"))["env"]
+    t = monotonic_ns()
+    for i in range(MAX_PUBLISHERS + 10):
+        frames = [b"env", msgpack.packb(msg(0, [0, 0, 1], t_ns=t + i, source=f"junk-{i}"))]
+        assert src._handle(frames, t + i) is not None
+    real = [b"env", msgpack.packb(msg(0, [0, 0, 5], t_ns=t + 100, source="real-sensor"))]
+    assert src._handle(real, t + 100) is not None
+    st = src.stats()
+    assert len(st["publishers"]) == MAX_PUBLISHERS and "real-sensor" in st["publishers"]
+    assert "junk-0" not in st["publishers"] and st["evicted"] == 11
+
+
+def test_large_valid_blocks_decode_without_a_per_row_loop():
+    # 140k rows: the old per-row Python loop took ~0.5 s; the row cap refuses it outright, and a capped block
+    # (4 windows) decodes, holds and maps in milliseconds
+    spec = spec_for("tcp://127.0.0.1:1")
+    src = make_sources(spec)["env"]
+    t = monotonic_ns()
+    assert src._handle([b"env", msgpack.packb(msg(0, [[0, 1, 2]] * 140_000, t_ns=t))], t) is None
+    rows = [[float(i), float("nan"), 2.0] for i in range(400)]
+    rows[0][1] = 7.0
+    payload = msgpack.packb(msg(1, rows, t_ns=t - 4 * 10**9, rate_hz=100.0))
+    t0 = time.perf_counter()
+    s = src._handle([b"env", payload], t)
+    elapsed = time.perf_counter() - t0
+    assert s is None  # NaN is not a finite value
+    rows[5][1] = 7.0
+    clean = [[r[0], 3.0 if r[1] != r[1] else r[1], r[2]] for r in rows]
+    t0 = time.perf_counter()
+    s = src._handle([b"env", msgpack.packb(msg(2, clean, t_ns=t - 4 * 10**9, rate_hz=100.0))], t)
+    elapsed = max(elapsed, time.perf_counter() - t0)
+    assert s is not None and s.data.shape == (400, 3) and s.data[399, 0] == 399.0
+    assert elapsed < 0.05
+    assert src.stats()["rejected"] == {"rows": 1, "values": 1}
+
+
+def test_hold_fills_channels_left_out_from_the_last_value_across_blocks():
+    src = make_sources(spec_for("tcp://127.0.0.1:1"))["env"]
+    t = monotonic_ns()
+    a = src._handle([b"env", msgpack.packb(msg(0, [[1.0, 2.0]], channels=["motion", "door"], t_ns=t))], t)
+    assert np.isnan(a.data[0, 2])  # temperature: never seen yet
+    b = src._handle(
+        [b"env", msgpack.packb(msg(1, [[20.0], [21.0]], channels=["temperature"], t_ns=t + 1, rate_hz=100.0))],
+        t + 10**7,
+    )
+    np.testing.assert_array_equal(b.data, [[1.0, 2.0, 20.0], [1.0, 2.0, 21.0]])
+    c = src._handle([b"env", msgpack.packb(msg(2, [[5.0]], channels=["door"], t_ns=t + 2 * 10**7))], t + 2 * 10**7)
+    np.testing.assert_array_equal(c.data, [[1.0, 5.0, 21.0]])
+
+
+def test_a_message_above_the_zmq_size_limit_costs_the_sensor_under_a_second(pub_src):
+    pub, src = pub_src
+    pub.send(msg(0, [0, 0, 1.0]))
+    assert len(collect(src, 1)) == 1
+    pub.sock.send_multipart([b"env", b"\x00" * (5 << 20)])  # 5 MiB > ZMQ_MAXMSGSIZE: libzmq drops the peer
+    t_sent = time.monotonic()
+    got, seq = [], 1
+    while not got and time.monotonic() - t_sent < 3:
+        pub.send(msg(seq, [0, 0, 2.0]))  # valid data keeps coming, as from a live sensor
+        seq += 1
+        got = src.read(0.02)
+        if pub.sock.poll(0):
+            pub.sock.recv()  # the resubscription after the reconnect
+    assert got and got[0].data[0, 2] == pytest.approx(2.0)
+    assert time.monotonic() - t_sent < 1.0
+    assert src.stats()["disconnects"] >= 1
+
+
+def test_curve_sensor_link_admits_only_a_keyed_runtime(tmp_path):
+    import zmq.auth
+    from zmq.auth.thread import ThreadAuthenticator
+
+    from edgefuse.cli import main
+
+    keys, allowed = tmp_path / "keys", tmp_path / "allowed"
+    allowed.mkdir()
+    assert main(["keygen", "--out", str(keys), "--name", "sensor"]) == 0
+    assert main(["keygen", "--out", str(keys), "--name", "runtime"]) == 0
+    (allowed / "runtime.key").write_bytes((keys / "runtime.key").read_bytes())
+    ctx = zmq.Context()
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve(domain="*", location=str(allowed))
+    pub = ctx.socket(zmq.XPUB)  # the sensor: a CURVE server that admits the runtime's key only
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.curve_publickey, pub.curve_secretkey = zmq.auth.load_certificate(keys / "sensor.key_secret")
+    pub.curve_server = True
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    uri = f"tcp://127.0.0.1:{port}"
+    keyed = make_sources(
+        spec_for(uri, curve_server_key=str(keys / "sensor.key"), curve_secret_key=str(keys / "runtime.key_secret"))
+    )["env"]
+    stranger = make_sources(spec_for(uri, curve_server_key=str(keys / "sensor.key")))["env"]  # throwaway keys
+    plain = make_sources(spec_for(uri))["env"]
+    for s in (keyed, stranger, plain):
+        s.open()
+    try:
+        deadline = time.monotonic() + 5
+        while not pub.poll(10) and time.monotonic() < deadline:
+            keyed.read(0.01)
+        assert pub.recv()[:1] == b"\x01"  # only the keyed runtime's subscription arrives
+        for i in range(3):
+            pub.send_multipart([b"env", msgpack.packb(msg(i, [0, 0, 20.0 + i]))])
+        got = collect(keyed, 3)
+        assert [s.data[0, 2] for s in got] == [20.0, 21.0, 22.0]
+        assert collect(stranger, 1, timeout_s=0.3) == [] and collect(plain, 1, timeout_s=0.3) == []
+    finally:
+        for s in (keyed, stranger, plain):
+            s.close()
+        pub.close()
+        auth.stop()
+        ctx.term()
+    with pytest.raises(Exception, match=r"modalities.env.source server key .*nope.key"):
+        make_sources(spec_for(uri, curve_server_key=str(tmp_path / "nope.key")))
