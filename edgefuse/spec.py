@@ -84,10 +84,10 @@ class SourceSpec(Strict):
     device_channels: int | None = Field(None, gt=0)
     # microphone: device channels to keep, in order (default: the mean of all when the modality has 1 channel,
     # else the first `channels`)
-    select_channels: list[int] | None = None
+    select_channels: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
     # camera (V4L2 devices): requested capture size [W, H] and FOURCC (MJPG lets USB cameras reach full rate);
     # the requested fps is the modality's rate_hz
-    capture_size: list[int] | None = None
+    capture_size: list[Annotated[int, Field(gt=0)]] | None = Field(None, min_length=2, max_length=2)
     fourcc: str | None = Field(None, min_length=4, max_length=4)
     # zmq: topic prefix to subscribe to (empty = all)
     topic: str = ""

@@ -224,4 +224,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  sync error p99  {sync}",
         f"  online accuracy {acc}",
     ]
+    masked = [f"{sid} ({st['problem']})" for sid, st in s.get("sources", {}).items() if st.get("problem")]
+    if masked:  # a device missing or off pace at the end of the run
+        lines.append(f"  masked      {', '.join(masked)}")
     return "\n".join(lines)

@@ -207,14 +207,14 @@ def check_config(path: str, host: dict[str, Any]) -> dict[str, Any]:
             checker(m, host, problems)
         out[name] = {"source": src.type, "uri": src.uri, "required": src.required, "ok": not problems,
                      "problems": problems}  # fmt: skip
-    backend = spec.runtime.backend
+    backend = spec.runtime.model.backend
     ort = host["packages"].get("onnxruntime")
     if backend in ("tensorrt",) and not host["packages"].get("tensorrt"):
-        out["runtime.backend"] = {"source": backend, "ok": False, "problems": [
+        out["runtime.model"] = {"source": backend, "ok": False, "problems": [
             {"problem": "tensorrt is not importable", "fix": "JetPack's tensorrt (docs/jetson.md) or 'edgefuse[trt]'"}
         ]}  # fmt: skip
     elif backend == "onnxruntime" and ort is None:
-        out["runtime.backend"] = {"source": backend, "ok": False, "problems": [
+        out["runtime.model"] = {"source": backend, "ok": False, "problems": [
             {"problem": "onnxruntime is not importable", "fix": "pip install onnxruntime (or onnxruntime-gpu)"}
         ]}  # fmt: skip
     return out

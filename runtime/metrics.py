@@ -182,6 +182,9 @@ class _SnapshotCollector(Collector):
         failures = CounterMetricFamily(
             "edgefuse_publish_failures", "Messages not sent, by reason.", labels=["device", "reason"]
         )
+        connected = GaugeMetricFamily("edgefuse_source_connected", "1 while the device is open.", labels=src)
+        unpaced = CounterMetricFamily("edgefuse_source_unpaced", "Times flagged off real-time pace.", labels=src)
+        pace = GaugeMetricFamily("edgefuse_source_pace_ratio", "Delivered rate / nominal rate.", labels=src)
         for source, s in sorted(sources.items()):
             _add(samples, [d, source], s.get("samples"))
             _add(rate, [d, source], s.get("rate_hz"))
@@ -192,11 +195,16 @@ class _SnapshotCollector(Collector):
             _add(jumps, [d, source], s.get("clock_jumps"))
             _add(reconnects, [d, source], s.get("reconnects"))
             _add(errors, [d, source], s.get("errors"))
+            if isinstance(s.get("connected"), bool):
+                _add(connected, [d, source], int(s["connected"]))
+            _add(unpaced, [d, source], s.get("unpaced"))
+            _add(pace, [d, source], s.get("pace_ratio"))
             for reason, n in sorted(drop_reasons(s).items()):
                 _add(drops, [d, source, reason], n)
         for reason, n in sorted(publish_failures.items()):
             _add(failures, [d, reason], n)
-        yield from (samples, rate, drops, depth, offset, drift, jumps, reconnects, errors, failures)
+        yield from (samples, rate, drops, depth, offset, drift, jumps, reconnects, errors, failures, connected)
+        yield from (unpaced, pace)
 
 
 def drop_reasons(stats: Mapping[str, Any]) -> dict[str, float]:

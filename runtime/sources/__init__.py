@@ -82,7 +82,8 @@ class Source:
 
     def device(self) -> str:
         """The device, file or endpoint this source reads, as the user named it."""
-        return self.spec.source.uri or "default"
+        src = self.spec.source
+        return f"{src.uri} topic {src.topic}" if src.type == "zmq" and src.topic else (src.uri or "default")
 
     def describe(self) -> str:
         """The start-up line: modality, type, device, rate, live or not."""

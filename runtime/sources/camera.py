@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Any
 
-from edgefuse._optional import require
+from edgefuse._optional import MissingDependency, require
 from edgefuse.runtime.clock import Sample, monotonic_ns
 from edgefuse.runtime.sources import Backoff, Pacing, Source, Throttle
 from edgefuse.spec import ModalitySpec, SpecError
@@ -201,7 +201,11 @@ class CameraSource(Source):
         self.backoff.failed()
 
     def _connect(self) -> bool:
-        cv2 = self._cv2 = load_cv2()
+        try:
+            cv2 = self._cv2 = load_cv2()
+        except MissingDependency as err:  # no OpenCV at all: mask the camera, name the fix
+            self._failed(str(err), permanent=True)
+            return False
         facts = _announce(cv2)
         if self.uri_kind == "pipeline" and not facts["gstreamer"]:
             self._failed(

@@ -12,10 +12,12 @@ reopened) restarts the stamps on the mapped clock, and for the first WARMUP_S af
 its line, stamps follow the fit directly. A device whose sample clock runs beyond 1.2x (or below 1/1.2)
 real time (e.g. ALSA's `file` plugin over `null`) is flagged, masked and reopened later (Pacing).
 
-Timestamps come from AudioClock (pure, tested without hardware): the running sample count, mapped onto the host
-clock by a lower-envelope fit of the callback times (runtime/clockfit.py; this also learns the sound card's drift),
-corrected by PortAudio's inputBufferAdcTime only while that advances sanely: on some hosts it is 0, frozen, or
-jumps, and then the count alone is used.
+The mapped clock is AudioClock's fit (runtime/clockfit.py): the running device sample count mapped onto the host
+clock by the lower envelope of the callback times, which also learns the sound card's drift. AudioClock's own
+per-block stamp (corrected by PortAudio's inputBufferAdcTime while that advances sanely) is not used for the
+blocks: on PulseAudio the ADC time is sane only part of the time and each switch moved the stamps by
+milliseconds, and the per-block clamp snaps to bursty callbacks. The stamps therefore trail the true capture time
+by about the minimum callback latency (a few ms), steadily.
 
 The callback does no allocation: one copy into the ring and four scalar stores. Everything else (stamping,
 building Samples) runs in read(), on the caller's thread.
@@ -34,7 +36,7 @@ from edgefuse._optional import MissingDependency, require
 from edgefuse.runtime.clock import Sample, monotonic_ns
 from edgefuse.runtime.clockfit import ClockFit
 from edgefuse.runtime.sources import Backoff, Pacing, Source, Throttle
-from edgefuse.spec import ModalitySpec
+from edgefuse.spec import ModalitySpec, SpecError
 
 log = logging.getLogger(__name__)
 RING_BLOCKS = 256  # blocks the reader may fall behind before the oldest are overwritten (counted as drops)
@@ -133,6 +135,12 @@ class MicrophoneSource(Source):
         self, source_id: str, modality: str, spec: ModalitySpec, realtime: bool = True, seed: int = 0, context=None
     ):
         super().__init__(source_id, modality, spec, realtime)
+        sel = spec.source.select_channels
+        if sel is not None and len(sel) != spec.n_channels:
+            where = f"modalities.{modality}.source.select_channels"
+            raise SpecError(
+                "<spec>", [(where, f"names {len(sel)} device channel(s); the modality has {spec.n_channels}")]
+            )
         uri = spec.source.uri
         self.device_arg: int | str | None = int(uri) if uri and uri.isdigit() else uri
         self.blocksize = spec.source.blocksize
@@ -252,7 +260,8 @@ class MicrophoneSource(Source):
                 self.clock.discontinuity()
             n = int(self._frames[i])
             self.clock.stamp(n, int(self._host_ns[i]), float(self._adc[i]), float(self._now[i]))
-            # the fitted line itself (smooth), not the per-block stamp (which snaps to bursty callback times)
+            # the fitted line, not the per-block stamp (which snaps to bursty callback times: PulseAudio delivers
+            # blocks in pairs) nor the ADC-time correction (on PulseAudio it comes and goes, moving the stamps by ms)
             t_dev = self.clock.fit.to_host(round(self._in_count * 1e9 / self.device_rate_hz))
             s = self._block(self._ring[i, :n], t_dev, t_arrival)
             if s is not None:
@@ -297,6 +306,13 @@ class MicrophoneSource(Source):
             return False
         try:
             soxr = require("soxr", "resampling the microphone to the modality's rate")
+        except MissingDependency as err:
+            self.counters["open_failures"] += 1
+            self.backoff.delay_s = self.backoff.max_s
+            self.backoff.failed()
+            self.unavailable(str(err))
+            return False
+        try:
             info = sd.query_devices(self.device_arg, "input")
             src = self.spec.source
             rate = float(src.device_rate_hz or info["default_samplerate"])

@@ -208,12 +208,12 @@ def _run_with_camera(tmp_path, home_bundle, endpoint, camera_source: dict, durat
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    return json.loads(summary.read_text()), r.stderr
+    return json.loads(summary.read_text()), r.stderr, r.stdout
 
 
 def test_a_missing_camera_is_logged_and_masked_while_the_run_keeps_publishing(tmp_path, home_bundle, free_endpoint):
     missing = str(tmp_path / "no-camera.mp4")
-    summary, err = _run_with_camera(tmp_path, home_bundle, free_endpoint(), {"type": "camera", "uri": missing}, 3.0)
+    summary, err, out = _run_with_camera(tmp_path, home_bundle, free_endpoint(), {"type": "camera", "uri": missing}, 3)
     assert summary["ticks"] >= 3 and summary["published"] == summary["ticks"] and summary["errors"] == []
     assert summary["missing"]["camera"] == summary["ticks"]  # masked on every tick, the other modalities not
     assert summary["missing"]["mic"] < summary["ticks"]
@@ -223,6 +223,7 @@ def test_a_missing_camera_is_logged_and_masked_while_the_run_keeps_publishing(tm
     assert f"source camera: image from camera '{missing}' at 10 Hz (live)" in err
     assert "source mic: audio from synthetic 'default' at 16000 Hz (synthetic)" in err
     assert f"source camera ({missing}): no such file; its modality is masked" in err
+    assert "masked      camera (no such file)" in out
 
 
 def test_a_required_camera_that_cannot_open_stops_the_run_with_one_line(tmp_path, home_bundle, free_endpoint):
@@ -249,7 +250,8 @@ def test_summary_says_a_live_camera_was_connected(tmp_path, home_bundle, free_en
         w.write(np.full((64, 64, 3), 10 * i, np.uint8))
     w.release()
     src = {"type": "camera", "uri": str(video), "loop": True}
-    summary, _ = _run_with_camera(tmp_path, home_bundle, free_endpoint(), src, 1.5)
+    summary, _, out = _run_with_camera(tmp_path, home_bundle, free_endpoint(), src, 1.5)
+    assert "masked" not in out
     cam = summary["sources"]["camera"]
     assert cam["connected"] is True and cam["samples"] >= 10 and cam["problem"] is None
     assert summary["missing"]["camera"] <= 1  # present once the first frames are in

@@ -127,3 +127,24 @@ def test_two_pipelines_in_one_process_have_separate_registries():
     finally:
         a.close()
         b.close()
+
+
+def test_a_missing_or_unpaced_device_shows_in_the_metrics(metrics, tmp_path):
+    from edgefuse.spec import parse_spec
+
+    spec = parse_spec({"name": "t", "labels": {"e": ["a", "b"]},
+                       "modalities": {"camera": {"kind": "image", "rate_hz": 10, "shape": [8, 8],
+                                                 "source": {"type": "camera", "uri": str(tmp_path / "none.mp4")}}},
+                       "model": {"encoders": {"camera": {"type": "dwcnn"}}}})  # fmt: skip
+    cam = make_sources(spec)["camera"]
+    cam.open()  # no such file: masked
+    port = metrics.start_http(0)
+    metrics.observe_source_stats("camera", cam.stats(), now=0.0)
+    # a flagged device's counters, as CameraSource/MicrophoneSource report them after a flood
+    metrics.observe_source_stats("mic", {"connected": True, "unpaced": 2, "pace_ratio": 1004.1}, now=0.0)
+    got = scrape(port)
+    assert got[("edgefuse_source_connected", (("source", "camera"),))] == 0
+    assert got[("edgefuse_source_connected", (("source", "mic"),))] == 1
+    assert got[("edgefuse_source_unpaced_total", (("source", "mic"),))] == 2
+    assert got[("edgefuse_source_pace_ratio", (("source", "mic"),))] == pytest.approx(1004.1)
+    assert ("edgefuse_source_pace_ratio", (("source", "camera"),)) not in got  # never measured: no sample

@@ -55,8 +55,8 @@ def test_results_reach_a_subscriber_and_decode():
         pub.result("g1", payload(6))  # another topic of the same type does not advance result/g0's counter
         pub.result("g0", payload(7))
         g1, g0 = decode(sub.recv_multipart()), decode(sub.recv_multipart())
-        assert g1.topic == "result/g1" and g1.header["seq"] == 0
-        assert g0.topic == "result/g0" and g0.header["seq"] == first + 1  # per-topic sequence: gaps show losses
+        assert g1.topic == "result/cam-07/g1" and g1.header["seq"] == 0
+        assert g0.topic == "result/cam-07/g0" and g0.header["seq"] == first + 1  # per-topic sequence: gaps show losses
         pub.stats({"t_ns": 1, "sources": {}, "drops": {}, "latency_ms": {}, "ticks": 0, "published": 0})
         assert not sub.poll(100)  # filtered out by the topic prefix
     finally:
@@ -207,7 +207,7 @@ def test_listen_and_monitor_are_curve_clients_of_a_curve_runtime(tmp_path, capsy
             m._ctx.term()
 
     try:
-        assert asyncio.run(monitor_receives()) == b"result"
+        assert asyncio.run(monitor_receives()).startswith(b"result/")  # result/<device>/
         # without the runtime's key, listen fails fast with one line naming the setting
         assert main(["listen", "--endpoint", pub.endpoint, "--count", "1", "--curve-server-key", "nope.key"]) == 1
         assert "listen server key nope.key" in capsys.readouterr().err

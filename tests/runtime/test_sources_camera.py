@@ -210,3 +210,22 @@ def test_unpaced_stream_is_flagged_and_masked(caplog):
     st = src.stats()
     assert before and after == [] and st["unpaced"] == 1 and st["pace_ratio"] > 4.8
     assert "not paced" in src.problem and "masked" in caplog.text
+
+
+def test_no_opencv_masks_the_camera_and_names_the_extra(monkeypatch):
+    # the core install has no OpenCV (pip's is the `opencv` extra; JetPack's is a system package)
+    import importlib.abc
+    import sys
+
+    class NoOpenCV(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "cv2":
+                raise ModuleNotFoundError("No module named 'cv2'")
+            return None
+
+    monkeypatch.delitem(sys.modules, "cv2")
+    monkeypatch.setattr(sys, "meta_path", [NoOpenCV(), *sys.meta_path])
+    src = make_sources(spec_for("/dev/video0"))["camera"]
+    src.open()
+    assert src.read(0.01) == [] and src.stats()["connected"] is False
+    assert "pip install 'edgefuse[opencv]'" in src.problem

@@ -186,11 +186,14 @@ def test_paced_48k_stereo_int16_device_arrives_as_16k_mono_with_contiguous_stamp
 
 
 @needs_portaudio
-def test_select_channels_keeps_the_right_channel_only(tmp_path):
+def test_default_rate_and_select_channels_keep_the_right_channel_only(tmp_path):
     from _virtual_mic import RIGHT_AMP, RIGHT_HZ, VirtualMic
 
     with VirtualMic(tmp_path) as mic:
-        out = capture(mic.env, {"uri": "mic48", "device_rate_hz": 48000, "select_channels": [1]}, 2.2)
+        out = capture(mic.env, {"uri": "mic48", "select_channels": [1]}, 2.2)
+    # no device_rate_hz: the device's default rate as PortAudio reports it (44.1 kHz for ALSA's pulse plugin,
+    # which converts from the pipe's 48 kHz); 44.1 -> 16 kHz is not an integer ratio, soxr handles it
+    assert out["stats"]["device_rate_hz"] == 44100 and out["rate"] == 16000
     x = np.array(out["audio"][8000:24000])
     assert len(x) == 16000
     spec = np.abs(np.fft.rfft(x)) / len(x) * 2
@@ -252,3 +255,18 @@ def test_missing_portaudio_names_the_package_and_masks_the_modality(monkeypatch)
     src = make_sources(parse_spec(data))["mic"]
     with pytest.raises(SourceUnavailable, match="required source mic.*libportaudio2"):
         src.open()
+
+
+def test_select_channels_must_match_the_modality():
+    from edgefuse.runtime.sources import make_sources
+    from edgefuse.spec import SpecError, parse_spec
+
+    data = {"name": "t", "labels": {"e": ["a", "b"]},
+            "modalities": {"mic": {"kind": "audio", "rate_hz": 16000, "window_s": 1.0, "channels": 1,
+                                   "source": {"type": "microphone", "select_channels": [0, 1]}}},
+            "model": {"encoders": {"mic": {"type": "logmel_cnn"}}}}  # fmt: skip
+    with pytest.raises(SpecError, match=r"modalities.mic.source.select_channels: names 2 device channel"):
+        make_sources(parse_spec(data))
+    data["modalities"]["mic"]["source"]["select_channels"] = [-1]
+    with pytest.raises(SpecError, match=r"modalities.mic.source.select_channels"):
+        parse_spec(data)
