@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ from edgefuse.spec import ModalitySpec, SpecError
 
 SCHEMA_VERSION = 1
 MAX_PUBLISHERS = 64  # distinct "source" names tracked per modality; beyond it the least recently seen is evicted
+PROBATION_AT = MAX_PUBLISHERS // 2  # with more names than this, a new name's first message only anchors its clock
 INT64_MAX = (1 << 63) - 1
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 RATE_RANGE = 10.0  # a message's rate_hz must lie within [spec rate / 10, spec rate * 10]
@@ -41,6 +43,7 @@ ROWS_PER_WINDOW = 4  # rows one message may carry: 4 windows' worth (at least 64
 RATE_SLACK = 4.0  # per-publisher budget: 4x the spec's rate in rows/s (+10/s), burst of one message's row cap
 MAX_LEAD_S = 1.0  # a mapped capture time this far after its arrival is refused ("time")
 MAX_AGE_S = 300.0  # ... and this far before it
+READ_SLICE_S = 0.01  # read() returns what it has after this long, however much is queued
 MAX_GAP = 1 << 20  # a sequence gap beyond this counts as this many drops (a wild seq is not a billion drops)
 
 
@@ -63,10 +66,15 @@ class Rejected(Exception):
         super().__init__(f"{reason}: {detail}")
 
 
+_MSGPACK_MAP = {*range(0x80, 0x90), 0xDE, 0xDF}  # fixmap, map16, map32: the first byte of any msgpack map
+
+
 def decode_payload(payload: bytes, max_bytes: int) -> dict[str, Any]:
     """Bytes -> message mapping (msgpack, or JSON when it starts with '{'); sizes and nesting are capped."""
     if len(payload) > max_bytes:
         raise Rejected("oversized", f"{len(payload)} bytes > {max_bytes}")
+    if payload[:1] != b"{" and (not payload or payload[0] not in _MSGPACK_MAP):
+        raise Rejected("schema", "payload is not a map (msgpack) or an object (JSON)")  # refused before decoding
     try:
         if payload[:1] == b"{":
             # orjson: nesting capped at 1024 without recursion; NaN, Infinity and numbers beyond a double refused
@@ -91,11 +99,12 @@ def decode_payload(payload: bytes, max_bytes: int) -> dict[str, Any]:
     return msg
 
 
-def parse_message(msg: dict[str, Any], m: ModalitySpec) -> Reading:
+def parse_message(msg: dict[str, Any], m: ModalitySpec, budget: Callable[[str, int], None] | None = None) -> Reading:
     """Validate a decoded message against modality `m`; raises Rejected with the reason.
 
     Every field is bounded: seq and t_sensor_ns within int64, rate_hz within RATE_RANGE of the spec's rate, rows
-    within the row cap, values finite and representable as float32.
+    within the row cap, values finite and representable as float32. `budget(publisher, rows)` is called once the
+    header checks out and before any value is converted, so a publisher over its budget costs no conversion.
     """
     if msg.get("v") != SCHEMA_VERSION:
         raise Rejected("version", f"v={str(msg.get('v'))[:20]}, expected {SCHEMA_VERSION}")
@@ -115,9 +124,17 @@ def parse_message(msg: dict[str, Any], m: ModalitySpec) -> Reading:
         text = msg.get("text")
         if not isinstance(text, str):
             raise Rejected("schema", "'text' must be a string")
+        if budget is not None:
+            budget(pub, 1)
         return Reading(pub, seq, t, text, 0.0)
     if not m.rate_hz / RATE_RANGE <= rate <= m.rate_hz * RATE_RANGE:
         raise Rejected("rate", f"rate_hz {rate:.4g} outside [{m.rate_hz / RATE_RANGE:g}, {m.rate_hz * RATE_RANGE:g}]")
+    vals = msg.get("values")
+    rows = len(vals) if isinstance(vals, list) and vals and isinstance(vals[0], list) else 1
+    if rows > max_rows(m):
+        raise Rejected("rows", f"{rows} rows in one message > {max_rows(m)}")
+    if budget is not None:
+        budget(pub, rows)
     data = _values(msg, m)
     if t + round((data.shape[0] - 1) * 1e9 / rate) > INT64_MAX:
         raise Rejected("time", "the last row's time is beyond int64")
@@ -127,6 +144,15 @@ def parse_message(msg: dict[str, Any], m: ModalitySpec) -> Reading:
 def max_rows(m: ModalitySpec) -> int:
     """Rows one message may carry for modality `m`."""
     return max(64, ROWS_PER_WINDOW * m.n_steps)
+
+
+def max_payload_bytes(m: ModalitySpec) -> int:
+    """The largest payload worth decoding for `m`: source.max_message_bytes, and for series/audio no more than
+    the row cap at a generous 32 bytes per value (+4 KiB of fields), so an over-long block is refused by its size
+    before msgpack or JSON builds a Python object per value."""
+    if m.kind == "text":
+        return m.source.max_message_bytes
+    return min(m.source.max_message_bytes, max_rows(m) * m.n_channels * 32 + 4096)
 
 
 def _is_int(x: Any) -> bool:
@@ -146,8 +172,6 @@ def _values(msg: dict[str, Any], m: ModalitySpec) -> np.ndarray:
     if not isinstance(vals, list) or not vals:
         raise Rejected("values", "'values' must be a non-empty list (one row) or list of rows")
     block = isinstance(vals[0], list)
-    if block and len(vals) > max_rows(m):
-        raise Rejected("rows", f"{len(vals)} rows in one message > {max_rows(m)}")
     try:
         # one C-level conversion for the whole block; float64 first so out-of-float32 values are seen, not clipped
         rows = np.asarray(vals if block else [vals], dtype=np.float64)  # (n, len(chans))
@@ -172,6 +196,7 @@ class _Publisher:
         self.burst = float(max_rows(m))
         self.tokens = self.burst
         self.seen_ns = now_ns
+        self.accepted = 0  # messages that became samples
 
     def spend(self, rows: int, now_ns: int) -> bool:
         """Take `rows` from the budget (refilled at rows_per_s); False when it is exhausted."""
@@ -199,10 +224,11 @@ class ZmqSensorSource(Source):
                 "<spec>", [(f"modalities.{modality}.source.uri", "zmq needs an endpoint, e.g. tcp://host:5600")]
             )
         self.endpoints = [e.strip() for e in spec.source.uri.split(",") if e.strip()]
+        self._max_bytes = max_payload_bytes(spec)
         # CURVE keys load here, on the caller's thread, so a bad key file is a startup error naming the setting
         src = spec.source
         self._curve = curve_client_keys(src.curve_server_key, src.curve_secret_key, f"modalities.{modality}.source")
-        self.counters.update(restarts=0, duplicates=0, disconnects=0, evicted=0)
+        self.counters.update(restarts=0, duplicates=0, disconnects=0, evicted=0, probation=0)
         self.rejected: dict[str, int] = {}
         self.publishers: dict[str, _Publisher] = {}
         self._last_row = np.full(spec.n_channels, np.nan, np.float32)  # (C,) held values for channels not sent
@@ -240,12 +266,15 @@ class ZmqSensorSource(Source):
             return []
         out: list[Sample] = []
         if self._poller.poll(timeout_s * 1000):
-            for _ in range(10000):  # drain what is queued, bounded so read() returns
+            # drain what is queued, but hand samples on at least every READ_SLICE_S: under a flood of messages
+            # (valid or not) the good ones, fair-queued per connection by ZeroMQ, still reach the sync in time
+            deadline = monotonic_ns() + int(READ_SLICE_S * 1e9)
+            while (now := monotonic_ns()) < deadline:
                 try:
                     frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=True)
                 except zmq.Again:
                     break
-                s = self._handle(frames, monotonic_ns())
+                s = self._handle(frames, now)
                 if s is not None:
                     out.append(s)
         self._poll_monitor()
@@ -254,7 +283,7 @@ class ZmqSensorSource(Source):
     def stats(self) -> dict[str, Any]:
         st: dict[str, Any] = dict(self.counters)
         st["rejected"] = dict(self.rejected)
-        st["publishers"] = {p: s.clock.stats() for p, s in self.publishers.items()}
+        st["publishers"] = {p: {**s.clock.stats(), "accepted": s.accepted} for p, s in self.publishers.items()}
         if self.publishers:  # the busiest publisher's clock as the source's headline numbers
             main = max(self.publishers.values(), key=lambda p: p.clock.updates)
             st.update(main.clock.stats())
@@ -278,11 +307,15 @@ class ZmqSensorSource(Source):
     def _accept(self, frames: list[bytes], t_arrival_ns: int) -> Sample | None:
         if len(frames) != 2:
             raise Rejected("frames", f"{len(frames)} frames, expected [topic, payload]")
-        r = parse_message(decode_payload(frames[1], self.spec.source.max_message_bytes), self.spec)
-        pub = self._publisher(r.publisher, t_arrival_ns)
+
+        def budget(name: str, rows: int) -> None:
+            p = self._publisher(name, t_arrival_ns)
+            if not p.spend(rows, t_arrival_ns):
+                raise Rejected("rate", f"publisher {name!r} over {p.rows_per_s:g} rows/s")
+
+        r = parse_message(decode_payload(frames[1], self._max_bytes), self.spec, budget)
+        pub = self.publishers[r.publisher]
         n = 1 if isinstance(r.data, str) else r.data.shape[0]
-        if not pub.spend(n, t_arrival_ns):
-            raise Rejected("rate", f"publisher {r.publisher!r} over {pub.rows_per_s:g} rows/s")
         # the message leaves after its last row: fit the clock on that row's time
         t_last = r.t_sensor_ns + round((n - 1) * 1e9 / r.rate_hz) if n > 1 else r.t_sensor_ns
         pub.clock.update(t_last, t_arrival_ns)
@@ -291,6 +324,13 @@ class ZmqSensorSource(Source):
             raise Rejected("time", f"capture time maps {(t_capture - t_arrival_ns) / 1e9:.3g} s from its arrival")
         if not self._check_seq(pub, r.seq):
             return None
+        if pub.clock.updates == 1 and len(self.publishers) > PROBATION_AT:
+            # many names at once (a flood of them): a new name's first reading only anchors its clock. With no
+            # history its time maps to when it was processed, late by any backlog, and would put the modality's
+            # newest stamp ahead of the real sensors' (their readings would then be refused as out of order)
+            self.counters["probation"] += 1
+            return None
+        pub.accepted += 1
         data = r.data if isinstance(r.data, str) else self._hold(r.data)
         rate = r.rate_hz if n > 1 else 0.0  # Sample convention: 0 for a single reading
         return self._sample(t_capture, t_arrival_ns, data, rate, publisher=r.publisher)
