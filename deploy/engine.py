@@ -3,7 +3,7 @@
 A TensorRT engine runs only on the GPU model and TensorRT version it was built with, so every engine is written
 with a sidecar JSON tag saying what it was built for and from which ONNX file:
 
-  BUNDLE/engines/<precision>-<gpu-slug>-sm<major><minor>-trt<version>[-dla<core>].engine   (+ .json tag)
+  BUNDLE/engines/<precision>-<gpu-slug>-sm<major><minor>-trt<version>[-dla<core>][-b<batch>].engine  (+ .json tag)
   BUNDLE/engines/<gpu-slug>-sm<major><minor>-trt<version>.timing_cache
 
 Everything about tags, names, matching, refusal, optimization-profile shapes and DLA choice is pure Python over
@@ -11,7 +11,7 @@ plain data (HostFacts), so it is tested without TensorRT. Only `build_engine` an
 tensorrt is imported lazily. docs/tensorrt.md says what was run and what was not.
 
   edgefuse build-engine --bundle bundles/home --precision fp16
-  edgefuse build-engine --bundle bundles/home --precision int8 --dla 0      # Jetson DLA core 0, GPU fallback
+  edgefuse build-engine --bundle bundles/home --precision int8 --dla 0 --batch 1,8   # DLA core 0: fixed batches
 """
 
 from __future__ import annotations

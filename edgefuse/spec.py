@@ -486,6 +486,8 @@ def _model_choice_problems(m: dict[str, Any]) -> list[tuple[str, str]]:
     out = []
     if device.startswith("dla") and backend not in ("auto", "tensorrt"):
         out.append(("runtime.model.device", f"'{device}' runs TensorRT engines only; backend is '{backend}'"))
+    if backend == "tensorrt" and device == "cpu":
+        out.append(("runtime.model.device", "TensorRT runs on a GPU or DLA, not 'cpu'"))
     if device.startswith("dla") and precision == "fp32":
         out.append(("runtime.model.precision", "DLA runs fp16 and int8 only"))
     if backend == "torch" and precision == "int8":

@@ -118,6 +118,8 @@ def test_impossible_model_choices_are_spec_errors_with_paths():
     assert "runtime.model.cuda_graphs: CUDA graphs are a torch-backend feature" in text
     with pytest.raises(SpecError, match=r"runtime\.model\.device"):
         _apply_overrides(spec, ns(device="gpu0"))
+    with pytest.raises(SpecError, match=r"runtime\.model\.device: TensorRT runs on a GPU or DLA"):
+        _apply_overrides(spec, ns(backend="tensorrt", device="cpu"))
 
 
 def test_start_up_line_says_exactly_what_runs():

@@ -77,6 +77,12 @@ def test_run_until_sigterm_with_a_live_listener(tmp_path, home_bundle, free_endp
     assert summary["ticks"] >= 4 and summary["published"] == summary["ticks"] and summary["errors"] == []
     assert set(summary["sources"]) == {"camera", "mic", "env"} and summary["sources"]["env"]["samples"] > 0
     assert summary["backend"]["name"] == "onnxruntime" and "end-to-end" in out
+    # the start-up line says what runs: auto found no TensorRT engine here and took ONNX Runtime on the CPU
+    assert out.splitlines()[0] == (
+        "edgefuse: model: onnxruntime fp32 on CPUExecutionProvider: model.onnx "
+        "(auto: no fp32 TensorRT engine fits this host)"
+    )
+    assert summary["backend"]["reason"] == "auto: no fp32 TensorRT engine fits this host"
 
 
 def test_replaying_a_session_twice_gives_identical_results(tmp_path, home_bundle, free_endpoint):
