@@ -168,7 +168,18 @@ class _OnDevice(torch.nn.Module):
 
 
 def launch(args: argparse.Namespace) -> int:
-    """`edgefuse train --nproc N`: run this same training under torchrun on this host; returns its exit code."""
+    """`edgefuse train --nproc N`: run this same training under torchrun on this host; returns its exit code.
+
+    The config, the overrides and the data folder are checked here first, so a typo is one error line, not N
+    processes failing under torchrun."""
+    from edgefuse.errors import DataError
+    from edgefuse.spec import load_spec
+    from edgefuse.trainer.train import apply_overrides, masked_modalities
+
+    spec = apply_overrides(load_spec(args.config), epochs=args.epochs, fusion=args.fusion, seed=args.seed)
+    masked_modalities(spec, args.only, getattr(args, "drop", None))
+    if not Path(args.data).is_dir():
+        raise DataError(args.data, "no such dataset folder (--data)")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
            "-m", "edgefuse.cli", "train", "--config", str(args.config), "--data", str(args.data),
            "--out", str(args.out)]  # fmt: skip
