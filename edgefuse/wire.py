@@ -213,7 +213,9 @@ def _check_result(p: dict[str, Any]) -> None:
             raise WireError(f"payload.scores.{_key(head)}: expected a non-empty map label -> probability")
         for label, prob in s.items():
             if not isinstance(prob, _NUM) or isinstance(prob, bool) or not 0.0 <= prob <= 1.0:
-                raise WireError(f"payload.scores.{_key(head)}.{_key(label)}: expected a probability in [0, 1], got {prob!r}")
+                raise WireError(
+                    f"payload.scores.{_key(head)}.{_key(label)}: expected a probability in [0, 1], got {prob!r}"
+                )
     for head, label in p["top"].items():
         if not isinstance(label, str) or head not in p["scores"] or label not in p["scores"][head]:
             raise WireError(f"payload.top.{_key(head)}: {_key(label)} is not a label of scores.{_key(head)}")

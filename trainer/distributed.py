@@ -31,6 +31,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +88,10 @@ class Distributed:
         """What rank 0 validates with: the model itself on CPU, or an adapter feeding it on its GPU."""
         return _OnDevice(model, self.device) if self.cuda else model
 
-    def follow(self, net: Any, opt: Any, sched: Any, data: tuple, cfg: Any, gens: tuple, p_drop: float,
-               train_epoch: Any) -> dict[str, Any]:  # fmt: skip
-        """A rank other than 0: train each epoch on its shards until rank 0 says stop; it writes nothing."""
-        for _ in range(cfg.epochs):
-            train_epoch(net, opt, sched, data, cfg.batch_size, gens, p_drop, self)
+    def follow(self, one_epoch: Callable[[], Any], epochs: int) -> dict[str, Any]:
+        """A rank other than 0: run `one_epoch` (its shards of every batch) until rank 0 says stop; writes nothing."""
+        for _ in range(epochs):
+            one_epoch()
             if self.agree(False):
                 break
         self.close()
@@ -135,7 +135,14 @@ class Distributed:
 
 class _DDP(torch.nn.parallel.DistributedDataParallel):
     """DDP that takes the trainer's CPU tensors: on a GPU, inputs go to the device and logits come back, so the
-    loop and its loss stay device-free."""
+    loop and its loss stay device-free. Attributes it lacks (the model's own: aux_loss, last outputs) are the
+    wrapped model's, so the training loop calls it as it calls the model."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
 
     def forward(self, inputs: dict[str, Any], mask: Any) -> dict[str, Any]:
         if self.device_ids:
@@ -161,7 +168,18 @@ class _OnDevice(torch.nn.Module):
 
 
 def launch(args: argparse.Namespace) -> int:
-    """`edgefuse train --nproc N`: run this same training under torchrun on this host; returns its exit code."""
+    """`edgefuse train --nproc N`: run this same training under torchrun on this host; returns its exit code.
+
+    The config, the overrides and the data folder are checked here first, so a typo is one error line, not N
+    processes failing under torchrun."""
+    from edgefuse.errors import DataError
+    from edgefuse.spec import load_spec
+    from edgefuse.trainer.train import apply_overrides, masked_modalities
+
+    spec = apply_overrides(load_spec(args.config), epochs=args.epochs, fusion=args.fusion, seed=args.seed)
+    masked_modalities(spec, args.only, getattr(args, "drop", None))
+    if not Path(args.data).is_dir():
+        raise DataError(args.data, "no such dataset folder (--data)")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
            "-m", "edgefuse.cli", "train", "--config", str(args.config), "--data", str(args.data),
            "--out", str(args.out)]  # fmt: skip

@@ -277,7 +277,8 @@ def train(
     net, evaluated = (model, model) if ddp is None else (ddp.wrap(model), ddp.evaluator(model))
     opt, sched = make_optimizer(model, cfg, len(batches(len(train_ds), cfg.batch_size, torch.Generator())))
     if ddp is not None and not ddp.is_main:
-        return ddp.follow(net, opt, sched, (x_tr, m_tr, y_tr), cfg, gens, p_drop, train_epoch)
+        data = (x_tr, m_tr, y_tr)
+        return ddp.follow(lambda: train_epoch(net, opt, sched, data, cfg.batch_size, gens, p_drop, ddp), cfg.epochs)
 
     out = Path(out_dir)
     shutil.rmtree(out / "tb", ignore_errors=True)  # retraining into a run folder replaces its logs with the model

@@ -261,3 +261,45 @@ def test_summary_says_a_live_camera_was_connected(tmp_path, home_bundle, free_en
     cam = summary["sources"]["camera"]
     assert cam["connected"] is True and cam["samples"] >= 10 and cam["problem"] is None
     assert summary["missing"]["camera"] <= 1  # present once the first frames are in
+
+
+def test_run_with_a_device_id_through_a_relay_labels_results_and_metrics(tmp_path, home_bundle, free_endpoint):
+    import socket
+    import urllib.request
+
+    import zmq
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from edgefuse.runtime.relay import Relay
+    from edgefuse.wire import decode
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
+    cfg = config_with(tmp_path, "smart_home.yaml", free_endpoint(), tick_hz=5, metrics_port=metrics_port)
+    relay = Relay("tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.subscribe(b"result/hall-3/")  # this device's results only, by topic
+    sub.connect(relay.out_endpoint)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "edgefuse.cli", "run", "--config", cfg, "--bundle", str(home_bundle),
+         "--device-id", "hall-3", "--connect", relay.in_endpoint, "--duration", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        msgs = []
+        while len(msgs) < 3 and sub.poll(15_000):
+            msgs.append(decode(sub.recv_multipart()))
+        assert len(msgs) == 3 and all(m.device == "hall-3" and m.topic == "result/hall-3/" for m in msgs)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+            families = list(text_string_to_metric_families(resp.read().decode()))
+        samples = [s for f in families if f.name.startswith("edgefuse_") for s in f.samples]
+        assert any(s.name == "edgefuse_ticks_total" and s.value >= 3 for s in samples)
+        assert samples and all(s.labels.get("device") == "hall-3" for s in samples)
+    finally:
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=20)
+        sub.close()
+        relay.close()
+    assert run.returncode == 0, err

@@ -203,3 +203,60 @@ def test_curve_relay_admits_only_authorized_runtimes_and_subscribers(tmp_path):
         pub.close()
         ctx.term()
         relay.close()
+
+
+def test_relay_and_fleet_monitor_commands_end_to_end(free_endpoint):
+    """`edgefuse relay` and `edgefuse monitor --relay` as an operator runs them: real processes, real sockets."""
+    import json
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    ins, outs, metrics_port, web_port = free_endpoint(), free_endpoint(), free_port(), free_port()
+    cli = [sys.executable, "-m", "edgefuse.cli"]
+    relay = subprocess.Popen([*cli, "relay", "--in", ins, "--out", outs, "--metrics-port", str(metrics_port)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    monitor = subprocess.Popen([*cli, "monitor", "--relay", outs, "--port", str(web_port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    pub = None
+    try:
+
+        def get(url: str) -> bytes:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    return resp.read()
+            except OSError:
+                return b""
+
+        wait_for(lambda: get(f"http://127.0.0.1:{web_port}/api/fleet") != b"", 30, "the monitor")
+        wait_for(lambda: b"edgefuse_relay_subscribed_topics 1.0" in get(f"http://127.0.0.1:{metrics_port}/metrics"),
+                 30, "the monitor's subscription at the relay")  # fmt: skip
+        pub = Publisher(PublishSpec(endpoint=None, connect=[ins]), device="box-9")
+
+        def seen() -> bool:
+            pub.result("", payload(3))
+            fleet = json.loads(get(f"http://127.0.0.1:{web_port}/api/fleet") or b"{}")
+            return any(d["device"] == "box-9" and d["results"] >= 3 for d in fleet.get("devices", []))
+
+        wait_for(lambda: seen() or bool(time.sleep(0.05)), 20, "box-9 on the fleet page")
+        state = json.loads(get(f"http://127.0.0.1:{web_port}/api/state?device=box-9"))
+        assert state["results"][-1]["top"] == {"event": "a"}
+        assert b"<title>edgefuse fleet</title>" in get(f"http://127.0.0.1:{web_port}/")
+        assert b"<title>edgefuse monitor</title>" in get(f"http://127.0.0.1:{web_port}/device/box-9")
+        text = get(f"http://127.0.0.1:{metrics_port}/metrics").decode()
+        assert 'edgefuse_relay_messages_total{device="box-9"}' in text
+    finally:
+        if pub is not None:
+            pub.close()
+        for proc in (monitor, relay):
+            proc.send_signal(signal.SIGTERM)
+        outs_errs = [p.communicate(timeout=15) for p in (monitor, relay)]
+    assert relay.returncode == 0 and monitor.returncode == 0, outs_errs
+    assert "frames in" in outs_errs[1][0]  # the relay's closing line

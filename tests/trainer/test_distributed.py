@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from _trainer_tiny import make_data
+from _trainer_tiny import CONFIGS, make_data
 
 from edgefuse.spec import spec_to_dict
 from edgefuse.trainer.checkpoint import load_run
@@ -52,3 +52,17 @@ def test_two_gloo_processes_match_one_and_see_every_sample_once_per_epoch(tmp_pa
         assert sorted(r0 + r1) == list(range(one["n_train"]))
         assert abs(len(r0) - len(r1)) <= -(-one["n_train"] // spec.train.batch_size)  # one sample per batch
     assert epochs[0][0] != epochs[0][1]  # a new order each epoch
+
+
+def test_nproc_checks_inputs_before_starting_processes(tmp_path, capsys):
+    from edgefuse.cli import main
+
+    config = str(CONFIGS / "smart_home.yaml")
+    assert main(["train", "--config", config, "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r"),
+                 "--nproc", "2"]) == 1  # fmt: skip
+    assert "no such dataset folder" in capsys.readouterr().err
+    assert main(["train", "--config", config, "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--nproc", "2",
+                 "--only", "radar"]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert "--only" in err and "radar" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
