@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[train,audio,monitor,dev]'
+	$(BIN)/python -m pip install -q -e '.[train,audio,monitor,opencv,dev]'
 	touch $@
 
 system:

@@ -2,7 +2,7 @@
 
     edgefuse bench --bundle bundles/home --data data/home --json runs/home/bench.json
 
-Rows: onnxruntime fp32/fp16/int8, torch eager fp32, tensorrt per precision. A row whose backend cannot load here
+Rows: onnxruntime fp32/fp16/int8, torch fp32, tensorrt per precision (an engine's size is the engine file's). A row whose backend cannot load here
 (no TensorRT, no engine for this GPU, a variant not exported) is "skipped: <reason>"; one that loads but fails is
 "error: <reason>". Latency is batch 1 (p50/p99 over --iters runs after a warm-up); throughput is batch 32.
 preprocess_ms is the host-side work per sample the runtime does before inference (image resize/colour/scale from a
@@ -39,6 +39,7 @@ COLUMNS = [
     "p99_ms_b1",
     "throughput_b32",
     "preprocess_ms",
+    "device",
 ]
 THROUGHPUT_BATCHES = 20
 
@@ -118,6 +119,10 @@ def bench_row(
     except (EdgefuseError, MissingDependency, ImportError) as err:
         row["status"] = f"skipped: {err}"
         return row
+    info = be.describe()
+    row["device"] = info.get("device")
+    if info.get("engine_mb") is not None:
+        row["size_mb"] = info["engine_mb"]  # the TensorRT engine file this row ran
     try:
         with be:
             row["accuracy_heads"] = held_out_accuracy(be, test, targets)
@@ -141,8 +146,33 @@ def _plan(bundle: Bundle, backends: list[str]) -> list[tuple[str, str]]:
     return plan
 
 
+def backend_kwargs(backend: str, threads: int | None, device: str | None, cuda_graphs: bool | None) -> dict:
+    """Keyword arguments of `backend` for the runtime.model-style flags given (None: the backend's default)."""
+    from edgefuse.deploy.backends import parse_device
+
+    kw: dict[str, Any] = {}
+    kind, index = parse_device(device or "auto")
+    if backend == "tensorrt":
+        return {"device": 0 if kind == "dla" else index or 0, "dla_core": (index or 0) if kind == "dla" else None}
+    if threads:
+        kw["threads"] = threads  # CPU thread pools only
+    if device and backend == "onnxruntime":
+        kw["device"] = kind if kind in ("cpu", "cuda") else "auto"
+    if device and backend == "torch":
+        kw["device"] = device
+    if cuda_graphs and backend == "torch":
+        kw["cuda_graphs"] = True
+    return kw
+
+
 def bench(
-    bundle_dir: str | Path, data_dir: str | Path, backends: list[str], iters: int = 200, threads: int | None = None
+    bundle_dir: str | Path,
+    data_dir: str | Path,
+    backends: list[str],
+    iters: int = 200,
+    threads: int | None = None,
+    device: str | None = None,
+    cuda_graphs: bool | None = None,
 ) -> list[dict[str, Any]]:
     """Benchmark each backend x precision of a bundle on the test split of `data_dir`; returns the rows."""
     from edgefuse.trainer.data import load_data
@@ -155,7 +185,7 @@ def bench(
     pre = preprocess_ms(bundle.spec)
     rows = []
     for backend, precision in _plan(bundle, backends):
-        kw = {"threads": threads} if threads and backend != "tensorrt" else {}  # CPU thread pools only
+        kw = backend_kwargs(backend, threads, device, cuda_graphs)
         row = bench_row(bundle, backend, precision, test, targets, iters, **kw)
         row["preprocess_ms"] = pre
         rows.append(row)
@@ -183,7 +213,15 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 def cli_bench(args: argparse.Namespace) -> int:
     """Handler of `edgefuse bench`."""
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    rows = bench(args.bundle, args.data, backends, iters=args.iters, threads=getattr(args, "threads", None))
+    rows = bench(
+        args.bundle,
+        args.data,
+        backends,
+        iters=args.iters,
+        threads=getattr(args, "threads", None),
+        device=getattr(args, "device", None),
+        cuda_graphs=getattr(args, "cuda_graphs", None),
+    )
     print(format_table(rows))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

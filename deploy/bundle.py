@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgefuse.errors import BundleError
-from edgefuse.manifest import MANIFEST_NAME, Manifest, load_manifest
+from edgefuse.manifest import ENGINE_VARIANT, MANIFEST_NAME, PRECISIONS, Manifest, load_manifest
 from edgefuse.spec import ScenarioSpec
 
 
@@ -40,20 +40,27 @@ class Bundle:
     manifest: Manifest
     spec: ScenarioSpec
 
-    def variant_path(self, precision: str) -> Path:
-        """The ONNX file of a precision variant; BundleError if the bundle was exported without it."""
-        v = self.manifest.variants.get(precision)
+    def variant_path(self, variant: str) -> Path:
+        """The ONNX file of a variant ("fp32", "fp16", "int8", "int8-trt"); BundleError if it was not exported."""
+        v = self.manifest.variants.get(variant)
         if v is None:
             have = ", ".join(self.manifest.variants) or "none"
+            precision = variant.split("-")[0]
+            data = " --data DATA" if precision == "int8" else ""  # INT8 is calibrated on the training split
             raise BundleError(
-                f"{self.dir}: no {precision} variant in this bundle (has: {have}); "
-                f"re-export with `edgefuse export --precision {precision}`"
+                f"{self.dir}: no {variant} variant in this bundle (has: {have}); "
+                f"re-export with `edgefuse export --precision {precision}{data}`"
             )
         return self.dir / v.file
 
+    def engine_source(self, precision: str) -> Path:
+        """The ONNX file a TensorRT engine of `precision` is built from (int8: the symmetric "int8-trt" graph)."""
+        return self.variant_path(ENGINE_VARIANT[precision])
+
     @property
     def precisions(self) -> list[str]:
-        return list(self.manifest.variants)
+        """The precisions ONNX Runtime can run from this bundle (variants named after a precision)."""
+        return [p for p in self.manifest.variants if p in PRECISIONS]
 
 
 def verify_files(bundle_dir: Path, files: dict[str, str]) -> None:

@@ -3,7 +3,7 @@
 A TensorRT engine runs only on the GPU model and TensorRT version it was built with, so every engine is written
 with a sidecar JSON tag saying what it was built for and from which ONNX file:
 
-  BUNDLE/engines/<precision>-<gpu-slug>-sm<major><minor>-trt<version>[-dla<core>].engine   (+ .json tag)
+  BUNDLE/engines/<precision>-<gpu-slug>-sm<major><minor>-trt<version>[-dla<core>][-b<batch>].engine  (+ .json tag)
   BUNDLE/engines/<gpu-slug>-sm<major><minor>-trt<version>.timing_cache
 
 Everything about tags, names, matching, refusal, optimization-profile shapes and DLA choice is pure Python over
@@ -11,7 +11,7 @@ plain data (HostFacts), so it is tested without TensorRT. Only `build_engine` an
 tensorrt is imported lazily. docs/tensorrt.md says what was run and what was not.
 
   edgefuse build-engine --bundle bundles/home --precision fp16
-  edgefuse build-engine --bundle bundles/home --precision int8 --dla 0      # Jetson DLA core 0, GPU fallback
+  edgefuse build-engine --bundle bundles/home --precision int8 --dla 0 --batch 1,8   # DLA core 0: fixed batches
 """
 
 from __future__ import annotations
@@ -61,9 +61,16 @@ class EngineTag:
     onnx_sha256: str
     engine_sha256: str
     dla_core: int | None
-    batch: dict[str, int]  # the optimization profile's batch range: min/opt/max
+    batch: dict[str, int]  # the optimization profile's batch range: min/opt/max (all equal: a fixed batch)
     created: str  # ISO 8601 UTC
     edgefuse_version: str = __version__
+    tf32: bool | None = None  # whether fp32 layers could use TF32 math (None: tag written before this was recorded)
+
+    @property
+    def static_batch(self) -> int | None:
+        """The one batch size a fixed-shape engine (every DLA engine) runs; None for a batch range."""
+        b = self.batch
+        return int(b["max"]) if b.get("min") == b.get("max") else None
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2) + "\n")
@@ -77,7 +84,7 @@ class EngineTag:
         except (OSError, ValueError) as err:
             raise BundleError(f"{path}: cannot read engine tag as JSON: {err}") from None
         fields = set(cls.__dataclass_fields__)
-        required = {f for f in fields if f != "edgefuse_version"}
+        required = fields - {"edgefuse_version", "tf32"}
         if not isinstance(data, dict) or not required <= set(data):
             missing = sorted(required - set(data)) if isinstance(data, dict) else ["<object>"]
             raise BundleError(f"{path}: engine tag lacks {', '.join(missing)}; rebuild with `edgefuse build-engine`")
@@ -97,10 +104,11 @@ def host_stem(host: HostFacts) -> str:
     return f"{gpu_slug(host.gpu_name)}-{host.sm}-trt{host.trt_version}"
 
 
-def engine_name(precision: str, host: HostFacts, dla_core: int | None = None) -> str:
-    """The engine file name for this precision on this host (and DLA core)."""
+def engine_name(precision: str, host: HostFacts, dla_core: int | None = None, static_batch: int | None = None) -> str:
+    """The engine file name for this precision on this host (and DLA core, and fixed batch size)."""
     dla = "" if dla_core is None else f"-dla{dla_core}"
-    return f"{precision}-{host_stem(host)}{dla}.engine"
+    batch = "" if static_batch is None else f"-b{static_batch}"
+    return f"{precision}-{host_stem(host)}{dla}{batch}.engine"
 
 
 def tag_path(engine_path: Path) -> Path:
@@ -112,9 +120,12 @@ def timing_cache_path(bundle_dir: Path, host: HostFacts) -> Path:
     return Path(bundle_dir) / ENGINES_DIR / f"{host_stem(host)}.timing_cache"
 
 
-def rebuild_command(bundle_dir: Path | str, precision: str, dla_core: int | None = None) -> str:
+def rebuild_command(
+    bundle_dir: Path | str, precision: str, dla_core: int | None = None, static_batch: int | None = None
+) -> str:
     dla = "" if dla_core is None else f" --dla {dla_core}"
-    return f"edgefuse build-engine --bundle {bundle_dir} --precision {precision}{dla}"
+    batch = "" if static_batch is None else f" --batch {static_batch}"
+    return f"edgefuse build-engine --bundle {bundle_dir} --precision {precision}{dla}{batch}"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -135,10 +146,11 @@ def mismatches(tag: EngineTag, host: HostFacts) -> list[str]:
 
 
 def onnx_variant(bundle: Bundle, precision: str) -> Path:
-    """The ONNX file an engine of this precision is built from (model.onnx, model.fp16.onnx, model.int8.onnx)."""
+    """The ONNX file an engine of this precision is built from (model.onnx, model.fp16.onnx, model.int8-trt.onnx:
+    the symmetric Q/DQ graph, never the CPU's uint8 model.int8.onnx)."""
     if precision not in PRECISIONS:
         raise BundleError(f"unknown precision '{precision}'; use one of: {', '.join(PRECISIONS)}")
-    path = bundle.variant_path(precision)
+    path = bundle.engine_source(precision)
     if not path.is_file():
         raise BundleError(f"{path}: missing from the bundle (its manifest lists the {precision} variant)")
     return path
@@ -149,11 +161,13 @@ def check_engine(engine_path: Path, host: HostFacts, bundle_dir: Path, verify_sh
     rebuild. Returns its tag."""
     engine_path = Path(engine_path)
     tag = EngineTag.load(tag_path(engine_path))
-    fix = f"rebuild it on this host: {rebuild_command(bundle_dir, tag.precision, tag.dla_core)}"
+    fix = f"rebuild it on this host: {rebuild_command(bundle_dir, tag.precision, tag.dla_core, tag.static_batch)}"
     if not engine_path.is_file():
         raise BundleError(f"{engine_path}: engine file missing beside its tag; {fix}")
     problems = mismatches(tag, host)
     onnx_path = onnx_variant(load_bundle(bundle_dir, verify=False), tag.precision)
+    if tag.onnx_file != onnx_path.name:  # an int8 engine built from model.int8.onnx before int8-trt existed
+        problems.append(f"built from {tag.onnx_file}; {tag.precision} engines are built from {onnx_path.name}")
     if sha256_file(onnx_path) != tag.onnx_sha256:
         problems.append(f"{onnx_path.name} changed since the engine was built (the bundle was re-exported)")
     if problems:
@@ -166,9 +180,12 @@ def check_engine(engine_path: Path, host: HostFacts, bundle_dir: Path, verify_sh
     return tag
 
 
-def find_engine(bundle_dir: str | Path, precision: str, host: HostFacts | None = None) -> Path | None:
+def find_engine(
+    bundle_dir: str | Path, precision: str, host: HostFacts | None = None, dla_core: int | None | str = "any"
+) -> Path | None:
     """The engine in BUNDLE/engines built for this precision, GPU, compute capability and TensorRT version (and
-    from the bundle's current ONNX file), or None. A GPU engine is preferred over a DLA one.
+    from the bundle's current ONNX file), or None. `dla_core`: None = GPU engines only, N = that DLA core's only,
+    "any" = either, a GPU engine preferred. Among fixed-batch engines the smallest batch wins (live ticks are small).
 
     `host` defaults to detect_host(); without TensorRT or a CUDA GPU there is no engine to find (None)."""
     host = host or detect_host()
@@ -180,23 +197,30 @@ def find_engine(bundle_dir: str | Path, precision: str, host: HostFacts | None =
         engine_path = tag_file.with_suffix(".engine")
         try:
             tag = EngineTag.load(tag_file)
-            if tag.precision != precision:
+            if tag.precision != precision or (dla_core != "any" and tag.dla_core != dla_core):
                 continue
             check_engine(engine_path, host, Path(bundle_dir), verify_sha=False)
         except BundleError:
             continue  # another host's engine, or a stale one: not ours to load
-        fits.append((0 if tag.dla_core is None else 1 + tag.dla_core, engine_path))
-    return min(fits)[1] if fits else None
+        fits.append((0 if tag.dla_core is None else 1 + tag.dla_core, tag.static_batch or 0, engine_path))
+    return min(fits)[2] if fits else None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Build plan: optimization profiles and DLA
 
 
-def profile_shapes(inputs: list[InputSpec], batch: BatchProfile) -> dict[str, tuple[tuple[int, ...], ...]]:
+def profile_shapes(
+    inputs: list[InputSpec], batch: BatchProfile, static_batch: int | None = None
+) -> dict[str, tuple[tuple[int, ...], ...]]:
     """One optimization profile over the manifest's batch range: input name -> (min, opt, max) shapes.
 
-    Axis 0 is the batch (-1 = dynamic); every other axis must be fixed."""
+    Axis 0 is the batch (-1 = dynamic); every other axis must be fixed. `static_batch` fixes it (min = opt = max):
+    DLA has no dynamic dimensions, so a DLA engine is built for one batch size."""
+    if static_batch is not None:
+        if static_batch < 1:
+            raise BundleError(f"--batch {static_batch}: a fixed batch size must be at least 1")
+        batch = BatchProfile(min=static_batch, opt=static_batch, max=static_batch)
     if not 1 <= batch.min <= batch.opt <= batch.max:
         raise BundleError(f"manifest batch: need 1 <= min <= opt <= max, got {batch.min}/{batch.opt}/{batch.max}")
     shapes = {}
@@ -204,7 +228,7 @@ def profile_shapes(inputs: list[InputSpec], batch: BatchProfile) -> dict[str, tu
         rest = tuple(spec.shape[1:])
         if not spec.shape or any(d <= 0 for d in rest):
             raise BundleError(f"manifest input '{spec.name}': shape {spec.shape} must be [batch, fixed sizes...]")
-        if spec.shape[0] == -1:
+        if spec.shape[0] == -1 or static_batch is not None:
             shapes[spec.name] = tuple((b, *rest) for b in (batch.min, batch.opt, batch.max))
         else:  # a fixed batch size: the profile is that one shape
             shapes[spec.name] = ((spec.shape[0], *rest),) * 3
@@ -230,6 +254,24 @@ def dla_plan(requested: int | None, precision: str, dla_cores: int) -> DlaPlan |
     if precision == "fp32":
         raise BundleError("--dla: DLA runs fp16 and int8 only; build with --precision fp16 or --precision int8")
     return DlaPlan(core=requested)
+
+
+def build_batches(plan: DlaPlan | None, asked: list[int] | None) -> list[int | None]:
+    """Engines to build, one per entry: None = one engine over the manifest's batch range (GPU). A DLA engine has
+    static shapes, so DLA builds one engine per asked batch size (default: batch 1, the live runtime's usual tick)."""
+    if plan is None:
+        return list(asked) if asked else [None]
+    return list(dict.fromkeys(asked or [1]))
+
+
+# TensorRT enables TF32 math for fp32 layers on Ampere and newer by default; fp32 parity with ONNX Runtime (1e-4)
+# holds only with it off. Limits of |p_trt - p_onnxruntime| (probabilities) a GPU check holds each precision to.
+PARITY_LIMITS = {"fp32": 1e-4, "fp16": 2e-2, "int8": 5e-2}
+
+
+def tf32_allowed(precision: str, allow_tf32: bool) -> bool:
+    """TF32 stays off for fp32 engines unless asked (--allow-tf32): fp32 then means fp32 (PARITY_LIMITS)."""
+    return allow_tf32 or precision != "fp32"
 
 
 def is_jetson(device_tree_model: str | None) -> bool:
@@ -304,7 +346,9 @@ def _parse(trt: ModuleType, network: Any, onnx_path: Path, logger: Any) -> Any:
     return parser
 
 
-def _configure(trt: ModuleType, builder: Any, network: Any, shapes: dict, plan: DlaPlan | None, workspace_mb: int):
+def _configure(
+    trt: ModuleType, builder: Any, network: Any, shapes: dict, plan: DlaPlan | None, workspace_mb: int, tf32: bool
+) -> Any:
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     names = {network.get_input(i).name for i in range(network.num_inputs)}
@@ -314,6 +358,9 @@ def _configure(trt: ModuleType, builder: Any, network: Any, shapes: dict, plan: 
     for name, (lo, opt, hi) in shapes.items():
         profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
+    flag = getattr(trt.BuilderFlag, "TF32", None)  # on by default; guarded in case a later version drops it
+    if flag is not None and not tf32:
+        config.clear_flag(flag)
     if plan is not None:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = plan.core
@@ -323,12 +370,19 @@ def _configure(trt: ModuleType, builder: Any, network: Any, shapes: dict, plan: 
 
 
 def build_engine(
-    bundle_dir: str | Path, precision: str = "fp32", dla: int | None = None, workspace_mb: int = 1024
+    bundle_dir: str | Path,
+    precision: str = "fp32",
+    dla: int | None = None,
+    workspace_mb: int = 1024,
+    static_batch: int | None = None,
+    allow_tf32: bool = False,
 ) -> Path:
     """Build, write and tag a TensorRT engine for this host from the bundle's `precision` ONNX variant.
 
     The network is strongly typed on 10.x and 11.x alike, so the precision is the graph's: fp16 tensors in
-    model.fp16.onnx, Q/DQ nodes in model.int8.onnx. No precision builder flags, no calibrator."""
+    model.fp16.onnx, symmetric Q/DQ nodes in model.int8-trt.onnx. No precision builder flags, no calibrator.
+    `static_batch` fixes the batch axis (required on DLA: `dla` without it builds batch 1); TF32 stays off for fp32
+    unless `allow_tf32`."""
     from edgefuse._optional import require
     from edgefuse.deploy.trt_compat import strongly_typed_flags
 
@@ -339,14 +393,17 @@ def build_engine(
         raise BundleError("no CUDA GPU visible (pycuda or torch found none); TensorRT engines are built on the GPU")
     bundle = load_bundle(bundle_dir)  # every listed file checked against its sha256
     onnx_path = onnx_variant(bundle, precision)
-    shapes = profile_shapes(bundle.manifest.inputs, bundle.manifest.batch)
 
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     plan = dla_plan(dla, precision, builder.num_DLA_cores)
+    if plan is not None and static_batch is None:
+        static_batch = 1  # DLA has no dynamic dimensions
+    shapes = profile_shapes(bundle.manifest.inputs, bundle.manifest.batch, static_batch)
+    tf32 = tf32_allowed(precision, allow_tf32)
     network = builder.create_network(strongly_typed_flags(trt))
     parser = _parse(trt, network, onnx_path, logger)  # noqa: F841 - the network refers to the parser's weights
-    config = _configure(trt, builder, network, shapes, plan, workspace_mb)
+    config = _configure(trt, builder, network, shapes, plan, workspace_mb, tf32)
 
     cache_path = timing_cache_path(bundle_dir, host)
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
@@ -358,17 +415,30 @@ def build_engine(
         raise BundleError(f"{onnx_path}: TensorRT could not build an engine (see TensorRT's log above)")
     build_s = time.perf_counter() - t0
 
-    out = bundle_dir / ENGINES_DIR / engine_name(precision, host, None if plan is None else plan.core)
+    core = None if plan is None else plan.core
+    out = bundle_dir / ENGINES_DIR / engine_name(precision, host, core, static_batch)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(memoryview(serialized))
     cache_path.write_bytes(memoryview(config.get_timing_cache().serialize()))
-    write_tag(out, precision, host, onnx_path, plan, bundle.manifest.batch)
-    print(f"built {out} in {build_s:.1f} s (TensorRT {host.trt_version}, {host.gpu_name}, {host.sm})")
+    batch = bundle.manifest.batch
+    if static_batch is not None:
+        batch = BatchProfile(min=static_batch, opt=static_batch, max=static_batch)
+    write_tag(out, precision, host, onnx_path, plan, batch, tf32)
+    size_mb = out.stat().st_size / 1e6
+    print(
+        f"built {out} ({size_mb:.2f} MB) in {build_s:.1f} s (TensorRT {host.trt_version}, {host.gpu_name}, {host.sm})"
+    )
     return out
 
 
 def write_tag(
-    engine_path: Path, precision: str, host: HostFacts, onnx_path: Path, plan: DlaPlan | None, batch: BatchProfile
+    engine_path: Path,
+    precision: str,
+    host: HostFacts,
+    onnx_path: Path,
+    plan: DlaPlan | None,
+    batch: BatchProfile,
+    tf32: bool | None = None,
 ) -> EngineTag:
     """Write the sidecar tag of a freshly written engine file."""
     tag = EngineTag(
@@ -383,12 +453,29 @@ def write_tag(
         dla_core=None if plan is None else plan.core,
         batch=batch.model_dump(),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        tf32=tf32,
     )
     tag.save(tag_path(engine_path))
     return tag
 
 
+def parse_batches(text: str | None) -> list[int] | None:
+    """ "1,8" -> [1, 8]; None stays None. A BundleError names a bad entry."""
+    if not text:
+        return None
+    try:
+        out = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise BundleError(f"--batch {text!r}: a comma list of batch sizes, e.g. 1,8") from None
+    if not out or min(out) < 1:
+        raise BundleError(f"--batch {text!r}: batch sizes must be at least 1")
+    return out
+
+
 def cli_build_engine(args: argparse.Namespace) -> int:
-    """`edgefuse build-engine --bundle BUNDLE [--precision fp32|fp16|int8] [--dla N] [--workspace-mb MB]`."""
-    build_engine(args.bundle, args.precision, args.dla, args.workspace_mb)
+    """`edgefuse build-engine --bundle B [--precision P] [--dla N] [--batch 1,8] [--allow-tf32] [--workspace-mb M]`:
+    one engine over the manifest's batch range, or one fixed-batch engine per --batch size (always so on DLA)."""
+    plan = DlaPlan(core=args.dla) if args.dla is not None else None  # validated against the host in build_engine
+    for b in build_batches(plan, parse_batches(args.batch)):
+        build_engine(args.bundle, args.precision, args.dla, args.workspace_mb, b, args.allow_tf32)
     return 0

@@ -4,7 +4,9 @@
 
 The bundle is written into a temporary folder beside --out and renamed into place only after every check passes,
 so a failed export never leaves something that loads as a valid bundle. Checks: ONNX Runtime fp32 matches torch
-within 1e-4 (max abs difference of probabilities) on held-out samples; INT8 stays within 1 accuracy point of fp32.
+within 1e-4 (max abs difference of probabilities) on held-out samples; both INT8 variants (model.int8.onnx for ONNX
+Runtime on CPUs, model.int8-trt.onnx with symmetric Q/DQ for TensorRT) stay within 1 accuracy point of fp32, measured
+in ONNX Runtime. The static TensorRT check (deploy/trt_check.py) runs on every variant and is recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from edgefuse import __version__
 from edgefuse._optional import require
 from edgefuse.deploy import quantize
 from edgefuse.deploy.bundle import sha256_file
+from edgefuse.deploy.trt_check import check_variants
 from edgefuse.errors import BundleError, DataError
 from edgefuse.manifest import (
     MANIFEST_NAME,
@@ -46,7 +49,12 @@ Feeds = dict[str, np.ndarray]
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
 INT8_MAX_DROP = 0.01  # accuracy (fraction) INT8 may lose against fp32, per head
-VARIANT_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+VARIANT_FILES = {
+    "fp32": "model.onnx",
+    "fp16": "model.fp16.onnx",
+    "int8": "model.int8.onnx",  # ONNX Runtime on CPUs (uint8 activations)
+    "int8-trt": "model.int8-trt.onnx",  # TensorRT (symmetric int8 Q/DQ)
+}
 EVAL_BATCH = 32
 
 
@@ -161,14 +169,15 @@ def manifest_outputs(spec: ScenarioSpec) -> list[OutputSpec]:
 
 def _resample_rule(m: Any) -> str:
     s = m.sync
+    stale = "3 periods or blocks" if s.max_staleness_s is None else f"{s.max_staleness_s}s"
     if s.policy == "window":
         return (
-            f"window: samples in [tick - {m.window_s}s, tick] resampled to {m.rate_hz} Hz "
-            f"({m.n_steps} rows); present if coverage >= {s.min_coverage}"
+            f"window: samples in [tick - {m.window_s}s, tick] on a {m.rate_hz} Hz grid ({m.n_steps} rows, "
+            f"uncovered rows zero); present if coverage >= {s.min_coverage} and newest row at most {stale} old"
         )
     if s.policy == "nearest":
         return f"nearest: the sample closest to the tick within {s.tolerance_s}s"
-    return f"hold: the latest sample if at most {s.max_staleness_s}s old"
+    return f"hold: the latest sample if at most {stale} old"
 
 
 def manifest_preprocess(spec: ScenarioSpec) -> dict[str, PreprocessSpec]:
@@ -313,7 +322,31 @@ def _variants(tmp: Path, precisions: list[str], held: Held) -> dict[str, Variant
         )
     if "int8" in precisions:
         out["int8"] = _int8(tmp, held, acc32, probs32)
+        out["int8-trt"] = _int8_trt(tmp, held, acc32, probs32)
     return out
+
+
+def _int8_trt(tmp: Path, held: Held, fp32_acc: dict[str, float] | None, fp32_probs: Feeds) -> VariantSpec:
+    """The TensorRT INT8 variant, scored in ONNX Runtime (which runs symmetric Q/DQ too) against fp32."""
+    src, dst = tmp / VARIANT_FILES["fp32"], tmp / VARIANT_FILES["int8-trt"]
+    calib = held.calibration()
+    tried = []
+    for label, keep_float in quantize.TRT_INT8_ATTEMPTS:
+        quantize.to_int8_trt(src, dst, calib, keep_float)
+        acc, _, diff = _score(dst, held, fp32_probs)
+        drop = max(fp32_acc[h] - acc[h] for h in acc)  # type: ignore[index,union-attr]
+        tried.append(f"{label}: accuracy {acc}, drop {100 * drop:.2f} points")
+        if drop <= INT8_MAX_DROP + 1e-9:
+            ops = quantize.quantized_op_types(dst)
+            notes = (
+                f"for TensorRT: QDQ S8S8 symmetric (zero point 0) per-channel MinMax, {label}; int8 ops {ops}; "
+                f"accuracy measured in ONNX Runtime; max |p - p_fp32| {diff:.3g}"
+            )
+            return VariantSpec(file=dst.name, sha256="", accuracy=acc, accuracy_source=held.source, notes=notes)
+    raise BundleError(
+        f"TensorRT INT8 (symmetric Q/DQ) loses more than {100 * INT8_MAX_DROP:.0f} accuracy point against fp32 "
+        f"{fp32_acc} in every configuration tried: {'; '.join(tried)}; export without int8"
+    )
 
 
 def _save_torch(model: Any, spec: ScenarioSpec, checkpoint: dict, path: Path) -> None:
@@ -377,6 +410,7 @@ def _write(
     files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
     for v in variants.values():
         v.sha256 = files[v.file]
+    trt = check_variants(tmp, variants)
     manifest = Manifest(
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         edgefuse_version=__version__,
@@ -391,6 +425,7 @@ def _write(
         versions=library_versions(),
         parity=parity,
         variants=variants,
+        trt_check=trt,
         files=files,
     )
     save_manifest(manifest, tmp / MANIFEST_NAME)
@@ -415,5 +450,9 @@ def cli_export(args: argparse.Namespace) -> int:
     for p, v in m.variants.items():
         size = (Path(args.out) / v.file).stat().st_size / 1e6
         acc = ", ".join(f"{h} {100 * a:.2f}%" for h, a in v.accuracy.items()) if v.accuracy else "n/a (no --data)"
-        print(f"  {p:5s} {v.file:18s} {size:7.2f} MB  accuracy {acc}  {v.notes}")
+        print(f"  {p:8s} {v.file:20s} {size:7.2f} MB  accuracy {acc}  {v.notes}")
+    if m.trt_check is not None:
+        bad = [n for n, v in m.trt_check.variants.items() if v.engine_precision and not v.ok]
+        verdict = f"problems in {', '.join(bad)}" if bad else "every engine variant passes"
+        print(f"  TensorRT static check ({', '.join(m.trt_check.tensorrt)}): {verdict} (`edgefuse check-trt`)")
     return 0

@@ -1,6 +1,12 @@
 """Precision variants of an exported ONNX model: FP16 (float16 weights and compute) and INT8 (static QDQ).
 
-Both keep float32 inputs and outputs, so a runtime feeds every variant the same arrays.
+INT8 comes in two variants, one per target:
+  model.int8.onnx      ONNX Runtime on CPUs: uint8 activations with zero points (U8S8, x86's fast path), int8 where
+                       it pays (INT8_ATTEMPTS);
+  model.int8-trt.onnx  TensorRT: symmetric signed int8 Q/DQ (zero point 0, which TensorRT requires) on the inputs of
+                       Conv/MatMul/Gemm, where TensorRT fuses DQ -> op into an int8 kernel; per-channel weights, bias
+                       left in float (TensorRT dequantizes int8 only, not an int32 bias) (to_int8_trt).
+All keep float32 inputs and outputs, so a runtime feeds every variant the same arrays.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from edgefuse._optional import require
 
@@ -182,6 +189,59 @@ def to_int8(
                 # and ONNX Runtime runs DQ -> MatMul as one MatMulIntegerToFloat instead of QLinearMatMul + Q + DQ
                 extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]} if keep in FRONT_END_INT8 else {},
             )
+
+
+# TensorRT INT8 attempts, in order, until one stays within the accuracy budget (measured in ONNX Runtime, which
+# runs symmetric Q/DQ too): (label, what stays float: one of KEEP_FLOAT)
+TRT_INT8_OPS = ["Conv", "MatMul", "Gemm"]
+TRT_INT8_ATTEMPTS: list[tuple[str, str]] = [
+    ("Conv/MatMul/Gemm inputs int8 (symmetric)", "nothing"),
+    ("Conv/MatMul/Gemm inputs int8 (symmetric), log-mel front end and 1-3 channel convs float", "front_end"),
+]
+
+
+def to_int8_trt(src: str | Path, dst: str | Path, calibration: list[Feeds], keep_float: str = "nothing") -> None:
+    """Static INT8 for TensorRT: QDQ, int8 activations and weights, both symmetric (zero point 0), per-channel
+    weights, MinMax on `calibration`; Q/DQ only on the inputs of TRT_INT8_OPS (not their outputs: TensorRT places
+    the requantization itself), bias unquantized."""
+    q = require("onnxruntime.quantization", "the INT8 variant")
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepped = Path(tmp) / "prep.onnx"
+        quant_pre_process(str(src), str(prepped), skip_symbolic_shape=False)
+        exclude = keep_float_nodes(onnx.load(str(prepped)), keep_float)
+        with _quiet_root_logger():
+            q.quantize_static(
+                str(prepped),
+                str(dst),
+                FeedsReader(calibration),
+                quant_format=q.QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=q.QuantType.QInt8,
+                weight_type=q.QuantType.QInt8,
+                calibrate_method=q.CalibrationMethod.MinMax,
+                op_types_to_quantize=TRT_INT8_OPS,
+                nodes_to_exclude=exclude,
+                extra_options={
+                    "ActivationSymmetric": True,
+                    "WeightSymmetric": True,
+                    "QuantizeBias": False,
+                    "OpTypesToExcludeOutputQuantization": TRT_INT8_OPS,
+                },
+            )
+
+
+def qdq_zero_points(path: str | Path) -> list[tuple[str, str, np.ndarray]]:
+    """(node name, zero point dtype name, zero point values) of every Q/DQ node: what TensorRT checks."""
+    model = onnx.load(str(path))
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    out = []
+    for n in model.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2:
+            zp = consts[n.input[2]]
+            out.append((n.name, zp.dtype.name, zp))
+    return out
 
 
 def quantized_op_types(path: str | Path) -> dict[str, int]:

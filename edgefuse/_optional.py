@@ -11,6 +11,8 @@ EXTRAS = {
     "tensorrt": "trt",
     "pycuda": "trt",
     "sounddevice": "audio",
+    "soxr": "audio",
+    "cv2": "opencv",
     "prometheus_client": "monitor",
     "aiohttp": "monitor",
     "cryptography": "sign",

@@ -19,16 +19,21 @@ examples:
   edgefuse synth --config configs/smart_home.yaml --out data/home --samples 2400 --seed 0
   edgefuse train --config configs/smart_home.yaml --data data/home --out runs/home
   edgefuse eval  --run runs/home --data data/home --report runs/home/report.json
-  edgefuse export --run runs/home --out bundles/home --precision int8
+  edgefuse export --run runs/home --out bundles/home --data data/home --precision fp16,int8
+  edgefuse check-trt --bundle bundles/home
   edgefuse build-engine --bundle bundles/home --precision fp16
   edgefuse bench --bundle bundles/home --data data/home --json runs/home/bench.json
   edgefuse run --config configs/smart_home.yaml --bundle bundles/home --duration 30 --summary run.json
+  edgefuse run --config configs/smart_home.yaml --bundle bundles/home --precision int8 --device cuda:0
   edgefuse listen --endpoint tcp://127.0.0.1:5555
   edgefuse record --config configs/smart_home.yaml --out sessions/s1 --duration 60
   edgefuse replay --session sessions/s1 --bundle bundles/home --fast
   edgefuse monitor --endpoint tcp://127.0.0.1:5555 --port 8080
+  edgefuse doctor --config configs/jetson_usb.yaml
   edgefuse keygen --out keys --name runtime                         # CURVE keys (docs/security.md)
   edgefuse sign --bundle bundles/home --key keys/release.ed25519
+  edgefuse relay --in 'tcp://*:5556' --out 'tcp://*:5557'          # a fleet: runtimes --connect to --in
+  edgefuse monitor --relay tcp://hub:5557 --port 8080                # every device behind the relay
 """
 
 
@@ -59,6 +64,9 @@ def _train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", default=None, help="train on one modality only (a unimodal baseline)")
     p.add_argument("--drop", default=None, help="train with one modality always masked (a modality-free baseline)")
     p.add_argument("--seed", type=int, default=None, help="override train.seed")
+    p.add_argument(
+        "--nproc", type=int, default=1, help="data-parallel processes on this host (torchrun; trainer/distributed.py)"
+    )
 
 
 def _eval(p: argparse.ArgumentParser) -> None:
@@ -80,11 +88,39 @@ def _export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", help="comma list of fp32, fp16, int8 (fp32 is always written)")
 
 
+def _model_flags(p: argparse.ArgumentParser, backend: bool = True) -> None:
+    """Overrides of the scenario's runtime.model section (None: the config's value)."""
+    if backend:
+        p.add_argument(
+            "--backend", default=None, help="override runtime.model.backend: auto, onnxruntime, tensorrt, torch"
+        )
+        p.add_argument("--precision", default=None, help="override runtime.model.precision: fp32, fp16, int8")
+    p.add_argument("--device", default=None, help="override runtime.model.device: auto, cpu, cuda[:N], dla[:N]")
+    p.add_argument(
+        "--cuda-graphs",
+        default=None,
+        action=argparse.BooleanOptionalAction,
+        help="override runtime.model.cuda_graphs (torch backend on CUDA)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="override runtime.model.threads (CPU intra-op threads)")
+
+
 def _build_engine(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="bundle folder written by `edgefuse export`")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="which ONNX variant to build")
-    p.add_argument("--dla", type=int, default=None, help="Jetson DLA core to use, with GPU fallback")
+    p.add_argument(
+        "--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="which variant to build (int8: int8-trt)"
+    )
+    p.add_argument("--dla", type=int, default=None, help="Jetson DLA core to use, with GPU fallback (fixed batch)")
+    p.add_argument("--batch", default=None, help="comma list of fixed batch sizes, one engine each (DLA default: 1)")
+    p.add_argument("--allow-tf32", action="store_true", help="let fp32 layers use TF32 math (off: fp32 parity)")
     p.add_argument("--workspace-mb", type=int, default=1024, help="builder workspace memory pool limit")
+
+
+def _check_trt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", required=True, help="bundle folder written by `edgefuse export`")
+    p.add_argument("--tensorrt", default="10,11", help="TensorRT major versions to check against (10, 11)")
+    p.add_argument("--dla", action="store_true", help="also list the layers DLA cannot run (GPU fallback)")
+    p.add_argument("--no-record", action="store_true", help="do not write the result into manifest.json")
 
 
 def _bench(p: argparse.ArgumentParser) -> None:
@@ -93,9 +129,7 @@ def _bench(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", default=None, help="write the rows as JSON here")
     p.add_argument("--backends", default="onnxruntime,torch,tensorrt", help="comma list of backends to try")
     p.add_argument("--iters", type=int, default=200, help="timed batch-1 iterations per row")
-    p.add_argument(
-        "--threads", type=int, default=None, help="intra-op CPU threads for every backend (default: each one's own)"
-    )
+    _model_flags(p, backend=False)
 
 
 def _run(p: argparse.ArgumentParser) -> None:
@@ -103,10 +137,18 @@ def _run(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="bundle folder")
     p.add_argument("--duration", type=float, default=None, help="seconds to run (default: until SIGINT/SIGTERM)")
     p.add_argument("--summary", default=None, help="write the run summary JSON here")
-    p.add_argument("--backend", default=None, help="override runtime.backend: auto, onnxruntime, tensorrt, torch")
+    _model_flags(p)
     p.add_argument("--endpoint", default=None, help="override runtime.publish.endpoint")
     p.add_argument("--groups", type=int, default=None, help="override runtime.groups")
     p.add_argument("--record", default=None, help="also record the raw streams to this session folder")
+    _fleet_args(p)
+
+
+def _fleet_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device-id", default=None, help="override runtime.device_id (default: the host name)")
+    p.add_argument(
+        "--connect", action="append", default=None, help="also publish to this relay (`edgefuse relay --in`); repeat"
+    )
 
 
 def _listen(p: argparse.ArgumentParser) -> None:
@@ -131,6 +173,8 @@ def _replay(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary", default=None, help="write the run summary JSON here")
     p.add_argument("--results", default=None, help="write every result as JSON lines here")
     p.add_argument("--endpoint", default=None, help="override runtime.publish.endpoint (e.g. tcp://127.0.0.1:5556)")
+    _model_flags(p)
+    _fleet_args(p)
 
 
 def _port(text: str) -> int:
@@ -141,7 +185,11 @@ def _port(text: str) -> int:
 
 
 def _monitor(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="the runtime's PUB endpoint")
+    p.add_argument(
+        "--endpoint", action="append", default=None, help="a runtime's PUB endpoint (default tcp://127.0.0.1:5555); "
+        "repeat for a fleet of runtimes"
+    )  # fmt: skip
+    p.add_argument("--relay", action="append", default=None, help="an `edgefuse relay --out` endpoint: the fleet view")
     p.add_argument("--host", default="127.0.0.1", help="address the web page is served on")
     p.add_argument("--port", type=_port, default=8080, help="port the web page is served on")
     _curve_client(p)
@@ -163,11 +211,27 @@ def _curve_client(p: argparse.ArgumentParser) -> None:
     p.add_argument("--curve-key", default=None, help="this client's CURVE secret certificate (NAME.key_secret)")
 
 
+def _relay(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--in", dest="in_endpoint", default="tcp://127.0.0.1:5556", help="runtimes connect here (XSUB)")
+    p.add_argument("--out", dest="out_endpoint", default="tcp://127.0.0.1:5557", help="subscribers connect here (XPUB)")
+    p.add_argument("--hwm", type=int, default=10_000, help="messages queued per peer before a slow subscriber loses")
+    p.add_argument("--metrics-port", type=int, default=None, help="serve the relay's Prometheus metrics here")
+    p.add_argument("--curve-secret-key", default=None, help="zmq.auth certificate with the relay's secret key")
+    p.add_argument("--curve-authorized-keys", default=None, help="folder of client public-key certificates")
+    p.add_argument("--no-accounting", action="store_true", help="no per-device counts (the proxy alone)")
+
+
 def _demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="scenario YAML (default: the packaged smart_home.yaml)")
     p.add_argument("--out", default="runs/demo", help="folder for the data, run, bundle and reports")
     p.add_argument("--samples", type=int, default=None, help="synthetic samples (default: the spec's)")
     p.add_argument("--duration", type=float, default=20.0, help="seconds of live streaming at the end")
+    _model_flags(p)
+
+
+def _doctor(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="scenario YAML: also check what each of its modalities needs here")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
 
 VERBS = [
@@ -208,11 +272,18 @@ VERBS = [
         _export,
     ),
     Verb(
+        "check-trt",
+        "edgefuse.deploy.trt_check:cli_check_trt",
+        "check statically that TensorRT can parse every variant of a bundle (no GPU needed)",
+        "edgefuse check-trt --bundle bundles/home\n  edgefuse check-trt --bundle bundles/home --dla --tensorrt 10",
+        _check_trt,
+    ),
+    Verb(
         "build-engine",
         "edgefuse.deploy.engine:cli_build_engine",
         "build a TensorRT engine for this GPU from a bundle",
         "edgefuse build-engine --bundle bundles/home --precision fp16\n"
-        "  edgefuse build-engine --bundle bundles/home --precision int8 --dla 0   # Jetson DLA",
+        "  edgefuse build-engine --bundle bundles/home --precision int8 --dla 0 --batch 1,8   # Jetson DLA",
         _build_engine,
     ),
     Verb(
@@ -249,6 +320,20 @@ VERBS = [
         "replay a recorded session through a bundle",
         "edgefuse replay --session sessions/s1 --bundle bundles/home --fast --summary replay.json",
         _replay,
+    ),
+    Verb(
+        "doctor",
+        "edgefuse.runtime.doctor:cli_doctor",
+        "list this host's audio inputs, cameras, OpenCV, GPU and backends; check a config's devices",
+        "edgefuse doctor --config configs/jetson_usb.yaml\n  edgefuse doctor --json",
+        _doctor,
+    ),
+    Verb(
+        "relay",
+        "edgefuse.runtime.relay:cli_relay",
+        "forward many runtimes to many subscribers through one ZeroMQ proxy",
+        "edgefuse relay --in 'tcp://*:5556' --out 'tcp://*:5557' --metrics-port 9200",
+        _relay,
     ),
     Verb(
         "monitor",

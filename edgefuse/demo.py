@@ -13,6 +13,7 @@ import threading
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from edgefuse.errors import EdgefuseError
 from edgefuse.spec import load_spec
@@ -58,6 +59,19 @@ def _stage(name: str, argv: list[str]) -> float:
     return time.perf_counter() - t0
 
 
+def model_flags(args: Any) -> list[str]:
+    """The run stage's runtime.model flags: ONNX Runtime unless --backend says otherwise, plus any other override."""
+    out = ["--backend", getattr(args, "backend", None) or "onnxruntime"]
+    for key in ("precision", "device", "threads"):
+        value = getattr(args, key, None)
+        if value is not None:
+            out += [f"--{key}", str(value)]
+    graphs = getattr(args, "cuda_graphs", None)
+    if graphs is not None:
+        out.append("--cuda-graphs" if graphs else "--no-cuda-graphs")
+    return out
+
+
 def cli_demo(args) -> int:
     config = Path(args.config) if args.config else default_config()
     spec = load_spec(config)
@@ -79,7 +93,7 @@ def cli_demo(args) -> int:
     summary_path = out / "run_summary.json"
     times["run"] = _stage("run on synthetic paced streams", [
         "run", "--config", str(config), "--bundle", str(bundle), "--duration", str(args.duration),
-        "--summary", str(summary_path), "--backend", "onnxruntime"])  # fmt: skip
+        "--summary", str(summary_path), *model_flags(args)])  # fmt: skip
     sub.stop.set()
     sub.join(timeout=2)
 
@@ -99,6 +113,8 @@ def cli_demo(args) -> int:
     print("\n=== edgefuse demo summary")
     print(f"  scenario            {spec.name} ({config})")
     print(f"  test accuracy       {ev['accuracy']:.3f}   macro F1 {ev['macro_f1']:.3f}   params {ev['params']:,}")
+    be = rs["backend"]
+    print(f"  model               {be['name']} {be['precision']} on {be.get('device')}: {be.get('file')}")
     print(f"  stream ticks        {rs['ticks']}   published {rs['published']}   received {sub.listener.received}")
     print(f"  online accuracy     {rs['online_accuracy']}")
     print(f"  end-to-end ms       p50 {rs['e2e_ms']['p50']:.2f}   p99 {rs['e2e_ms']['p99']:.2f}")

@@ -21,6 +21,10 @@ from edgefuse.spec import ScenarioSpec, parse_spec
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 PRECISIONS = ("fp32", "fp16", "int8")
+# The ONNX variant each TensorRT engine precision is built from: int8 engines take the symmetric Q/DQ graph
+# ("int8-trt", zero points 0), not the "int8" variant ONNX Runtime runs fastest on CPUs (uint8 activations).
+ENGINE_VARIANT = {"fp32": "fp32", "fp16": "fp16", "int8": "int8-trt"}
+VARIANTS = ("fp32", "fp16", "int8", "int8-trt")
 
 
 class _Strict(BaseModel):
@@ -114,6 +118,27 @@ class VariantSpec(_Strict):
     notes: str = ""
 
 
+class TrtVariantCheck(_Strict):
+    """One variant's static TensorRT check (edgefuse.deploy.trt_check)."""
+
+    file: str
+    engine_precision: str | None  # the engine built from this variant; None: ONNX Runtime only
+    ok: bool
+    errors: list[str] = []  # each names the node and operator
+    warnings: list[str] = []
+    ops: dict[str, int] = {}  # op type -> node count
+
+
+class TrtCheckSpec(_Strict):
+    """The result of `edgefuse check-trt` (also run by `edgefuse export`): no GPU involved."""
+
+    checked: str  # ISO 8601 UTC
+    tensorrt: list[str]  # versions checked against: "10.x", "11.x"
+    dla: bool
+    table: str  # where the operator table comes from
+    variants: dict[str, TrtVariantCheck]
+
+
 class Manifest(_Strict):
     """BUNDLE/manifest.json."""
 
@@ -132,7 +157,8 @@ class Manifest(_Strict):
     versions: dict[str, str] = {}  # library versions used to export
     parity: ParitySpec
     torch_file: str | None = "model.pt"  # state dict + spec, for the torch backend
-    variants: dict[str, VariantSpec] = Field(default_factory=dict)  # "fp32" | "fp16" | "int8"
+    variants: dict[str, VariantSpec] = Field(default_factory=dict)  # one of VARIANTS -> its file
+    trt_check: TrtCheckSpec | None = None  # the static TensorRT check, when run
     files: dict[str, str] = Field(default_factory=dict)  # every file but the manifest -> sha256
 
     def scenario(self) -> ScenarioSpec:

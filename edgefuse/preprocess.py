@@ -5,7 +5,6 @@ The bundle manifest records these steps by name; a runtime in another language c
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from edgefuse.spec import ModalitySpec
@@ -23,6 +22,8 @@ IMAGE_STEPS = {
 
 def prepare_image(frame: np.ndarray, m: ModalitySpec) -> np.ndarray:
     """A raw OpenCV frame -> the model's (C, H, W) float32 tensor for modality `m`."""
+    import cv2  # imported here: the runtime installs without OpenCV (the `opencv` extra, or a system cv2)
+
     h, w = m.shape  # type: ignore[misc]
     if frame.shape[0] != h or frame.shape[1] != w:
         frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
@@ -30,7 +31,9 @@ def prepare_image(frame: np.ndarray, m: ModalitySpec) -> np.ndarray:
         rgb = frame[..., ::-1] if frame.ndim == 3 else np.repeat(frame[..., None], 3, axis=2)
     else:
         rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[..., None] if frame.ndim == 3 else frame[..., None]
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / np.float32(255.0)  # (C, H, W)
+    x = rgb.astype(np.float32)  # (H, W, C): converting and scaling before the transpose is 2x faster, same values
+    x /= np.float32(255.0)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))  # (C, H, W)
 
 
 def prepare_text(text: str, m: ModalitySpec, buckets: int, ngrams: int) -> np.ndarray:

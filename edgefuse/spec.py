@@ -52,11 +52,13 @@ class SyncSpec(Strict):
     # nearest: the sample closest to the tick within tolerance_s;
     # window: all samples in [tick - window_s, tick], resampled to rate_hz;
     # hold: the latest sample if it is at most max_staleness_s old (zero-order hold).
+    # docs/sync.md has the timing diagrams.
     policy: Literal["nearest", "window", "hold"] = "window"
-    # nearest: how far from the tick a sample may be and still count
+    # nearest: how far from the tick a sample may be and still count (either side of the tick)
     tolerance_s: float = Field(0.1, gt=0)
-    # hold: how old the held sample may be before the modality is marked missing
-    max_staleness_s: float = Field(2.0, gt=0)
+    # window / hold: the modality is missing when its newest real row or sample is older than this at the tick;
+    # unset = 3 x the larger of its sample period and its block duration (e.g. 96 ms for 32 ms mic blocks)
+    max_staleness_s: float | None = Field(None, gt=0)
     # fraction of the window that must be covered by samples for the modality to count as present
     min_coverage: float = Field(0.8, ge=0, le=1)
 
@@ -69,9 +71,24 @@ class SourceSpec(Strict):
     # synthetic: paced streams from the scenario generator (with ground truth); camera: OpenCV VideoCapture;
     # microphone: sounddevice InputStream; zmq: SUB to sensor publishers; replay: a recorded session
     type: Literal["synthetic", "camera", "microphone", "zmq", "replay"] = "synthetic"
-    # camera: device index ("0"), video file, RTSP URL or GStreamer pipeline string; microphone: device name or
-    # index; zmq: endpoint to connect to (tcp://host:port); replay: session folder
+    # camera: device index ("0") or path (/dev/video0), video file, rtsp:// or http:// URL, or GStreamer pipeline
+    # ("... ! appsink"); microphone: device index, name or part of it ("USB", "pulse", "hw:1,0"), unset = default
+    # input; zmq: endpoint to connect to (tcp://host:port); replay: session folder
     uri: str | None = None
+    # a required source that cannot be opened at start-up stops the run with an error; otherwise its modality is
+    # masked and retried while the run goes on
+    required: bool = False
+    # microphone: open the device at this rate / channel count (default: the device's own default rate, and its
+    # channel count up to 2); blocks are resampled to rate_hz and mixed down to the modality's channels
+    device_rate_hz: float | None = Field(None, gt=0)
+    device_channels: int | None = Field(None, gt=0)
+    # microphone: device channels to keep, in order (default: the mean of all when the modality has 1 channel,
+    # else the first `channels`)
+    select_channels: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
+    # camera (V4L2 devices): requested capture size [W, H] and FOURCC (MJPG lets USB cameras reach full rate);
+    # the requested fps is the modality's rate_hz
+    capture_size: list[Annotated[int, Field(gt=0)]] | None = Field(None, min_length=2, max_length=2)
+    fourcc: str | None = Field(None, min_length=4, max_length=4)
     # zmq: topic prefix to subscribe to (empty = all)
     topic: str = ""
     # camera/microphone: seconds between reconnect attempts, doubled up to reconnect_max_s
@@ -295,7 +312,7 @@ class SynthSpec(Strict):
 
 
 class PublishSpec(Strict):
-    endpoint: str = "tcp://127.0.0.1:5555"  # binds to localhost unless configured
+    endpoint: str | None = "tcp://127.0.0.1:5555"  # binds to localhost unless configured; null: bind nothing
     hwm: int = Field(100, gt=0)  # ZeroMQ send high-water mark; sends never block
     # CURVE: paths to the server's secret key file and a folder of authorized client public keys
     curve_secret_key: str | None = None
@@ -305,19 +322,60 @@ class PublishSpec(Strict):
     # a subscriber at the high-water mark misses messages while the others receive every one; true: each time one is
     # found full it is counted (publish failure "slow_subscriber"); false: libzmq's plain lossy mode, not counted
     count_drops: bool = True
+    # relays (`edgefuse relay --in`) the PUB socket also connects to, e.g. ["tcp://hub:5556"]; with endpoint null
+    # the runtime binds nothing and publishes through the relays only
+    connect: list[str] = []
+    # CURVE towards a relay: the relay's public key certificate, and this runtime's own (secret) certificate
+    connect_curve_server_key: str | None = None
+    connect_curve_secret_key: str | None = None
+
+
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # a host-name-like token: no "/" (topics split on it)
+
+
+def default_device_id() -> str:
+    """The host name, cut to what a device id allows (the default `runtime.device_id`)."""
+    import re
+    import socket
+
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname()).lstrip("-_.")[:63]
+    return name or "edge"
+
+
+class RuntimeModelSpec(Strict):
+    """Which backend runs the bundle, at which precision, on which device: the one place that picks the model
+    (edgefuse.deploy.backends.choose; `run`/`replay`/`bench`/`demo` override each field on the command line)."""
+
+    # auto: this host's TensorRT engine at `precision` (on `device`), else ONNX Runtime with its best provider
+    backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = "auto"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    # auto (GPU 0 when there is one, else the CPU) | cpu | cuda | cuda:N | dla | dla:N (Jetson DLA core, TensorRT)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?|dla(:\d+)?)$")
+    cuda_graphs: bool = False  # torch backend on CUDA: replay captured CUDA graphs
+    threads: int | None = Field(None, gt=0)  # CPU intra-op threads (onnxruntime, torch); None: the library's default
 
 
 class RuntimeSpec(Strict):
     tick_hz: float = Field(2.0, gt=0)  # fusion ticks per second (when trigger is unset)
     trigger: str | None = None  # a modality name: tick on each of its samples instead of a fixed rate
+    # a nearest-policy modality (e.g. the camera): the tick grid's phase follows its frames, so a frame lands on
+    # each tick and no tick waits for the next frame; tick_hz must not exceed its rate
+    phase_lock: str | None = None
     latency_budget_ms: float = Field(50.0, gt=0)  # how long a tick waits for late samples
     queue_size: int = Field(256, gt=0)  # bounded per-source queue, drop-oldest when full
     batch_max: int = Field(8, gt=0)  # batch ticks across sensor groups
     batch_deadline_ms: float = Field(5.0, ge=0)
     groups: int = Field(1, gt=0)  # sensor groups (rooms, cameras) in one process
-    backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = "auto"
+    model: RuntimeModelSpec = RuntimeModelSpec()
     publish: PublishSpec = PublishSpec()
     metrics_port: int | None = None  # Prometheus exporter port; None = off
+    # this runtime's name in every published message (topic and header) and metric label; null: the host name
+    device_id: str | None = Field(None, pattern=DEVICE_ID_PATTERN)
+
+    @property
+    def device(self) -> str:
+        """The device id in force: `device_id`, else the host name."""
+        return self.device_id or default_device_id()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -396,14 +454,49 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
             if kind in _ENCODERS_FOR_KIND and etype not in _ENCODERS_FOR_KIND[kind]:
                 allowed = ", ".join(_ENCODERS_FOR_KIND[kind])
                 problems.append((f"model.encoders.{m}.type", f"'{etype}' cannot encode {kind}; use one of: {allowed}"))
+    problems += _model_choice_problems(d(d(data.get("runtime")).get("model")))
     trigger = d(data.get("runtime")).get("trigger")
     if trigger is not None and trigger not in modalities:
         problems.append(("runtime.trigger", f"no modality named '{trigger}'"))
+    rt = d(data.get("runtime"))
+    lock = rt.get("phase_lock")
+    if lock is not None:
+        lm = d(modalities.get(lock))
+        if lock not in modalities:
+            problems.append(("runtime.phase_lock", f"no modality named '{lock}'"))
+        elif d(lm.get("sync")).get("policy") != "nearest":
+            problems.append(("runtime.phase_lock", f"'{lock}' must use the nearest policy (one frame per tick)"))
+        elif trigger is not None:
+            problems.append(("runtime.phase_lock", "a triggered runtime already ticks on its trigger's samples"))
+        else:
+            rate, tick = lm.get("rate_hz"), rt.get("tick_hz", 2.0)
+            if isinstance(rate, (int, float)) and isinstance(tick, (int, float)) and tick > rate:
+                problems.append(("runtime.phase_lock", f"tick_hz {tick} is above '{lock}' rate_hz {rate}"))
     splits = d(data.get("synth")).get("splits")
     numeric = isinstance(splits, dict) and all(isinstance(v, (int, float)) for v in splits.values())
     if numeric and abs(sum(splits.values()) - 1.0) > 1e-6:  # type: ignore[union-attr]
         problems.append(("synth.splits", "fractions must sum to 1"))
     return problems
+
+
+def _model_choice_problems(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """runtime.model combinations no backend runs (checked before loading anything)."""
+    backend, precision = m.get("backend", "auto"), m.get("precision", "fp32")
+    device = str(m.get("device", "auto"))
+    out = []
+    if device.startswith("dla") and backend not in ("auto", "tensorrt"):
+        out.append(("runtime.model.device", f"'{device}' runs TensorRT engines only; backend is '{backend}'"))
+    if backend == "tensorrt" and device == "cpu":
+        out.append(("runtime.model.device", "TensorRT runs on a GPU or DLA, not 'cpu'"))
+    if device.startswith("dla") and precision == "fp32":
+        out.append(("runtime.model.precision", "DLA runs fp16 and int8 only"))
+    if backend == "torch" and precision == "int8":
+        out.append(("runtime.model.precision", "the torch backend runs fp32 (and fp16 on CUDA), not int8"))
+    if backend == "torch" and precision == "fp16" and device == "cpu":
+        out.append(("runtime.model.precision", "the torch backend runs fp16 on CUDA only"))
+    if m.get("cuda_graphs") and (backend != "torch" or device == "cpu"):
+        out.append(("runtime.model.cuda_graphs", "CUDA graphs are a torch-backend feature on a CUDA device"))
+    return out
 
 
 def _format_errors(err: ValidationError) -> list[tuple[str, str]]:

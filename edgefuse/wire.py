@@ -2,8 +2,10 @@
 
 A message is a multipart ZeroMQ message [topic, header, payload, *blobs] (docs/wire.md is the full reference, written
 so that a subscriber in any language can decode it without this file):
-  topic    UTF-8 bytes: "result/<group>", "stats", "thumb/<source>", "level/<source>", "series/<source>"
-  header   msgpack map {v, type, seq, t_pub_ns, group}
+  topic    UTF-8 bytes "<type>/<device>/<rest>": "result/<device>/<group>", "stats/<device>/",
+           "thumb/<device>/<source>", "level/<device>/<source>", "series/<device>/<source>"
+  header   msgpack map {v, type, seq, t_pub_ns, group, device}; seq counts per topic, so each topic shows its
+           own losses
   payload  msgpack map, fields per type (RESULT_FIELDS, ...)
   blobs    raw binary frames (only `thumb`: one JPEG)
 
@@ -23,7 +25,8 @@ from edgefuse.errors import EdgefuseError
 
 VERSION = 1
 TYPES = ("result", "stats", "thumb", "level", "series")
-# topic prefix per message type; the rest of the topic is the group (result) or the source id (monitoring)
+# topic prefix per message type; then the device id, then the group (result) or the source id (monitoring), so a
+# subscriber filters by type ("result"), or by type and device ("result/cam-07/") with ZeroMQ's prefix match
 TOPIC_PREFIX = {"result": "result", "stats": "stats", "thumb": "thumb", "level": "level", "series": "series"}
 
 MAX_TOPIC_BYTES = 256
@@ -73,6 +76,28 @@ class Message:
     def type(self) -> str:
         return self.header["type"]
 
+    @property
+    def device(self) -> str:
+        """The publishing runtime's device id ("" from a publisher that predates device ids)."""
+        return self.header.get("device", "")
+
+    @property
+    def tail(self) -> str:
+        """The topic after "<type>/<device>/": the group of a result, the source id of a monitoring message."""
+        return topic_tail(self.topic, self.type, self.device)
+
+
+def topic(mtype: str, device: str, rest: str = "") -> str:
+    """The topic of a message: "<type>/<device>/<rest>" (rest: the group, or a monitoring message's source)."""
+    return (
+        f"{TOPIC_PREFIX[mtype]}/{device}/{rest}" if device else f"{TOPIC_PREFIX[mtype]}" + (f"/{rest}" if rest else "")
+    )
+
+
+def topic_tail(topic: str, mtype: str, device: str = "") -> str:
+    head = f"{TOPIC_PREFIX[mtype]}/{device}/" if device else f"{TOPIC_PREFIX[mtype]}/"
+    return topic[len(head) :] if topic.startswith(head) else ""
+
 
 # -- encode -----------------------------------------------------------------------------------------------------------
 
@@ -82,12 +107,21 @@ def _pack(obj: Any) -> bytes:
 
 
 def encode(
-    mtype: str, topic: str, seq: int, t_pub_ns: int, group: str, payload: dict, blobs: tuple[bytes, ...] = ()
+    mtype: str,
+    topic: str,
+    seq: int,
+    t_pub_ns: int,
+    group: str,
+    payload: dict,
+    blobs: tuple[bytes, ...] = (),
+    device: str = "",
 ) -> list[bytes]:
     """A message as ZeroMQ frames. `payload` must hold plain Python values (no NumPy scalars)."""
     if mtype not in TYPES:
         raise ValueError(f"unknown message type {mtype!r}; one of {TYPES}")
     header = {"v": VERSION, "type": mtype, "seq": int(seq), "t_pub_ns": int(t_pub_ns), "group": group}
+    if device:
+        header["device"] = device
     return [topic.encode(), _pack(header), _pack(payload), *blobs]
 
 
@@ -158,6 +192,11 @@ def _check_fields(obj: Any, spec: dict[str, Any], what: str) -> None:
             raise WireError(f"{what}.{name}: expected a finite number")
 
 
+def _key(k: Any) -> str:
+    """A map key from the wire, safe in a one-line error: a plain printable name as it is, anything else repr'd."""
+    return k if isinstance(k, str) and k.isprintable() and len(k) <= 64 else repr(k)[:64]
+
+
 def _type_name(typ: Any) -> str:
     return "number" if typ == _NUM else typ.__name__
 
@@ -165,22 +204,24 @@ def _type_name(typ: Any) -> str:
 def _check_result(p: dict[str, Any]) -> None:
     for m, t in p["capture_ns"].items():
         if t is not None and (not isinstance(t, int) or isinstance(t, bool) or not INT64_MIN <= t <= INT64_MAX):
-            raise WireError(f"payload.capture_ns.{m}: expected int or nil (int64)")
+            raise WireError(f"payload.capture_ns.{_key(m)}: expected int or nil (int64)")
     for m, v in p["mask"].items():
         if not isinstance(v, bool):
-            raise WireError(f"payload.mask.{m}: expected bool")
+            raise WireError(f"payload.mask.{_key(m)}: expected bool")
     for head, s in p["scores"].items():
         if not isinstance(s, dict) or not s:
-            raise WireError(f"payload.scores.{head}: expected a non-empty map label -> probability")
+            raise WireError(f"payload.scores.{_key(head)}: expected a non-empty map label -> probability")
         for label, prob in s.items():
             if not isinstance(prob, _NUM) or isinstance(prob, bool) or not 0.0 <= prob <= 1.0:
-                raise WireError(f"payload.scores.{head}.{label}: expected a probability in [0, 1], got {prob!r}")
+                raise WireError(
+                    f"payload.scores.{_key(head)}.{_key(label)}: expected a probability in [0, 1], got {prob!r}"
+                )
     for head, label in p["top"].items():
         if not isinstance(label, str) or head not in p["scores"] or label not in p["scores"][head]:
-            raise WireError(f"payload.top.{head}: {label!r} is not a label of scores.{head}")
+            raise WireError(f"payload.top.{_key(head)}: {_key(label)} is not a label of scores.{_key(head)}")
     for stage, ms in p["latency_ms"].items():
         if not isinstance(ms, _NUM) or isinstance(ms, bool) or not math.isfinite(ms):
-            raise WireError(f"payload.latency_ms.{stage}: expected a finite number")
+            raise WireError(f"payload.latency_ms.{_key(stage)}: expected a finite number")
 
 
 def decode(frames: list[bytes]) -> Message:
@@ -207,6 +248,11 @@ def decode(frames: list[bytes]) -> Message:
         raise WireError(f"header.type: unknown message type {mtype!r}")
     if topic.split("/", 1)[0] != TOPIC_PREFIX[mtype]:
         raise WireError(f"topic: {topic!r} does not match header.type {mtype!r}")
+    device = header.get("device", "")
+    if not isinstance(device, str):
+        raise WireError(f"header.device: expected str, got {type(device).__name__}")
+    if device and not topic.startswith(f"{TOPIC_PREFIX[mtype]}/{device}/"):
+        raise WireError(f"topic: {topic!r} does not carry header.device {device!r}")
     payload = _unpack(bytes(frames[2]), "payload", MAX_PAYLOAD_BYTES)
     _check_fields(payload, PAYLOAD_FIELDS[mtype], "payload")
     if mtype == "result":

@@ -6,6 +6,9 @@ deliberately not the host's monotonic clock: edgefuse estimates the offset and d
     python examples/sensor_publisher.py --endpoint tcp://127.0.0.1:5600 --topic env \
         --channels motion,door,temperature,humidity,light,smoke --rate 10
 
+The values are a hallway's, in the units and ranges the smart_home scenario was trained on (docs/sensors.md):
+a quiet house by default, or `--scene cooking|alarm|entering` to see what those events look like to the model.
+
 and in the scenario YAML:
 
     env:
@@ -25,10 +28,26 @@ import time
 import msgpack
 import zmq
 
+# A quiet hallway in the units of the smart_home training data: motion and door 0/1, temperature degC (18-25),
+# humidity %RH (30-60), light lux (5-400), smoke the detector's 0-1 obscuration (about 0.01 when clear).
+QUIET = {"motion": 0.0, "door": 0.0, "temperature": 21.5, "humidity": 45.0, "light": 120.0, "smoke": 0.01}
 
-def reading(t_s: float, channels: list[str]) -> list[float]:
-    """Made-up slowly varying values, one per channel."""
-    return [round(math.sin(t_s / (i + 1)) + i, 4) for i in range(len(channels))]
+
+def reading(t_s: float, channels: list[str], scene: str = "quiet", since_s: float = 0.0) -> list[float]:
+    """One row for `channels` at t_s; `since_s` = seconds since the scene's event began."""
+    v = dict(QUIET)
+    v["temperature"] += 0.1 * math.sin(t_s / 60.0)  # slow drift of the room
+    v["humidity"] += 1.0 * math.sin(t_s / 90.0)
+    if scene == "cooking":  # a steam plume: temperature and humidity climb
+        v["temperature"] += 0.08 * since_s
+        v["humidity"] = min(100.0, v["humidity"] + 1.0 * since_s)
+    elif scene == "alarm":  # smoke over the detector, rising
+        v["smoke"] = min(1.0, 0.2 + 0.03 * since_s)
+        v["temperature"] += 0.03 * since_s
+    elif scene == "entering":  # the front door opens, someone walks in and switches the light on
+        v["door"], v["motion"], v["light"] = 1.0, 1.0, 250.0 if since_s > 1.0 else 120.0
+    rounding = {"temperature": 2, "humidity": 1, "light": 0, "smoke": 3}
+    return [round(v[c], rounding.get(c, 0)) if c in v else 0.0 for c in channels]
 
 
 def main() -> None:
@@ -41,6 +60,9 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=1, help="readings batched per message")
     p.add_argument("--format", choices=["msgpack", "json"], default="msgpack")
     p.add_argument("--count", type=int, default=0, help="messages to send (0 = forever)")
+    p.add_argument(
+        "--scene", choices=["quiet", "cooking", "alarm", "entering"], default="quiet", help="what the sensors see"
+    )
     args = p.parse_args()
 
     channels = args.channels.split(",")
@@ -48,10 +70,12 @@ def main() -> None:
     sock.bind(args.endpoint)
     period_s = args.rows / args.rate
     seq, next_t = 0, time.monotonic()
+    t0 = time.time()
     while args.count == 0 or seq < args.count:
         # the sensor's clock, at the first row of the batch (the last row is the one just read)
         t_sensor_ns = time.time_ns() - round((args.rows - 1) * 1e9 / args.rate)
-        rows = [reading(t_sensor_ns / 1e9 + i / args.rate, channels) for i in range(args.rows)]
+        ts = [t_sensor_ns / 1e9 + i / args.rate for i in range(args.rows)]
+        rows = [reading(t, channels, args.scene, max(0.0, t - t0)) for t in ts]
         msg = {
             "v": 1,
             "source": args.source,

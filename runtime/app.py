@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import threading
@@ -28,13 +29,44 @@ def _apply_overrides(spec: ScenarioSpec, args: argparse.Namespace) -> ScenarioSp
 
     data = spec_to_dict(spec)
     rt = data["runtime"]
-    if getattr(args, "backend", None):
-        rt["backend"] = args.backend
+    apply_model_overrides(rt["model"], args)
     if getattr(args, "endpoint", None):
         rt["publish"]["endpoint"] = args.endpoint
     if getattr(args, "groups", None) is not None:
         rt["groups"] = args.groups
+    if getattr(args, "device_id", None):
+        rt["device_id"] = args.device_id
+    if getattr(args, "connect", None):
+        rt["publish"]["connect"] = list(args.connect)
     return parse_spec(data, "command line")
+
+
+MODEL_FLAGS = ("backend", "precision", "device", "cuda_graphs", "threads")
+
+
+def apply_model_overrides(model: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """--backend/--precision/--device/--cuda-graphs/--threads onto a runtime.model mapping (None: not given)."""
+    for key in MODEL_FLAGS:
+        value = getattr(args, key, None)
+        if value is not None:
+            model[key] = value
+    return model
+
+
+def describe_model(info: dict[str, Any]) -> str:
+    """The start-up line: exactly what runs ("tensorrt int8 on dla:0 (GPU fallback): int8-...engine ...")."""
+    extra = f", {info['detail']}" if info.get("detail") else ""
+    size = f", {info['engine_mb']} MB" if info.get("engine_mb") is not None else ""
+    return (
+        f"edgefuse: model: {info['name']} {info['precision']} on {info.get('device', '?')}: "
+        f"{info.get('file', '?')}{size}{extra} ({info.get('reason', 'asked')})"
+    )
+
+
+def _load_model(bundle: str | Path, spec: ScenarioSpec) -> BoundModel:
+    model = BoundModel.load(bundle, model=spec.runtime.model)
+    print(describe_model(model.backend.describe()), flush=True)
+    return model
 
 
 def _stop_on_signals() -> threading.Event:
@@ -49,7 +81,7 @@ def _metrics(spec: ScenarioSpec) -> Any:
         return None
     from edgefuse.runtime.metrics import RuntimeMetrics
 
-    metrics = RuntimeMetrics()
+    metrics = RuntimeMetrics(device=spec.runtime.device)
     metrics.start_http(spec.runtime.metrics_port)
     return metrics
 
@@ -76,7 +108,7 @@ def run(
     from edgefuse.runtime.publisher import Publisher
     from edgefuse.runtime.sources import group_names, make_sources
 
-    model = BoundModel.load(bundle, backend=spec.runtime.backend)
+    model = _load_model(bundle, spec)
     closers: list[Any] = [model]
     try:
         check_compatible(spec, model.spec, str(bundle))
@@ -89,7 +121,7 @@ def run(
 
             writer = SessionWriter(record, spec, sources).open()
             closers.append(writer)
-        publisher = Publisher(spec.runtime.publish)
+        publisher = Publisher(spec.runtime.publish, device=spec.runtime.device)
         closers.append(publisher)
         metrics = _metrics(spec)
         if metrics is not None:
@@ -118,14 +150,14 @@ def replay(
 
     reader = SessionReader(session)
     spec = spec or reader.spec
-    model = BoundModel.load(bundle, backend=spec.runtime.backend)
+    model = _load_model(bundle, spec)
     closers: list[Any] = [model]
     out = None
     try:
         check_compatible(spec, model.spec, str(bundle))
         rows = reader.labels()
         labels = label_segments(rows, reader.start_ns, spec.labels, str(session)) if rows else None
-        publisher = Publisher(spec.runtime.publish) if publish else None
+        publisher = Publisher(spec.runtime.publish, device=spec.runtime.device) if publish else None
         if publisher is not None:
             closers.append(publisher)
         on_result = None
@@ -152,17 +184,18 @@ def replay(
 
 def cli_run(args: argparse.Namespace) -> int:
     """`edgefuse run --config --bundle [--duration] [--summary] [--backend] [--endpoint] [--groups] [--record]`."""
+    logging.basicConfig(level=logging.INFO, format="edgefuse: %(message)s", stream=sys.stderr)
     spec = _apply_overrides(load_spec(args.config), args)
     summary = run(spec, args.bundle, args.duration, _stop_on_signals(), args.record)
     return _finish(summary, args.summary)
 
 
 def cli_replay(args: argparse.Namespace) -> int:
-    """`edgefuse replay --session --bundle [--config] [--fast] [--summary] [--results] [--endpoint]`."""
+    """`edgefuse replay --session --bundle [--config] [--fast] [--summary] [--results] [--endpoint] [model overrides]`."""
     from edgefuse.runtime.record import SessionReader
 
     spec = load_spec(args.config) if args.config else SessionReader(args.session).spec
-    spec = _apply_overrides(spec, args)  # --endpoint: replay beside a live runtime that holds the spec's port
+    spec = _apply_overrides(spec, args)  # --endpoint, model overrides: replay beside a live runtime on the spec's port
     summary = replay(spec, args.session, args.bundle, args.fast, args.results, _stop_on_signals())
     for line in summary["session"].get("problems", []):  # corrupt chunks were skipped: say where and when
         print(f"edgefuse replay: warning: {line}", file=sys.stderr)
@@ -179,9 +212,10 @@ def format_summary(s: dict[str, Any]) -> str:
     fails = ", ".join(f"{k} {v}" for k, v in s["publish_failures"].items()) or "none"
     acc = ", ".join(f"{h} {a['accuracy']:.3f} (n={a['n']})" for h, a in s["online_accuracy"].items()) or "n/a"
     sync = ", ".join(f"{m} {v:.2f} ms" for m, v in s["sync_error_ms"].items() if v is not None) or "n/a"
+    be = s["backend"]
     lines = [
         f"edgefuse: {s['ticks']} ticks in {s['duration_s']:.1f} s over {s['groups']} group(s), "
-        f"{s['published']} published ({s['backend']['name']} {s['backend']['precision']})",
+        f"{s['published']} published ({be['name']} {be['precision']} on {be.get('device', '?')}: {be.get('file')})",
         f"  end-to-end  {pct(s['e2e_ms'])}",
         f"  overhead    {pct(s['overhead_ms'])}  (runtime per tick, model excluded)",
         f"  inference   {pct(s['latency_ms'].get('infer', {}))}",
@@ -190,4 +224,7 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  sync error p99  {sync}",
         f"  online accuracy {acc}",
     ]
+    masked = [f"{sid} ({st['problem']})" for sid, st in s.get("sources", {}).items() if st.get("problem")]
+    if masked:  # a device missing or off pace at the end of the run
+        lines.append(f"  masked      {', '.join(masked)}")
     return "\n".join(lines)

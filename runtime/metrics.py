@@ -9,7 +9,8 @@ Two kinds of numbers, two ways in:
     exactly what was counted and the hot path does nothing more.
 
 Names follow Prometheus conventions: base units (`_seconds`), `_total` counters, labels of low cardinality only
-(source, group, modality, stage, reason, backend). Each RuntimeMetrics has its own registry (never the global one),
+(device, source, group, modality, stage, reason, backend). Every metric carries `device` (runtime.device_id), so
+one Prometheus scraping a fleet tells the boxes apart without relabelling. Each RuntimeMetrics has its own registry (never the global one),
 so several pipelines, and tests, share a process.
 
     metrics = RuntimeMetrics()
@@ -40,27 +41,34 @@ RATE_WINDOW_S = 5.0  # the measured sample rate covers about this long: steady a
 class RuntimeMetrics:
     """The runtime's metrics on a private registry; `start_http(port)` serves them for Prometheus to scrape."""
 
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None, device: str | None = None):
+        from edgefuse.spec import default_device_id
+
+        self.device = device or default_device_id()
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.ticks = prom.Counter("edgefuse_ticks", "Fusion ticks run.", ["group"], registry=r)
+        self.ticks = prom.Counter("edgefuse_ticks", "Fusion ticks run.", ["device", "group"], registry=r)
         self.stage_latency = prom.Histogram(
-            "edgefuse_stage_latency_seconds", "Time spent per tick in each pipeline stage.", ["stage"],
+            "edgefuse_stage_latency_seconds", "Time spent per tick in each pipeline stage.", ["device", "stage"],
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.inference_latency = prom.Histogram(
-            "edgefuse_inference_latency_seconds", "Time of one backend call (one batch).", ["backend"],
+            "edgefuse_inference_latency_seconds", "Time of one backend call (one batch).", ["device", "backend"],
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.batch_size = prom.Histogram(
-            "edgefuse_inference_batch_size", "Ticks per backend call.", buckets=(1, 2, 4, 8, 16, 32), registry=r
+            "edgefuse_inference_batch_size",
+            "Ticks per backend call.",
+            ["device"],
+            buckets=(1, 2, 4, 8, 16, 32),
+            registry=r,
         )
         self.present = prom.Gauge(
             "edgefuse_modality_present", "1 if the modality was present in the group's last tick.",
-            ["group", "modality"], registry=r,
+            ["device", "group", "modality"], registry=r,
         )  # fmt: skip
         self.missing = prom.Counter(
-            "edgefuse_modality_missing_ticks", "Ticks in which the modality was missing.", ["group", "modality"],
+            "edgefuse_modality_missing_ticks", "Ticks in which the modality was missing.", ["device", "group", "modality"],
             registry=r,
         )  # fmt: skip
         self._sources: dict[str, dict[str, Any]] = {}
@@ -76,19 +84,20 @@ class RuntimeMetrics:
         self, group: str, latency_s_by_stage: Mapping[str, float], mask_by_modality: Mapping[str, float]
     ) -> None:
         """One fusion tick of `group`: seconds per stage (e.g. sync, infer, publish, e2e) and the presence mask."""
-        self.ticks.labels(group).inc()
+        d = self.device
+        self.ticks.labels(d, group).inc()
         for stage, seconds in latency_s_by_stage.items():
-            self.stage_latency.labels(stage).observe(seconds)
+            self.stage_latency.labels(d, stage).observe(seconds)
         for modality, present in mask_by_modality.items():
             ok = float(present) > 0.5
-            self.present.labels(group, modality).set(1.0 if ok else 0.0)
+            self.present.labels(d, group, modality).set(1.0 if ok else 0.0)
             if not ok:
-                self.missing.labels(group, modality).inc()
+                self.missing.labels(d, group, modality).inc()
 
     def observe_inference(self, seconds: float, batch: int = 1, backend: str = "") -> None:
         """One backend call that ran `batch` ticks in `seconds`."""
-        self.inference_latency.labels(backend).observe(seconds)
-        self.batch_size.observe(batch)
+        self.inference_latency.labels(self.device, backend).observe(seconds)
+        self.batch_size.labels(self.device).observe(batch)
 
     def publish_failed(self, reason: str = "send") -> None:
         """One message the publisher could not send (reason "slow_subscriber", "encode", "send", "closed")."""
@@ -157,7 +166,8 @@ class _SnapshotCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         sources, publish_failures = self.metrics.snapshot()
-        src = ["source"]
+        d = self.metrics.device
+        src = ["device", "source"]
         samples = CounterMetricFamily("edgefuse_source_samples", "Samples delivered per source.", labels=src)
         rate = GaugeMetricFamily(
             "edgefuse_source_rate_hz", f"Sample rate over the last {RATE_WINDOW_S:g} s.", labels=src
@@ -169,22 +179,32 @@ class _SnapshotCollector(Collector):
         jumps = CounterMetricFamily("edgefuse_clock_jumps", "Sensor clock steps detected.", labels=src)
         reconnects = CounterMetricFamily("edgefuse_source_reconnects", "Device reconnects.", labels=src)
         errors = CounterMetricFamily("edgefuse_source_errors", "Device or message errors.", labels=src)
-        failures = CounterMetricFamily("edgefuse_publish_failures", "Messages not sent, by reason.", labels=["reason"])
+        failures = CounterMetricFamily(
+            "edgefuse_publish_failures", "Messages not sent, by reason.", labels=["device", "reason"]
+        )
+        connected = GaugeMetricFamily("edgefuse_source_connected", "1 while the device is open.", labels=src)
+        unpaced = CounterMetricFamily("edgefuse_source_unpaced", "Times flagged off real-time pace.", labels=src)
+        pace = GaugeMetricFamily("edgefuse_source_pace_ratio", "Delivered rate / nominal rate.", labels=src)
         for source, s in sorted(sources.items()):
-            _add(samples, [source], s.get("samples"))
-            _add(rate, [source], s.get("rate_hz"))
-            _add(depth, [source], s.get("queue_depth"))
+            _add(samples, [d, source], s.get("samples"))
+            _add(rate, [d, source], s.get("rate_hz"))
+            _add(depth, [d, source], s.get("queue_depth"))
             offset_ms = s.get("clock_offset_ms")
-            _add(offset, [source], offset_ms / 1e3 if _is_num(offset_ms) else None)
-            _add(drift, [source], s.get("clock_drift_ppm"))
-            _add(jumps, [source], s.get("clock_jumps"))
-            _add(reconnects, [source], s.get("reconnects"))
-            _add(errors, [source], s.get("errors"))
+            _add(offset, [d, source], offset_ms / 1e3 if _is_num(offset_ms) else None)
+            _add(drift, [d, source], s.get("clock_drift_ppm"))
+            _add(jumps, [d, source], s.get("clock_jumps"))
+            _add(reconnects, [d, source], s.get("reconnects"))
+            _add(errors, [d, source], s.get("errors"))
+            if isinstance(s.get("connected"), bool):
+                _add(connected, [d, source], int(s["connected"]))
+            _add(unpaced, [d, source], s.get("unpaced"))
+            _add(pace, [d, source], s.get("pace_ratio"))
             for reason, n in sorted(drop_reasons(s).items()):
-                _add(drops, [source, reason], n)
+                _add(drops, [d, source, reason], n)
         for reason, n in sorted(publish_failures.items()):
-            _add(failures, [reason], n)
-        yield from (samples, rate, drops, depth, offset, drift, jumps, reconnects, errors, failures)
+            _add(failures, [d, reason], n)
+        yield from (samples, rate, drops, depth, offset, drift, jumps, reconnects, errors, failures, connected)
+        yield from (unpaced, pace)
 
 
 def drop_reasons(stats: Mapping[str, Any]) -> dict[str, float]:

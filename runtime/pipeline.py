@@ -21,6 +21,7 @@ clock, so a session replayed twice gives identical results.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -39,6 +40,7 @@ from edgefuse.runtime.sync import Synchronizer, Tick, in_arrival_order, label_at
 from edgefuse.spec import ScenarioSpec
 from edgefuse.wire import result_payload
 
+log = logging.getLogger(__name__)
 READ_TIMEOUT_S = 0.05  # how long a source read blocks: bounds how fast a stop request is noticed
 MONITOR_TAP = 64  # recent samples kept per source for the monitoring topics
 MONITOR_IDLE_S = 0.5  # with no results for this long, monitoring runs on its own clock
@@ -60,10 +62,14 @@ class BoundModel:
     text_settings: dict[str, tuple[int, int]]
 
     @classmethod
-    def load(cls, bundle_dir: str | Path, backend: str = "auto", precision: str = "fp32") -> BoundModel:
-        from edgefuse.deploy.backends import load_backend
+    def load(
+        cls, bundle_dir: str | Path, backend: str = "auto", precision: str = "fp32", model: Any = None
+    ) -> BoundModel:
+        """Load the bundle on the backend runtime.model picks (`model`, a RuntimeModelSpec), or on
+        `backend`/`precision` when no model section is given."""
+        from edgefuse.deploy.backends import load_backend, load_model
 
-        be = load_backend(bundle_dir, backend=backend, precision=precision)
+        be = load_model(bundle_dir, model) if model is not None else load_backend(bundle_dir, backend, precision)
         from edgefuse.deploy.bundle import load_bundle
 
         man = load_bundle(bundle_dir, verify=False).manifest  # load_backend verified the files already
@@ -162,6 +168,7 @@ class Pipeline:
         self.ticks_q = BoundedQueue(max(4 * rt.batch_max, 2 * len(self.groups)), "ticks", self.drops)
         self.worlds = {g: self._world_of(g) for g in self.groups}
         self._taps: dict[str, deque[Sample]] = {sid: deque(maxlen=MONITOR_TAP) for sid in sources}
+        self._closed_stats: dict[str, dict[str, Any]] = {}  # each source's stats just before its thread closed it
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
         self.counts = {"ticks": 0, "published": 0, "batches": 0, "incomplete": 0}
@@ -190,8 +197,17 @@ class Pipeline:
         self._t_start_ns = monotonic_ns()
         for g in self.groups:
             self.sync_for(g)
+        opened: list[Any] = []
         for sid, src in self.sources.items():
-            src.open()
+            if hasattr(src, "describe"):
+                log.info("%s", src.describe())  # one start-up line per source: modality, type, device, rate, live
+            try:
+                src.open()
+            except Exception:
+                for o in opened:  # a required source failed: release the ones already open, then report
+                    o.close()
+                raise
+            opened.append(src)
             self.threads.append(threading.Thread(target=self._pump, args=(sid, src), name=f"source-{sid}", daemon=True))
         self.threads.append(threading.Thread(target=self._sync_loop, name="sync", daemon=True))
         self.threads.append(threading.Thread(target=self._output_loop, name="output", daemon=True))
@@ -237,6 +253,7 @@ class Pipeline:
         except Exception as err:  # noqa: BLE001 - a source that breaks its never-raise contract stops the run
             self._fail(f"source {sid}: {type(err).__name__}: {err}")
         finally:
+            self._closed_stats[sid] = dict(src.stats()) if hasattr(src, "stats") else {}  # as it was while running
             src.close()
 
     def _sync_loop(self) -> None:
@@ -255,15 +272,21 @@ class Pipeline:
         return min(0.05, max(0.0, (min(wake) - monotonic_ns()) / 1e9))
 
     def _sync_step(self, now_ns: int) -> None:
+        arrived: list[tuple[int, Synchronizer, Sample]] = []
         for sid, q in self.queues.items():
             t_put = q.t_last_put
             items = q.drain()
             if items:
                 sync = self.sync_for(group_of(sid))
-                for s in items:
-                    sync.push(s)
                 sync.note_arrival(t_put)
+                arrived.extend((s.t_arrival_ns, sync, s) for s in items)
                 self._taps[sid].extend(items)
+        if arrived:  # fed in arrival order, each after the ticks whose deadline passed before it (as drive() does)
+            arrived.sort(key=lambda a: a[0])
+            for _, sync, s in arrived:
+                for tick in sync.feed(s):
+                    self.ticks_q.put(tick)
+            now_ns = max(now_ns, arrived[-1][0])
         for sync in self.syncs.values():
             for tick in sync.poll(now_ns):
                 self.ticks_q.put(tick)
@@ -393,7 +416,7 @@ class Pipeline:
         by_source = self.drops.by_source()
         out = {}
         for sid, src in self.sources.items():
-            st = dict(src.stats()) if hasattr(src, "stats") else {}
+            st = self._closed_stats.get(sid) or (dict(src.stats()) if hasattr(src, "stats") else {})
             q = self.queues[sid]
             st.update(queue_depth=len(q), queue_high_water=q.high_water, dropped=by_source.get(sid, {}))
             out[sid] = st
@@ -431,9 +454,10 @@ class Pipeline:
             if realtime:
                 time.sleep(max(0.0, (now - t0_rec) / 1e9 - (time.monotonic() - t0_wall)))
             sync = self.sync_for(group_of(s.source))
+            early = [tk for g in sorted(self.syncs) for tk in self.syncs[g].poll(now - 1)]  # deadlines before it
             sync.push(s)
             self._taps.setdefault(s.source, deque(maxlen=MONITOR_TAP)).append(s)
-            self._replay_ticks([tk for g in sorted(self.syncs) for tk in self.syncs[g].poll(now)])
+            self._replay_ticks(early + [tk for g in sorted(self.syncs) for tk in self.syncs[g].poll(now)])
             self._maybe_monitor()
         self._replay_ticks([tk for g in sorted(self.syncs) for tk in self.syncs[g].flush()])
         self.t_stop = time.monotonic()
@@ -464,6 +488,8 @@ class Pipeline:
                 "ticks_incomplete": self.counts["incomplete"],
                 "ticks_skipped": sum(s.skipped for s in self.syncs.values()),
                 "missing": self.missing,
+                # per group and modality: window takes by path (sample-contiguous runs / resampled) and stale masks
+                "sync_paths": {g or "g0": sync.stats() for g, sync in sorted(self.syncs.items())},
                 "drops": self.drops.by_reason(),
                 "e2e_ms": pct.get("e2e", _none()),
                 "overhead_ms": pct.get("overhead", _none()),
@@ -472,7 +498,7 @@ class Pipeline:
                 "sync_error_ms": sync_err,
                 "online_accuracy": self.accuracy.summary(),
                 "sources": self.source_stats(),
-                "backend": {"name": self.model.backend.name, "precision": self.model.backend.precision},
+                "backend": self.model.backend.describe(),  # what exactly ran: backend, precision, device, file
                 "endpoint": getattr(pub, "endpoint", None),
                 "errors": self.errors,
             }

@@ -1,28 +1,34 @@
 """The synchronizer: timestamped samples from several sources in, one fused tick of model-ready tensors out.
 
-Ticks come at `runtime.tick_hz` on the sample clock (multiples of the period), or on every sample of the
-`runtime.trigger` modality. For each tick every modality is resolved by its sync policy:
+Ticks come at `runtime.tick_hz` on the sample clock (multiples of the period), snapped onto the capture phase of
+`runtime.phase_lock`'s frames when set, or on every sample of the `runtime.trigger` modality. For each tick every
+modality is resolved by its sync policy (docs/sync.md has the timing diagrams):
 
-  nearest  image/text: the sample closest to the tick within `tolerance_s`
-  window   audio/series: the rows in [t - window_s, t] (block rows timed by rate_hz) resampled onto exactly n_steps
-           rows at the spec's rate_hz; series use nearest-row resampling (sensor values are never invented), audio
-           linear interpolation unless the source already runs at the spec rate (then nearest = sample-exact).
-           Grid points farther than 0.75 period from any row are uncovered, and coverage below min_coverage
-           marks the modality missing. text: the utterances in the window, joined.
-  hold     the latest sample at or before the tick if at most max_staleness_s old; audio/series: the window ending
-           at the latest row; text: the utterances in [t - window_s, t] joined, else the latest within staleness.
+  nearest  image/text: the sample closest to the tick within `tolerance_s`, before or after it
+  window   audio/series: the rows in [t - window_s, t] on exactly n_steps grid points at the spec's rate_hz. At the
+           spec's rate the window is counted out of sample-contiguous runs (one slice per run, see _Track._push_rows:
+           block stamps that jitter are put back on the sample lattice); at another rate rows are resampled (audio
+           linearly, series nearest-row: sensor values are never invented). A grid point no real row lands on stays
+           zero (nothing is carried across a gap); coverage below min_coverage marks the modality missing.
+           text: the utterances in the window, joined.
+  hold     the latest sample at or before the tick; audio/series: the window ending at the latest row; text: the
+           utterances in [t - window_s, t] joined, else the latest one.
+  window and hold: missing when the newest real row or sample is older than max_staleness_s at the tick (default
+  three sample periods or three blocks, whichever is longer), whatever the coverage.
 
-A tick waits until every modality has data up to the tick, or at most `runtime.latency_budget_ms`, then it is
-emitted with a presence mask; hold policies never wait. "Up to the tick" is within half a sample period: a window's
-rows need to reach t - period/2, and for nearest a frame at or after t - period/2 is already the nearest one (the next
-can come no earlier than a period later), so a 10 Hz camera whose frames fall 48 ms before the ticks does not hold
-every tick for a frame that cannot win. The period is the spec's, or the observed one where frames come faster.
-While a tick waits, the modalities already final are assembled, so its last arrival's tensor is all that is left.
-A sample whose capture time falls at or before a tick already emitted without it is counted as a "late" drop (kept
-for later windows when it is still in time order).
+A tick waits until every modality has data up to the tick, then it is emitted with a presence mask; hold policies
+never wait. "Up to the tick" is within half a sample period: a window's rows need to reach t - period/2, and for
+nearest a frame at or after t - period/2 is already the nearest one (the next can come no earlier than a period
+later). The wait ends at the latest at the deadline: `runtime.latency_budget_ms` after the newest capture time the
+tick may still need, i.e. after t, or after t + min(tolerance, period/2) while a nearest frame after the tick may
+still win (unless that source has been silent for three periods). The budget is transport time; it never cuts the
+tolerance. While a tick waits, the modalities already final are assembled, so its last arrival's tensor is all that
+is left. A sample whose capture time falls at or before a tick already emitted without it is counted as a "late"
+drop (kept for later windows when it is still in time order).
 
 The API is pure and clock-injected, so tests and training drive it with synthetic timestamps:
   sync.push(sample) -> bool          sync.poll(now_ns) -> list[Tick]          sync.flush() -> list[Tick]
+  sync.feed(sample) -> list[Tick]    (poll just before its arrival, push, poll: how every caller feeds samples)
 `drive()` replays a sample stream through it and `windows_from_session()` cuts training windows with the same code.
 
 History lives in preallocated NumPy rings per modality (written twice so the newest rows are one contiguous slice):
@@ -52,6 +58,9 @@ from edgefuse.spec import HashedTextEncoder, ModalitySpec, ScenarioSpec, SpecErr
 NS = 1_000_000_000
 HISTORY_SLACK_S = 2.0  # history kept beyond the longest window: room for the latency budget and block sizes
 NEVER = -(1 << 62)
+STALE_PERIODS = 3  # default staleness bound, in sample periods or blocks (SyncSpec.max_staleness_s)
+PLL_GAIN = 1 / 16  # share of a contiguous block's stamp offset the sample lattice follows (jitter filter)
+PHASE_GAIN = 1 / 8  # share of a frame's phase offset the phase estimate follows (runtime.phase_lock)
 
 
 @dataclass
@@ -85,6 +94,12 @@ class _Ring:
 
     def write(self, ts: np.ndarray, rows: Any, err: int) -> None:
         k = len(ts)
+        if k == 1:  # one reading (a sensor row, a frame): two scalar stores, no slicing
+            p = self.n % self.cap
+            for i in (p, p + self.cap):
+                self.t[i], self.err[i], self.x[i] = ts[0], err, rows[0]
+            self.n += 1
+            return
         if k > self.cap:  # a block longer than the history: only its newest rows matter
             ts, rows, k = ts[-self.cap :], rows[-self.cap :], self.cap
         p, cap = self.n % self.cap, self.cap
@@ -126,19 +141,22 @@ class _Track:
         self.grid_period_ns = NS / m.rate_hz
         self.src_period_ns = self.grid_period_ns
         if self.rows or m.kind == "text":
-            span_s = max(m.window_s, m.sync.max_staleness_s if self.policy == "hold" else 0.0) + HISTORY_SLACK_S
+            stale_s = m.sync.max_staleness_s or 0.0
+            span_s = max(m.window_s, stale_s if self.policy == "hold" else 0.0) + HISTORY_SLACK_S
         else:  # frames are large: keep only what nearest can reach (a tolerance either side) plus a second
             span_s = (2 * m.sync.tolerance_s if self.policy == "nearest" else 0.0) + 1.0
         self._alloc(m.rate_hz, span_s)
         n = m.n_steps
         self.grid_off = np.round(np.arange(n - 1, -1, -1) * self.grid_period_ns).astype(np.int64)  # (n,) newest last
-        # per-tick scratch (a 1 s audio window is 16000 points): the grid and the alignment check reuse these instead
-        # of allocating ~128 KB arrays on every tick; neither ever leaves _take_rows
-        self._grid = np.empty(n, dtype=np.int64)  # (n,)
-        self._scratch = np.empty(n, dtype=np.int64)  # (n,)
+        self._grid = np.empty(n, dtype=np.int64)  # (n,) per-tick scratch of the general path
         self.latest_end = NEVER  # capture time of the newest row/sample
         self.frame_gap_ns = self.src_period_ns  # frames (image/text): smoothed interval between captures
+        self.block_ns = self.src_period_ns  # rows: duration of the newest block (one period for single readings)
+        self.last_seq = -(1 << 62)  # rows: the newest block's sequence number
         self.missed_t = NEVER  # newest emitted tick this modality missed: older samples are late
+        self.runs: deque[int] = deque([0])  # rows: absolute ring index where each sample-contiguous run starts
+        self.phase_ns: float | None = None  # frames: smoothed capture phase, for runtime.phase_lock
+        self.takes = {"run": 0, "resample": 0, "stale": 0}  # which window path ran; ticks masked for staleness
 
     def _alloc(self, rate_hz: float, span_s: float) -> None:
         self.rate_planned = rate_hz
@@ -146,22 +164,46 @@ class _Track:
             self.ring = _Ring(max(64, math.ceil(rate_hz * span_s)), self.m.n_channels)
         else:
             self.ring = _Ring(max(8, math.ceil(rate_hz * span_s)), None)
+        self.runs = deque([0])
+
+    @property
+    def stale_ns(self) -> float:
+        """How old the newest real data may be at the tick (window and hold): the spec's max_staleness_s, else three
+        sample periods or three blocks, whichever is longer (one lost block or reading is not yet "stale")."""
+        if self.m.sync.max_staleness_s is not None:
+            return self.m.sync.max_staleness_s * NS
+        gap = self.frame_gap_ns if not self.rows else self.block_ns
+        return STALE_PERIODS * max(self.src_period_ns, gap)
+
+    def reach_ns(self, t: int) -> float:
+        """How far after tick t the frame that wins `nearest` can lie: a tick waits for it up to this plus the
+        latency budget, so the budget is transport time and never cuts the tolerance. A source silent for three
+        periods before the tick is not waited for beyond the budget."""
+        if self.policy != "nearest" or self.trigger:
+            return 0.0
+        period = min(self.src_period_ns, self.frame_gap_ns)
+        if self.latest_end < t - STALE_PERIODS * period:
+            return 0.0
+        return min(self.m.sync.tolerance_s * NS, period / 2)
 
     # -- push ---------------------------------------------------------------------------------------------------------
     def push(self, s: Sample) -> tuple[str, bool]:
         """Store a sample; returns (status "ok" | "late" | "invalid", whether it was stored)."""
-        err = -1
-        t_true = s.meta.get("t_true_ns") if s.meta else None
-        if isinstance(t_true, int):
-            # a replayed sample is re-stamped on today's clock; its truth belongs to the capture time as recorded
-            t_cap = s.meta.get("t_recorded_ns", s.t_capture_ns)
-            err = abs(int(t_cap) - t_true)
-        status = self._push_rows(s, err) if self.rows else self._push_item(s, err)
+        status = self._push_rows(s) if self.rows else self._push_item(s)
         if status == "ok" and s.t_capture_ns <= self.missed_t:
             return "late", True  # kept for later windows, but a tick already went out without it
         return status, status == "ok"
 
-    def _push_rows(self, s: Sample, err: int) -> str:
+    @staticmethod
+    def _truth_err(s: Sample, t_stored: int) -> int:
+        """|stored capture time - ground truth| in ns, -1 when unknown. A replayed sample is re-stamped on today's
+        clock; its truth belongs to the capture time as recorded, shifted like the stored time."""
+        t_true = s.meta.get("t_true_ns") if s.meta else None
+        if not isinstance(t_true, int):
+            return -1
+        return abs(int(s.meta.get("t_recorded_ns", s.t_capture_ns)) + (t_stored - s.t_capture_ns) - t_true)
+
+    def _push_rows(self, s: Sample) -> str:
         x = s.data
         if not isinstance(x, np.ndarray) or x.dtype.kind not in "fiu" or x.size == 0:
             return "invalid"
@@ -173,18 +215,48 @@ class _Track:
         rate = s.rate_hz if s.rate_hz > 0 else self.m.rate_hz
         if rate > self.rate_planned * 1.01:  # a source faster than the spec: size the history for it, once
             self._alloc(rate, self.ring.cap / self.rate_planned)
-        self.src_period_ns = NS / rate
-        ts = s.t_capture_ns + np.round(np.arange(len(x)) * self.src_period_ns).astype(np.int64)  # (n,)
-        keep = ts > self.ring.last_t  # rows overlapping what is stored (stamp jitter) are dropped, order kept
-        if not keep[-1]:
-            return "late"  # entirely older than what is stored: out of order
-        if not keep[0]:
-            ts, x = ts[keep], x[keep]
-        self.ring.write(ts, x.astype(np.float32, copy=False), err)
+        p, k, last = NS / rate, len(x), self.ring.last_t
+        start, contiguous = float(s.t_capture_ns), False
+        if last != NEVER and abs(p - self.src_period_ns) <= 1e-6 * p:
+            # Stamps jitter (a host stamps blocks when they arrive) but the samples themselves are contiguous: a
+            # block within half a block of where the previous one ends continues it on the sample lattice, nudged
+            # by a fraction of the offset (at most 1/16 block) so the lattice follows a clock that runs fast or slow
+            # and recovers from a run that started at a jittered stamp. Windows count rows within a run, so a nudge
+            # never duplicates or skips a sample. A whole number of blocks later (lost blocks) it stays on the lattice but starts a new
+            # run; anything else (an overlap, a clock step) starts a new run at its own stamp.
+            # The source's sequence numbers say how many blocks were lost on the way (a queue drop), so a late
+            # stamp is not mistaken for a lost block; without them (a gap of 0 or over 1000) the offset is rounded.
+            block = max(p, self.block_ns, k * p)
+            dev = start - (last + p)
+            gap = s.seq - self.last_seq - 1
+            lost = gap if 0 <= gap <= 1000 else (round(dev / block) if dev > 0 else 0)
+            dev -= lost * block
+            if abs(dev) < (0.75 if 0 <= gap <= 1000 else 0.5) * block:
+                start = last + p + lost * block + min(max(dev * PLL_GAIN, -block / 16), block / 16)
+                contiguous = lost == 0
+        self.src_period_ns, self.block_ns, self.last_seq = p, k * p, s.seq
+        ts = (start + self._offsets(k, p)).astype(np.int64) if k > 1 else np.array([round(start)], np.int64)  # (k,)
+        if not contiguous:
+            keep = ts > last  # rows overlapping what is stored (stamp jitter) are dropped, order kept
+            if not keep[-1]:
+                return "late"  # entirely older than what is stored: out of order
+            if not keep[0]:
+                ts, x = ts[keep], x[keep]
+            self.runs.append(self.ring.n)
+            while len(self.runs) > 1 and self.runs[1] <= self.ring.n - self.ring.cap:
+                self.runs.popleft()
+        self.ring.write(ts, x.astype(np.float32, copy=False), self._truth_err(s, int(ts[0])))
         self.latest_end = int(ts[-1])
         return "ok"
 
-    def _push_item(self, s: Sample, err: int) -> str:
+    def _offsets(self, k: int, p: float) -> np.ndarray:
+        """(k,) float64 row offsets i * p rounded half up, cached for the block size and period in use."""
+        cached = getattr(self, "_off", None)
+        if cached is None or len(cached) != k or self._off_p != p:
+            self._off, self._off_p = np.floor(np.arange(k) * p + 0.5), p
+        return self._off
+
+    def _push_item(self, s: Sample) -> str:
         x = s.data
         if self.m.kind == "text":
             if not isinstance(x, str):
@@ -193,14 +265,27 @@ class _Track:
             isinstance(x, np.ndarray) and x.dtype == np.uint8 and (x.ndim == 2 or (x.ndim == 3 and x.shape[2] == 3))
         ):
             return "invalid"
-        last = self.ring.last_t
-        if s.t_capture_ns <= last:
+        last, t = self.ring.last_t, s.t_capture_ns
+        if t <= last:
             return "late"  # out of order
         if last != NEVER:
-            self.frame_gap_ns += 0.2 * (min(s.t_capture_ns - last, 4 * self.src_period_ns) - self.frame_gap_ns)
-        self.ring.write(np.array([s.t_capture_ns], dtype=np.int64), [x], err)
-        self.latest_end = int(s.t_capture_ns)
+            self.frame_gap_ns += 0.2 * (min(t - last, 4 * self.src_period_ns) - self.frame_gap_ns)
+        fp = min(self.src_period_ns, self.frame_gap_ns)
+        if self.phase_ns is None:
+            self.phase_ns = float(t)
+        else:  # capture phase modulo the frame period, smoothed: a tick grid locked to it lands on the frames
+            r = (t - self.phase_ns + fp / 2) % fp - fp / 2
+            self.phase_ns = t - r + r * PHASE_GAIN
+        self.ring.write(np.array([t], dtype=np.int64), [x], self._truth_err(s, t))
+        self.latest_end = int(t)
         return "ok"
+
+    def snap(self, t: int) -> int:
+        """The capture-phase point nearest grid time t (runtime.phase_lock), or t before any frame."""
+        if self.phase_ns is None:
+            return t
+        fp = min(self.src_period_ns, self.frame_gap_ns)
+        return t + round((self.phase_ns - t + fp / 2) % fp - fp / 2)
 
     # -- readiness ----------------------------------------------------------------------------------------------------
     @property
@@ -241,15 +326,14 @@ class _Track:
             j = lo + int(np.argmin(np.abs(ts[lo:hi] - t)))
         else:
             j = int(np.searchsorted(ts, t, side="right")) - 1
-            if j < 0 or t - ts[j] > self.m.sync.max_staleness_s * NS:
+            if j < 0 or t - ts[j] > self.stale_ns:
                 return None, None, None
         return prepare_image(items[j], self.m), int(ts[j]), _err(errs[j : j + 1])
 
     def _take_text(self, t: int) -> tuple[np.ndarray | None, int | None, int | None]:
         ts, errs, items = self.ring.view()
-        sync = self.m.sync
         if self.policy == "nearest":
-            tol = round(sync.tolerance_s * NS)
+            tol = round(self.m.sync.tolerance_s * NS)
             lo, hi = np.searchsorted(ts, t - tol), np.searchsorted(ts, t + tol, side="right")
             if hi > lo:
                 lo = lo + int(np.argmin(np.abs(ts[lo:hi] - t)))
@@ -257,7 +341,7 @@ class _Track:
         else:
             hi = int(np.searchsorted(ts, t, side="right"))
             lo = int(np.searchsorted(ts, t - round(self.m.window_s * NS)))
-            if hi <= lo and self.policy == "hold" and hi > 0 and t - ts[hi - 1] <= sync.max_staleness_s * NS:
+            if hi <= lo and self.policy == "hold" and hi > 0 and t - ts[hi - 1] <= self.stale_ns:
                 lo = hi - 1
         if hi <= lo:
             return None, None, None
@@ -269,56 +353,64 @@ class _Track:
         ts, errs, xs = self.ring.view()
         if self.policy == "hold":
             j = int(np.searchsorted(ts, t, side="right")) - 1
-            if j < 0 or t - ts[j] > self.m.sync.max_staleness_s * NS:
+            if j < 0 or t - ts[j] > self.stale_ns:
                 return None, None, None
             t = int(ts[j])  # the window ends at the newest row
-        if abs(self.src_period_ns - self.grid_period_ns) <= 1e-3 * self.grid_period_ns:
-            aligned = _aligned_window(ts, errs, xs, self.grid_off, t, self.grid_period_ns / 2, self._scratch)
-            if aligned is not None:
-                return aligned
-        grid = np.subtract(t, self.grid_off, out=self._grid)  # (n,)
-        margin = 2 * self.src_period_ns
-        lo = int(np.searchsorted(ts, grid[0] - margin))
-        hi = int(np.searchsorted(ts, t + margin, side="right"))
-        if hi <= lo:
+        p = self.grid_period_ns
+        if abs(self.src_period_ns - p) <= 1e-3 * p:
+            self.takes["run"] += 1
+            base = self.ring.n - len(ts)  # absolute ring index of ts[0]
+            out, covered, newest, lo = _window_from_runs(ts, xs, self.runs, base, t, p, len(self.grid_off))
+        else:  # the source runs at another rate: resample onto the grid
+            self.takes["resample"] += 1
+            grid = np.subtract(t, self.grid_off, out=self._grid)  # (n,)
+            cover = 0.75 * max(self.src_period_ns, p)
+            out, covered, newest, lo = _resample(ts, xs, grid, self.src_period_ns, self.m.kind == "audio", cover)
+        if newest < 0 or covered < self.m.sync.min_coverage * len(self.grid_off):
             return None, None, None
-        t_src, x_src = ts[lo:hi], xs[lo:hi]
-        linear = self.m.kind == "audio" and abs(self.src_period_ns - self.grid_period_ns) > 1e-3 * self.grid_period_ns
-        out, coverage = _resample(t_src, x_src, grid, 0.75 * max(self.src_period_ns, self.grid_period_ns), linear)
-        if coverage < self.m.sync.min_coverage:
+        if t - ts[newest] > self.stale_ns:
+            self.takes["stale"] += 1
             return None, None, None
-        newest = int(np.searchsorted(t_src, t, side="right")) - 1
-        capture = int(t_src[max(newest, 0)])
-        return np.ascontiguousarray(out.T), capture, _err(errs[lo:hi])  # (C, n_steps)
+        return out, int(ts[newest]), _err(errs[lo : newest + 1])  # (C, n_steps)
 
 
-def _aligned_window(
-    ts: np.ndarray,
-    errs: np.ndarray,
-    xs: np.ndarray,
-    grid_off: np.ndarray,
-    t: int,
-    half_ns: float,
-    scratch: np.ndarray | None = None,
-) -> tuple[np.ndarray, int, int | None] | None:
-    """Fast path when the source runs at the grid's rate: if the n newest rows up to the tick each sit within half a
-    period of their grid point (grid = t - grid_off), they are exactly what nearest-row resampling would pick, so take
-    them as a slice: one pass checking |ts + grid_off - t| < half, no grid materialized, no search per grid point.
-    None when they do not line up (gaps, jitter).
+def _window_from_runs(
+    ts: np.ndarray, xs: np.ndarray, run_starts: Iterable[int], base: int, t: int, p: float, n: int
+) -> tuple[np.ndarray, int, int, int]:
+    """The window of n grid points ending at t (spacing p) from rows at the grid's rate, one slice per contiguous run.
 
-    `scratch` (n,) int64, when given, holds the offsets so the check allocates nothing. The tensor is always a copy:
-    for one channel the transposed slice is already contiguous, and a view would alias the ring, which overwrites
-    it a few seconds later while the tick may still be held (a batch, or windows_from_session's list).
+    Within a run the samples are contiguous (see _Track._push_rows), so the row nearest a grid point is found by
+    counting rows, not by searching times: the run's newest row in the window lands on the grid point nearest its
+    time and the rows before it on the points before that. Grid points no row lands on (a lost block, the start of a
+    stream) stay zero: nothing is carried across a gap. Work is a copy of the rows in the window plus a few steps per
+    run; on rows that sit on the grid's lattice it picks exactly the rows nearest-row resampling picks.
+
+    Returns ((C, n) float32 owned, grid points covered, index of the newest row used or -1, index of the oldest).
     """
-    n = len(grid_off)
-    j = int(np.searchsorted(ts, t + half_ns, side="right"))  # one past the row nearest the tick
-    if j < n:
-        return None
-    d = np.add(ts[j - n : j], grid_off, out=scratch)  # (n,) each row's time moved onto the tick: t when exact
-    if d.max() - t >= half_ns or t - d.min() >= half_ns:  # |row - grid point| >= half anywhere (exact ints)
-        return None
-    newest = j - 1 if ts[j - 1] <= t else j - 2
-    return xs[j - n : j].T.copy(), int(ts[max(newest, j - n)]), _err(errs[j - n : j])  # (C, n) owned
+    out = np.zeros((xs.shape[1], n), dtype=np.float32)  # (C, n)
+    end = int(np.searchsorted(ts, t + math.ceil(p / 2)))  # rows [0, end) lie before t + p/2 (an int: a float
+    # key would make NumPy convert the whole time array to float64 first, ~250 µs for a second of audio)
+    starts = [max(r - base, 0) for r in run_starts]
+    filled, covered, newest, oldest = n, 0, -1, end
+    for r in range(len(starts) - 1, -1, -1):  # newest run first
+        a, b = starts[r], min(starts[r + 1] if r + 1 < len(starts) else end, end)
+        if b <= a:
+            continue
+        e = b - 1
+        i = n - 1 - round((t - int(ts[e])) / p)  # grid point of the run's newest row
+        if i >= filled:  # runs overlapping on the grid (an overlap in time): the newer run keeps the point
+            e, i = e - (i - filled + 1), filled - 1
+        if i < 0:
+            break
+        cnt = min(e - a + 1, i + 1)
+        if cnt <= 0:
+            continue
+        out[:, i - cnt + 1 : i + 1] = xs[e - cnt + 1 : e + 1].T
+        covered, filled, oldest = covered + cnt, i - cnt + 1, e - cnt + 1
+        newest = e if newest < 0 else newest
+        if filled <= 0:
+            break
+    return out, covered, newest, oldest
 
 
 def _err(errs: np.ndarray) -> int | None:
@@ -327,22 +419,40 @@ def _err(errs: np.ndarray) -> int | None:
 
 
 def _resample(
-    t_src: np.ndarray, x_src: np.ndarray, grid: np.ndarray, tol_ns: float, linear: bool
-) -> tuple[np.ndarray, float]:
-    """Rows (t_src (k,), x_src (k, C)) onto `grid` (n,) -> ((n, C) float32, fraction of grid points covered)."""
-    k = len(t_src)
+    ts: np.ndarray, xs: np.ndarray, grid: np.ndarray, src_period_ns: float, linear: bool, cover_ns: float
+) -> tuple[np.ndarray, int, int, int]:
+    """Rows (ts (k,), xs (k, C)) at another rate onto `grid` (n,) -> ((C, n) float32, grid points covered, index of the
+    newest row used or -1, index of the oldest).
+
+    A grid point is covered when a row lies within cover_ns of it (the synchronizer gives 0.75 of the longer period,
+    source or grid); uncovered points stay zero. Audio is interpolated linearly between neighbouring rows, series take the nearest row (sensor values
+    are never invented), and nothing is interpolated across a gap.
+    """
+    n = len(grid)
+    half = (grid[1] - grid[0]) / 2 if n > 1 else src_period_ns / 2
+    lo = int(np.searchsorted(ts, int(grid[0]) - math.ceil(2 * src_period_ns)))  # int keys (see _window_from_runs)
+    hi = int(np.searchsorted(ts, int(grid[-1]) + math.ceil(max(half, src_period_ns)), side="right"))
+    out = np.zeros((xs.shape[1], n), dtype=np.float32)  # (C, n)
+    if hi <= lo:
+        return out, 0, -1, lo
+    t_src, x_src, k = ts[lo:hi], xs[lo:hi], hi - lo
     idx = np.searchsorted(t_src, grid, side="right")  # (n,) first source row after each grid point
     left, right = np.clip(idx - 1, 0, k - 1), np.clip(idx, 0, k - 1)
     d_left = np.where(idx > 0, grid - t_src[left], np.inf)  # (n,)
     d_right = np.where(idx < k, t_src[right] - grid, np.inf)  # (n,)
-    coverage = float(np.mean(np.minimum(d_left, d_right) <= tol_ns))
+    cov = np.minimum(d_left, d_right) <= cover_ns  # (n,)
     if linear:
         span = (t_src[right] - t_src[left]).astype(np.float64)
-        w = np.where(span > 0, (grid - t_src[left]) / np.where(span > 0, span, 1.0), 0.0).astype(np.float32)
-        out = x_src[left] * (1 - w)[:, None] + x_src[right] * w[:, None]  # (n, C)
+        inside = (span > 0) & (span <= 1.5 * src_period_ns)  # neighbours, not the two sides of a gap
+        w = np.where(inside, (grid - t_src[left]) / np.where(inside, span, 1.0), 0.0).astype(np.float32)
+        w = np.where(inside | (d_left <= d_right), w, 1.0)  # no neighbour pair: the nearest row
+        vals = x_src[left] * (1 - w)[:, None] + x_src[right] * w[:, None]  # (n, C)
     else:
-        out = x_src[np.where(d_left <= d_right, left, right)]  # (n, C)
-    return out.astype(np.float32, copy=False), coverage
+        vals = x_src[np.where(d_left <= d_right, left, right)]  # (n, C)
+    out[:, cov] = vals[cov].T
+    covered = int(cov.sum())
+    newest = lo + int(np.searchsorted(t_src, int(grid[-1]) + math.ceil(half))) - 1
+    return out, covered, (newest if covered else -1), lo
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -378,9 +488,12 @@ class Synchronizer:
             name: _Track(name, m, settings.get(name), trigger=name == rt.trigger) for name, m in spec.modalities.items()
         }
         self.trigger = rt.trigger
+        self.lock = self.tracks[rt.phase_lock] if rt.phase_lock else None
         self.period_ns = round(NS / rt.tick_hz)
         self.budget_ns = round(rt.latency_budget_ms * 1e6)
-        self._next_tick: int | None = None
+        self._next_tick: int | None = None  # the next grid point (before phase_lock snaps it onto the frames)
+        self._last_enqueued = NEVER
+        self._quiet_until = NEVER  # poll() has nothing to do before this, unless a sample is pushed
         self._pending: deque[int] = deque()
         # tensors of the oldest pending tick already final (see poll): modality -> take() result, for tick _early_t
         self._early: dict[str, tuple[np.ndarray | None, int | None, int | None]] = {}
@@ -394,6 +507,7 @@ class Synchronizer:
         """Add a sample; False when it was dropped ("invalid", or "late" out of order) or stored but late."""
         track = self.tracks.get(s.source.rsplit("/", 1)[-1])
         status, stored = ("invalid", False) if track is None else track.push(s)
+        self._quiet_until = NEVER  # readiness may have changed: the next poll looks again
         if status != "ok":
             self.drops.add(s.source, status)
         if not stored:
@@ -406,43 +520,73 @@ class Synchronizer:
             self._enqueue(track.latest_end)
         return status == "ok"
 
+    def feed(self, s: Sample) -> list[Tick]:
+        """Push one sample as a live run receives it, in arrival order: the ticks whose deadline passed before it
+        arrived go out first, without it, then the ones it completes. The live pipeline, replay and drive() (so
+        training windows) all feed through here, so they fuse the same samples into the same ticks."""
+        out = self.poll(s.t_arrival_ns - 1)
+        self.push(s)
+        out += self.poll(s.t_arrival_ns)
+        return out
+
     def note_arrival(self, t_ns: int) -> None:
         """The runtime itself received data at t_ns (a queue hand-off): e2e latency counts from the later of this
         and the samples' own t_arrival_ns, so a source that stamps arrival early cannot hide runtime time."""
         self._last_arrival = max(self._last_arrival, t_ns)
 
     def _enqueue(self, t: int) -> None:
+        if t <= self._last_enqueued:
+            return  # a phase-locked tick snapped onto the frame the previous tick already took
         if len(self._pending) >= self.max_pending:
             self._pending.popleft()
             self.skipped += 1
         self._pending.append(t)
+        self._last_enqueued = t
+
+    def _tick_at(self, grid_t: int) -> int:
+        return grid_t if self.lock is None else self.lock.snap(grid_t)
 
     def _schedule(self, now_ns: int) -> None:
-        if self._next_tick is None or self._next_tick > now_ns:
+        if self._next_tick is None or self._next_tick > now_ns + self.period_ns:
             return
         n = (now_ns - self._next_tick) // self.period_ns + 1
         if n > self.max_pending:  # the clock jumped (a stall): keep only the newest ticks
             self.skipped += n - self.max_pending
             self._next_tick += (n - self.max_pending) * self.period_ns
-            n = self.max_pending
-        for _ in range(n):
-            self._enqueue(self._next_tick)
+        while (t := self._tick_at(self._next_tick)) <= now_ns:
+            self._enqueue(t)
             self._next_tick += self.period_ns
+
+    def deadline_ns(self, t: int, ready: list[bool] | None = None) -> int:
+        """When tick t goes out at the latest: the latency budget after the newest capture time it may still need,
+        i.e. after t, or after t + reach for a nearest frame that may still win (tolerance is never cut)."""
+        tracks = self.tracks.values()
+        reach = max(
+            (tr.reach_ns(t) for tr, r in zip(tracks, ready or [False] * len(tracks), strict=True) if not r), default=0.0
+        )
+        return t + self.budget_ns + round(reach)
 
     def poll(self, now_ns: int) -> list[Tick]:
         """Ticks due by `now_ns` whose data is complete or whose budget has run out, in time order."""
+        if now_ns < self._quiet_until:
+            return []  # nothing pushed since the last poll, and no tick due or deadline passed yet
         if self.trigger is None:
             self._schedule(now_ns)
         out = []
+        self._quiet_until = NEVER
         while self._pending:
             t = self._pending[0]
-            expired = now_ns >= t + self.budget_ns
             ready = [track.ready(t) for track in self.tracks.values()]
-            if not expired and not all(ready):
+            deadline = self.deadline_ns(t, ready)
+            if now_ns < deadline and not all(ready):
                 self._take_early(t, ready)
+                self._quiet_until = deadline
                 break
             self._pending.popleft()
             out.append(self._assemble(t, now_ns, ready))
+        if self.trigger is None and self._next_tick is not None:
+            due = self._tick_at(self._next_tick)
+            self._quiet_until = due if self._quiet_until == NEVER else min(self._quiet_until, due)
         return out
 
     def _take_early(self, t: int, ready: list[bool]) -> None:
@@ -462,21 +606,28 @@ class Synchronizer:
         out = []
         while self._pending:
             t = self._pending.popleft()
-            out.append(self._assemble(t, t + self.budget_ns, [tr.ready(t) for tr in self.tracks.values()]))
+            ready = [tr.ready(t) for tr in self.tracks.values()]
+            out.append(self._assemble(t, self.deadline_ns(t, ready), ready))
         return out
 
     def next_wakeup_ns(self) -> int | None:
         """When poll() may next have something to emit without a new sample (a tick due or a budget running out)."""
         times = []
         if self._pending:
-            times.append(self._pending[0] + self.budget_ns)
+            t = self._pending[0]
+            times.append(self.deadline_ns(t, [tr.ready(t) for tr in self.tracks.values()]))
         if self.trigger is None and self._next_tick is not None:
-            times.append(self._next_tick)
+            times.append(self._tick_at(self._next_tick))
         return min(times) if times else None
 
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per modality: window takes by path ("run": counted from sample-contiguous runs, "resample": another
+        rate) and ticks masked because the newest data was stale."""
+        return {name: dict(tr.takes) for name, tr in self.tracks.items() if tr.rows or tr.takes["stale"]}
 
     def _assemble(self, t: int, now_ns: int, ready: list[bool]) -> Tick:
         t_start = self.clock()
@@ -500,7 +651,7 @@ class Synchronizer:
             "tick": t,
             # when the data was all in: the newest arrival, or the budget running out
             # (never before the tick itself: data that came early waited for the tick, not for the runtime)
-            "data": max(t, min(self._last_arrival, now_ns)) if complete else t + self.budget_ns,
+            "data": max(t, min(self._last_arrival, now_ns)) if complete else self.deadline_ns(t, ready),
             "ready": now_ns,
             "sync_start": t_start,
             "synced": self.clock(),
@@ -529,14 +680,13 @@ def in_arrival_order(samples: Iterable[Sample]) -> Iterator[Sample]:
 
 
 def drive(sync: Synchronizer, samples: Iterable[Sample]) -> Iterator[Tick]:
-    """Replay samples (in capture order) through `sync` on their own recorded clock: pushed in arrival order, with
-    `now` the newest arrival time, exactly as a live run would have pushed them.
+    """Replay samples (in capture order) through `sync` on their own recorded clock: fed in arrival order
+    (Synchronizer.feed), exactly as a live run fed them.
 
     Deterministic: the same samples give the same ticks, whatever the machine's speed.
     """
     for s in in_arrival_order(samples):
-        sync.push(s)
-        yield from sync.poll(int(s.t_arrival_ns))
+        yield from sync.feed(s)
     yield from sync.flush()
 
 

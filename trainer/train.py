@@ -123,10 +123,11 @@ def series_normalization(spec: ScenarioSpec, train_ds: Any) -> Normalization:
     return stats
 
 
-def batches(n: int, batch_size: int, generator: Any) -> list[Any]:
-    """A seeded permutation cut into batches; a trailing batch of one joins the previous (BatchNorm needs two)."""
+def batches(n: int, batch_size: int, generator: Any, min_last: int = 2) -> list[Any]:
+    """A seeded permutation cut into batches; a trailing batch under `min_last` joins the previous (BatchNorm needs
+    two samples, per rank when distributed)."""
     parts = list(torch.randperm(n, generator=generator).split(batch_size))
-    if len(parts) > 1 and len(parts[-1]) < 2:
+    if len(parts) > 1 and len(parts[-1]) < min_last:
         parts[-2] = torch.cat([parts[-2], parts.pop()])
     return parts
 
@@ -195,26 +196,32 @@ def make_optimizer(model: Any, cfg: Any, steps_per_epoch: int) -> tuple[Any, Any
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total))
 
 
-def train_epoch(model: Any, opt: Any, sched: Any, data: tuple, batch_size: int, gens: tuple, p_drop: float) -> float:
-    """One pass over the training split in a seeded order; returns the mean loss per sample."""
+def train_epoch(
+    model: Any, opt: Any, sched: Any, data: tuple, batch_size: int, gens: tuple, p_drop: float, ddp: Any = None
+) -> float:
+    """One pass over the training split in a seeded order; returns the mean loss per sample. With `ddp`
+    (trainer/distributed.py) this rank trains on its share of each batch."""
     from edgefuse.trainer.models import modality_dropout
 
     inputs, masks, targets = data
     order_gen, drop_gen = gens
     model.train()
     total, count = 0.0, 0
-    for idx in batches(len(masks), batch_size, order_gen):
+    for idx in batches(len(masks), batch_size, order_gen, 2 if ddp is None else ddp.min_batch()):
+        weight = 1.0
+        if ddp is not None:
+            idx, weight = ddp.shard(idx)
         mask = masks[idx]  # (B, M)
         if p_drop > 0:
             mask = modality_dropout(mask, p_drop, drop_gen)
         logits = model({m: x[idx] for m, x in inputs.items()}, mask)  # head -> (B, C)
         loss = loss_of(logits, targets, idx) + model.aux_loss()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight).backward()
         opt.step()
         sched.step()
         total, count = total + loss.item() * len(idx), count + len(idx)
-    return total / count
+    return total / count if ddp is None else ddp.mean(total / count)
 
 
 def train_val_splits(ds: Any, spec: ScenarioSpec, data_dir: str | Path) -> tuple[Any, Any]:
@@ -245,13 +252,16 @@ def train(
     accuracy (mean over heads of per-head accuracy) and loss, per-head accuracies, the history, the time taken.
     """
     from edgefuse.trainer.data import load_data
+    from edgefuse.trainer.distributed import Distributed
     from edgefuse.trainer.models import build_model, count_params
 
     spec = apply_overrides(spec, epochs=epochs, fusion=fusion, seed=seed)
     masked = masked_modalities(spec, only, drop)
     cfg = spec.train
     seed_everything(cfg.seed)
-    torch.set_num_threads(cfg.threads)
+    ddp = Distributed.from_env()  # None in one process; under torchrun, rank 0 alone validates, logs and saves
+    torch.set_num_threads(cfg.threads if ddp is None else ddp.threads(cfg.threads))
+    progress = progress and (ddp is None or ddp.is_main)
     ds = dataset if dataset is not None else load_data(spec, data_dir, progress=progress)
     train_ds, val_ds = train_val_splits(ds, spec, data_dir)
 
@@ -264,7 +274,11 @@ def train(
     m_tr, m_va = m_tr * keep, m_va * keep  # baselines: the masked modalities are never seen
     p_drop = 0.0 if only is not None else spec.model.modality_dropout
     gens = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)  # order, dropout
+    net, evaluated = (model, model) if ddp is None else (ddp.wrap(model), ddp.evaluator(model))
     opt, sched = make_optimizer(model, cfg, len(batches(len(train_ds), cfg.batch_size, torch.Generator())))
+    if ddp is not None and not ddp.is_main:
+        data = (x_tr, m_tr, y_tr)
+        return ddp.follow(lambda: train_epoch(net, opt, sched, data, cfg.batch_size, gens, p_drop, ddp), cfg.epochs)
 
     out = Path(out_dir)
     shutil.rmtree(out / "tb", ignore_errors=True)  # retraining into a run folder replaces its logs with the model
@@ -273,8 +287,8 @@ def train(
     t0 = time.perf_counter()
     bar = require("tqdm").tqdm(range(1, cfg.epochs + 1), desc=f"train {spec.name}", unit="epoch", disable=not progress)
     for epoch in bar:
-        train_loss = train_epoch(model, opt, sched, (x_tr, m_tr, y_tr), cfg.batch_size, gens, p_drop)
-        val_loss, val_heads = validate(model, x_va, m_va, y_va)
+        train_loss = train_epoch(net, opt, sched, (x_tr, m_tr, y_tr), cfg.batch_size, gens, p_drop, ddp)
+        val_loss, val_heads = validate(evaluated, x_va, m_va, y_va)
         val_acc = float(np.mean(list(val_heads.values())))
         lr = opt.param_groups[0]["lr"]
         history.append(
@@ -283,7 +297,8 @@ def train(
         for key in ("train_loss", "val_loss", "val_accuracy", "lr"):
             writer.add_scalar(key.replace("_", "/", 1), history[-1][key], epoch)
         bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
-        if stopper.step(epoch, val_acc, val_loss, val_heads, model):
+        stop = stopper.step(epoch, val_acc, val_loss, val_heads, model)
+        if stop if ddp is None else ddp.agree(stop):
             break
     writer.close()
     model.load_state_dict(stopper.state)
@@ -309,12 +324,20 @@ def train(
         "train_time_s": time.perf_counter() - t0,
         "history": history,
     }
+    if ddp is not None:
+        metrics["world_size"] = ddp.world
+        model.cpu()
+        ddp.close()
     save_run(out, spec, model, norm, metrics, data_dir=data_dir, n_samples=len(ds), masked=masked)
     return metrics
 
 
 def cli_train(args: argparse.Namespace) -> int:
     """`edgefuse train`: train, then print where the run went and its validation accuracy."""
+    if getattr(args, "nproc", 1) > 1:
+        from edgefuse.trainer.distributed import launch
+
+        return launch(args)  # torchrun runs this verb again in each process, without --nproc
     spec = load_spec(args.config)
     m = train(
         spec,
@@ -326,6 +349,8 @@ def cli_train(args: argparse.Namespace) -> int:
         drop=getattr(args, "drop", None),
         seed=args.seed,
     )
+    if "rank" in m:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     print(
         f"{args.out}: {m['fusion']} fusion, {m['params']:,} params, val accuracy {m['val_accuracy']:.3f} "
         f"(best epoch {m['best_epoch']}/{m['epochs_run']}), {m['train_time_s']:.1f} s"

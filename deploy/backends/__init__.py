@@ -19,6 +19,7 @@ import queue
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ class Backend(ABC):
 
     name: str = ""  # "onnxruntime" | "tensorrt" | "torch"
     precision: str = "fp32"  # "fp32" | "fp16" | "int8"
+    reason: str = "asked"  # why this backend runs (auto's choice, or asked by name)
     inputs: list[TensorSpec]  # shape -1 = batch axis
     outputs: list[TensorSpec]
 
@@ -129,6 +131,10 @@ class Backend(ABC):
             stop.set()
             thread.join()
 
+    def describe(self) -> dict[str, Any]:
+        """What exactly runs, for the start-up line and the run summary: backend, precision, device, file."""
+        return {"name": self.name, "precision": self.precision, "reason": self.reason}
+
     def close(self) -> None:  # noqa: B027 - optional hook: backends holding nothing need not override it
         """Release sessions, engines and device memory."""
 
@@ -168,27 +174,122 @@ def backend_class(name: str) -> type[Backend]:
     return _REGISTRY[name]
 
 
-def _auto_backend(bundle: Any, precision: str) -> str:
-    """TensorRT when the bundle holds an engine built for this GPU and TensorRT version, else ONNX Runtime."""
+def parse_device(device: str) -> tuple[str, int | None]:
+    """ "cuda:1" -> ("cuda", 1), "dla" -> ("dla", None), "cpu"/"auto" -> (kind, None)."""
+    kind, _, index = device.partition(":")
+    if kind not in ("auto", "cpu", "cuda", "dla") or (index and not index.isdigit()):
+        raise BundleError(f"device {device!r}: use auto, cpu, cuda, cuda:N, dla or dla:N")
+    return kind, int(index) if index else None
+
+
+@dataclass
+class Choice:
+    """What `choose` decided: the backend, its keyword arguments, and why (for the start-up line)."""
+
+    backend: str
+    precision: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+def ort_providers(available: list[str], kind: str) -> list[str]:
+    """ONNX Runtime providers to ask for, best first: TensorRT EP, CUDA EP, then the CPU (always last).
+    kind "cpu" keeps only the CPU; "cuda" refuses a build without a GPU provider."""
+    if kind == "cpu":
+        return ["CPUExecutionProvider"]
+    gpu = [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in available]
+    if kind == "cuda" and not gpu:
+        raise BundleError("device 'cuda' asked, but this onnxruntime has no TensorRT or CUDA execution provider")
+    return [*gpu, "CPUExecutionProvider"]
+
+
+def choose(
+    bundle_dir: str | Path,
+    backend: str = "auto",
+    precision: str = "fp32",
+    device: str = "auto",
+    cuda_graphs: bool = False,
+    threads: int | None = None,
+    find: Callable[..., Path | None] | None = None,
+) -> Choice:
+    """Pick the backend and its arguments for runtime.model. `auto`: this host's TensorRT engine at `precision`
+    (on a DLA core when device is dla:N), else ONNX Runtime with the best execution provider it has.
+
+    `find(bundle_dir, precision, dla_core=...)` is edgefuse.deploy.engine.find_engine (tests pass their own)."""
+    kind, index = parse_device(device)
+    cpu_kw = {"threads": threads} if threads else {}
+    if backend == "torch":
+        torch_device = "auto" if kind == "auto" else f"{kind}:{index}" if index is not None else kind
+        return Choice("torch", precision, {"device": torch_device, "cuda_graphs": cuda_graphs, **cpu_kw}, "asked")
+    dla = (index or 0) if kind == "dla" else None
+    gpu = index or 0
+    if backend == "tensorrt":
+        return Choice("tensorrt", precision, {"device": 0 if dla is not None else gpu, "dla_core": dla}, "asked")
+    if backend == "auto" and kind != "cpu":
+        engine = _find_engine(find, bundle_dir, precision, dla)
+        if engine is not None:
+            kw = {"device": 0 if dla is not None else gpu, "dla_core": dla, "engine": engine}
+            return Choice("tensorrt", precision, kw, f"auto: a {precision} engine built for this host: {engine.name}")
+        if dla is not None:
+            raise BundleError(
+                f"{bundle_dir}: no {precision} engine for DLA core {dla} built on this host; build one: "
+                f"edgefuse build-engine --bundle {bundle_dir} --precision {precision} --dla {dla}"
+            )
+    if backend not in ("auto", "onnxruntime"):
+        raise BundleError(f"unknown backend {backend!r}; choose from auto, {', '.join(BACKEND_MODULES)}")
+    ort_device = "cpu" if kind == "cpu" else "cuda" if kind == "cuda" else "auto"
+    why = "asked" if backend == "onnxruntime" else f"auto: no {precision} TensorRT engine fits this host"
+    return Choice("onnxruntime", precision, {"device": ort_device, **cpu_kw}, why)
+
+
+def _find_engine(find: Callable[..., Path | None] | None, bundle_dir: Any, precision: str, dla: int | None):
+    if find is None:
+        try:
+            from edgefuse.deploy.engine import find_engine as find
+        except Exception:  # noqa: BLE001 - no engine module usable: ONNX Runtime serves
+            return None
     try:
-        from edgefuse.deploy.engine import find_engine
-    except Exception:  # noqa: BLE001 - no engine module or no TensorRT: ONNX Runtime serves
-        return "onnxruntime"
-    try:
-        return "tensorrt" if find_engine(bundle.dir, precision) is not None else "onnxruntime"
+        return find(bundle_dir, precision, dla_core=dla)
     except Exception:  # noqa: BLE001 - no GPU / driver problems: fall back rather than fail to start
-        return "onnxruntime"
+        return None
 
 
 def load_backend(bundle_dir: str | Path, backend: str = "auto", precision: str = "fp32", **kw: Any) -> Backend:
-    """Load a verified bundle on a backend ("auto" | "onnxruntime" | "tensorrt" | "torch") at a precision."""
+    """Load a verified bundle on a backend ("auto" | "onnxruntime" | "tensorrt" | "torch") at a precision.
+
+    With backend "auto", `device`, `cuda_graphs` and `threads` in `kw` go through `choose` (runtime.model)."""
     from edgefuse.deploy.bundle import load_bundle
 
     if precision not in PRECISIONS:
         raise BundleError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     bundle = load_bundle(bundle_dir)
-    name = _auto_backend(bundle, precision) if backend == "auto" else backend
-    return backend_class(name)(bundle, precision, **kw)
+    if backend == "auto":
+        choice = choose(bundle.dir, "auto", precision, **kw)
+        be = backend_class(choice.backend)(bundle, precision, **choice.kwargs)
+        be.reason = choice.reason
+        return be
+    return backend_class(backend)(bundle, precision, **kw)
 
 
-__all__ = ["Backend", "Feeds", "check_feeds", "register_backend", "backend_class", "load_backend"]
+def load_model(bundle_dir: str | Path, model: Any) -> Backend:
+    """Load the backend a runtime.model section (edgefuse.spec.RuntimeModelSpec) asks for."""
+    from edgefuse.deploy.bundle import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    choice = choose(bundle.dir, model.backend, model.precision, model.device, model.cuda_graphs, model.threads)
+    be = backend_class(choice.backend)(bundle, choice.precision, **choice.kwargs)
+    be.reason = choice.reason
+    return be
+
+
+__all__ = [
+    "Backend",
+    "Choice",
+    "Feeds",
+    "backend_class",
+    "check_feeds",
+    "choose",
+    "load_backend",
+    "load_model",
+    "register_backend",
+]

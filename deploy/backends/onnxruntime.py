@@ -1,10 +1,16 @@
-"""ONNX Runtime backend: CPU by default, CUDA first where this onnxruntime build and host provide it."""
+"""ONNX Runtime backend: the best execution provider this onnxruntime build has (TensorRT, CUDA, then the CPU), or
+the CPU only with device="cpu".
+
+INT8 on a GPU provider runs model.int8-trt.onnx (symmetric Q/DQ, what TensorRT and CUDA take); on the CPU it runs
+model.int8.onnx (uint8 activations, the x86 fast path)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import onnxruntime as ort
 
-from edgefuse.deploy.backends import Backend, Feeds, register_backend
+from edgefuse.deploy.backends import Backend, Feeds, ort_providers, register_backend
 from edgefuse.deploy.bundle import Bundle
 from edgefuse.errors import BundleError
 
@@ -22,14 +28,8 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
 
 def pick_providers(device: str = "auto") -> list[str]:
-    """Providers in preference order: CUDA first when available (device auto or cuda), CPU always last."""
-    have = ort.get_available_providers()
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if device == "cuda" and "CUDAExecutionProvider" not in have:
-        raise BundleError("device 'cuda' asked but this onnxruntime has no CUDAExecutionProvider")
-    cuda = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in have else []
-    return [*cuda, "CPUExecutionProvider"]
+    """Providers in preference order (TensorRT EP, CUDA EP, CPU last); device "cpu" keeps only the CPU."""
+    return ort_providers(ort.get_available_providers(), device)
 
 
 @register_backend("onnxruntime")
@@ -37,14 +37,15 @@ class OnnxRuntimeBackend(Backend):
     """One ONNX Runtime InferenceSession on a bundle variant (model.onnx, model.fp16.onnx, model.int8.onnx)."""
 
     def __init__(self, bundle: Bundle, precision: str = "fp32", threads: int | None = None, device: str = "auto"):
-        path = bundle.variant_path(precision)
-        self.precision = precision
+        providers = pick_providers(device)
+        on_gpu = providers[0] != "CPUExecutionProvider"
+        variant = "int8-trt" if precision == "int8" and on_gpu and "int8-trt" in bundle.manifest.variants else precision
+        path = bundle.variant_path(variant)
+        self.precision, self.variant, self.file = precision, variant, path.name
         self.inputs = list(bundle.manifest.inputs)
         self.outputs = list(bundle.manifest.outputs)
         try:
-            self.session = ort.InferenceSession(
-                str(path), sess_options=session_options(threads), providers=pick_providers(device)
-            )
+            self.session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=providers)
         except Exception as err:  # noqa: BLE001 - ORT raises its own types; name the file
             raise BundleError(f"{path}: ONNX Runtime cannot load it: {err}") from None
         self.providers = self.session.get_providers()
@@ -53,6 +54,9 @@ class OnnxRuntimeBackend(Backend):
         want = {t.name for t in self.inputs}
         if got != want:
             raise BundleError(f"{path}: model inputs {sorted(got)} do not match the manifest's {sorted(want)}")
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "device": self.providers[0], "file": self.file, "providers": self.providers}
 
     def execute(self, prepared: Feeds) -> Feeds:
         values = self.session.run(self._output_names, prepared)

@@ -45,11 +45,23 @@ def overlapped(units: Iterable[U], submit: Callable[[U], H], finish: Callable[[H
         yield finish(inflight.popleft())
 
 
-def chunks(prepared: Feeds, max_batch: int) -> list[tuple[Feeds, bool]]:
-    """A batch cut into pieces of at most `max_batch` rows, each with a flag marking the batch's last piece."""
+def chunks(prepared: Feeds, max_batch: int, static: bool = False) -> list[tuple[Feeds, bool]]:
+    """A batch cut into pieces of at most `max_batch` rows, each with a flag marking the batch's last piece.
+    `static` (a fixed-batch engine: DLA) pads every piece to exactly `max_batch` rows (see pad_rows)."""
     n = len(next(iter(prepared.values())))
     starts = list(range(0, n, max_batch)) or [0]
-    return [({k: v[s : s + max_batch] for k, v in prepared.items()}, s == starts[-1]) for s in starts]
+    pieces = [({k: v[s : s + max_batch] for k, v in prepared.items()}, s == starts[-1]) for s in starts]
+    return [(pad_rows(p, max_batch), last) for p, last in pieces] if static and n else pieces
+
+
+def pad_rows(feeds: Feeds, n: int) -> Feeds:
+    """Feeds of fewer than n rows padded to n by repeating the last row (the padded rows' outputs are dropped by
+    _finish: a fixed-shape engine takes exactly n rows). The "_rows" entry keeps the real row count."""
+    rows = len(next(iter(feeds.values())))
+    if rows == n:
+        return feeds
+    idx = np.minimum(np.arange(n), rows - 1)
+    return {**{k: v[idx] for k, v in feeds.items()}, "_rows": np.empty(rows, np.int8)}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -210,16 +222,18 @@ class TensorRTBackend(Backend):
         engine: str | Path | None = None,
         buffers: str = "auto",
         device: int = 0,
+        dla_core: int | None = None,
     ):
         trt = require("tensorrt", "the TensorRT backend")
         host = detect_host(device)
         if host is None:
             raise BundleError("the TensorRT backend needs a CUDA GPU; pycuda/torch see none on this host")
-        path = Path(engine) if engine else find_engine(bundle.dir, precision, host)
+        path = Path(engine) if engine else find_engine(bundle.dir, precision, host, dla_core)
         if path is None:
+            where = "the GPU" if dla_core is None else f"DLA core {dla_core}"
             raise BundleError(
-                f"{bundle.dir}: no {precision} TensorRT engine built for this host ({host.gpu_name}, {host.sm}, "
-                f"TensorRT {host.trt_version}); build one: {rebuild_command(bundle.dir, precision)}"
+                f"{bundle.dir}: no {precision} TensorRT engine for {where} built on this host ({host.gpu_name}, "
+                f"{host.sm}, TensorRT {host.trt_version}); build one: {rebuild_command(bundle.dir, precision, dla_core)}"
             )
         tag = check_engine(path, host, bundle.dir)
         if tag.precision != precision:
@@ -227,6 +241,8 @@ class TensorRTBackend(Backend):
         self.precision, self.engine_path = precision, path
         self.inputs, self.outputs = list(bundle.manifest.inputs), list(bundle.manifest.outputs)
         self.max_batch = int(tag.batch["max"])
+        self.static = tag.static_batch is not None  # a fixed-shape engine (DLA): every chunk padded to max_batch
+        self.tag, self.gpu, self.buffers = tag, device, buffers
         self.mem = device_memory(buffers, device)
         with self.mem.active():
             self._load(trt, path, tag.dla_core)
@@ -263,12 +279,13 @@ class TensorRTBackend(Backend):
             self._slots[key] = slot
         return self._slots[key]
 
-    def _submit(self, unit: tuple[Feeds, bool]) -> tuple[_Slot | None, bool]:
+    def _submit(self, unit: tuple[Feeds, bool]) -> tuple[_Slot | None, bool, int]:
         """Enqueue one chunk: H2D on the copy stream, compute + D2H on the compute stream after the copy's event."""
         feeds, last = unit
+        rows = len(feeds.pop("_rows", feeds[self.inputs[0].name]))  # the real rows of a padded chunk
         n = len(feeds[self.inputs[0].name])
         if n == 0:  # an empty batch cannot enter the engine (profile min >= 1): nothing to compute
-            return None, last
+            return None, last, 0
         self._parity ^= 1  # consecutive chunks never share a buffer set: the previous one may still be in flight
         with self.mem.active():
             slot = self._slot(n, self._parity)
@@ -287,19 +304,19 @@ class TensorRTBackend(Backend):
             for t in self.outputs:
                 self.mem.d2h(slot.host_h[t.name], slot.dev[t.name], self.compute_stream)
             self.mem.record(slot.done, self.compute_stream)
-        return slot, last
+        return slot, last, rows
 
-    def _finish(self, submitted: tuple[_Slot | None, bool]) -> tuple[Feeds, bool]:
-        slot, last = submitted
+    def _finish(self, submitted: tuple[_Slot | None, bool, int]) -> tuple[Feeds, bool]:
+        slot, last, rows = submitted
         if slot is None:
             return {t.name: np.zeros((0, *t.shape[1:]), np.float32) for t in self.outputs}, last
         with self.mem.active():
             self.mem.sync(slot.done)
-        # copies: the pinned buffers are reused by the next batch of this size
-        return {t.name: slot.host[t.name].astype(np.float32, copy=True) for t in self.outputs}, last
+        # copies: the pinned buffers are reused by the next batch of this size; padding rows dropped
+        return {t.name: slot.host[t.name][:rows].astype(np.float32, copy=True) for t in self.outputs}, last
 
     def _results(self, prepared: Iterable[Feeds]) -> Iterator[Feeds]:
-        units = (u for p in prepared for u in chunks(p, self.max_batch))
+        units = (u for p in prepared for u in chunks(p, self.max_batch, self.static))
         parts: list[Feeds] = []
         for outputs, last in overlapped(units, self._submit, self._finish, depth=2):
             parts.append(outputs)
@@ -313,6 +330,17 @@ class TensorRTBackend(Backend):
     def run_pipelined(self, batches: Iterable[Feeds]) -> Iterator[Feeds]:
         """run() of each batch, with batch k+1 checked, staged and copied to the GPU while batch k computes."""
         return self._results(self.prepare(feeds) for feeds in batches)
+
+    def describe(self) -> dict[str, Any]:
+        where = f"cuda:{self.gpu}" if self.tag.dla_core is None else f"dla:{self.tag.dla_core} (GPU fallback)"
+        batch = f"fixed batch {self.tag.static_batch}" if self.static else f"batch {self.tag.batch}"
+        return {
+            **super().describe(),
+            "device": where,
+            "file": self.engine_path.name,
+            "engine_mb": round(self.engine_path.stat().st_size / 1e6, 3),
+            "detail": f"TensorRT {self.tag.trt_version}, {batch}, buffers {self.mem.name}, tf32 {self.tag.tf32}",
+        }
 
     def close(self) -> None:
         if getattr(self, "context", None) is None:

@@ -1,7 +1,7 @@
 """torch backend: the bundle's model.pt rebuilt as a FusionModel, eager or replayed from CUDA graphs.
 
     backend = load_backend("bundles/home", backend="torch")                                 # CPU, eager
-    backend = load_backend("bundles/home", backend="torch", device="cuda", cuda_graphs=True)
+    backend = load_backend("bundles/home", backend="torch", device="cuda:0", cuda_graphs=True)
 
 Outputs match the ONNX graph's: softmax probabilities named "scores_<head>". model.pt holds the scenario spec and
 the state dict (series normalization statistics are buffers in it), so build_model(spec) + load_state_dict gives
@@ -9,6 +9,9 @@ back exactly the exported model. This backend needs torch (the `train` extra); t
 
 CUDA graphs: one graph per batch size, captured on first use with static input and output tensors after a warm-up
 on a side stream; a call copies the feeds into the static inputs, replays the graph and copies the outputs back.
+Capture runs every encoder (FusionModel.forward keeps every branch while a stream is capturing), so the warm-up
+runs with every modality marked present (warm_up): an encoder whose modality is absent in all rows of the first
+batch would otherwise meet its first run (lazy init, cuDNN autotuning) inside the capture.
 That removes per-kernel launch overhead, which dominates for these small models at small batches.
 """
 
@@ -52,11 +55,23 @@ def load_torch_model(bundle: Bundle) -> Any:
 
 
 def _device(device: str) -> Any:
+    """auto | cpu | cuda | cuda:N -> a torch.device; a BundleError when CUDA is asked and absent."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BundleError(f"device {device!r} asked but torch sees no CUDA device (torch {torch.__version__})")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise BundleError(f"device {device!r}: the torch backend runs on cpu or cuda[:N]")
     return torch.device(device)
+
+
+def warm_up(forward: Any, inputs: dict[str, Any], iters: int = WARMUP_ITERS) -> None:
+    """Run `forward` `iters` times on copies of `inputs` with every modality marked present, so every encoder (all
+    of which a CUDA graph capture runs) has run before the capture, whatever the example batch's mask says."""
+    every = {k: v.clone() for k, v in inputs.items()}
+    every["mask"].fill_(1.0)  # (B, M): all present
+    for _ in range(iters):
+        forward(every)
 
 
 @register_backend("torch")
@@ -125,6 +140,10 @@ class TorchBackend(Backend):
             graph = self._graphs[n] = _Graph(self._forward, prepared, self.device)
         return graph.replay(prepared)
 
+    def describe(self) -> dict[str, Any]:
+        graphs = "CUDA graphs" if self.cuda_graphs else "eager"
+        return {**super().describe(), "device": str(self.device), "file": "model.pt", "detail": graphs}
+
     def close(self) -> None:
         self._graphs.clear()
         self.model = None
@@ -140,8 +159,8 @@ class _Graph:
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
-            for _ in range(WARMUP_ITERS):
-                forward(self.inputs)
+            warm_up(forward, self.inputs)
+            forward(self.inputs)  # and the example itself, mask as given
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         try:

@@ -122,7 +122,7 @@ class MonitorState:
         s["drops_by_reason"] = _drop_reasons(s)
 
     def _on_thumb(self, msg: Message, now: float) -> dict[str, Any]:
-        sid = msg.topic.split("/", 1)[1] if "/" in msg.topic else msg.topic
+        sid = msg.tail or msg.topic
         p = msg.payload
         version = self.thumbs.get(sid, {}).get("version", 0) + 1
         self.thumb_jpeg[sid] = msg.blobs[0]
@@ -130,13 +130,13 @@ class MonitorState:
         return {"kind": "thumb", "source": sid, "thumb": self.thumbs[sid]}
 
     def _on_level(self, msg: Message, now: float) -> dict[str, Any]:
-        sid = msg.topic.split("/", 1)[1] if "/" in msg.topic else msg.topic
+        sid = msg.tail or msg.topic
         db = [float(v) for v in msg.payload["rms_db"] if _is_num(v)]
         self.levels[sid] = {"rms_db": db, "t_capture_ns": msg.payload["t_capture_ns"]}
         return {"kind": "level", "source": sid, "level": self.levels[sid]}
 
     def _on_series(self, msg: Message, now: float) -> dict[str, Any]:
-        sid = msg.topic.split("/", 1)[1] if "/" in msg.topic else msg.topic
+        sid = msg.tail or msg.topic
         p = msg.payload
         channels = [str(c) for c in p["channels"]]
         rows = _rows(p["values"], len(channels))  # (n, C)

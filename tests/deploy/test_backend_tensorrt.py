@@ -6,7 +6,8 @@ when TensorRT is missing, and `auto` choosing ONNX Runtime when no engine fits t
 Run only where TensorRT and a CUDA GPU exist: build engines from a real exported bundle with build_engine, then
 compare the TensorRT backend with ONNX Runtime (top-1 equal, probabilities within tolerance), with pycuda and with
 torch buffers, at batch sizes 1, 4 and beyond the profile's max; run_pipelined equals run; a tag edited to
-another GPU is refused. On this machine those skip: TensorRT's builder cannot be installed and there is no GPU.
+another GPU is refused; an int8 engine builds from model.int8-trt.onnx and stays within PARITY_LIMITS of fp32,
+with TF32 recorded off for fp32; a DLA engine (where the GPU has DLA cores) has a fixed batch and pads chunks. On this machine those skip: TensorRT's builder cannot be installed and there is no GPU.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def engines(trt_bundle: Path) -> dict[str, Path]:
     return {p: build_engine(trt_bundle, p, workspace_mb=256) for p in ("fp32", "fp16")}
 
 
-TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
+from edgefuse.deploy.engine import PARITY_LIMITS as TOLERANCE  # noqa: E402 - fp32 1e-4 holds with TF32 off
 
 
 @needs_trt_gpu
@@ -181,3 +182,58 @@ def test_auto_picks_tensorrt_and_refuses_engines_of_other_hosts(trt_bundle: Path
     tag_path(engine).write_text(json.dumps(tag))
     with pytest.raises(BundleError, match=r"GPU: engine built for 'Some Other GPU'.*edgefuse build-engine"):
         load_backend(trt_bundle, backend="tensorrt", precision="fp32", engine=engine)
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle of the tiny run trained on the tiny dataset, with both INT8 variants (int8 needs --data)."""
+    pytest.importorskip("torch", reason="exporting the test bundle needs torch (the `train` extra)")
+    from _tiny import make_run, write_dataset
+
+    from edgefuse.deploy.export import export_bundle
+
+    root = tmp_path_factory.mktemp("trt_int8")
+    data = write_dataset(root / "data", n=200)
+    make_run(root / "run", steps=40, data_dir=data)
+    export_bundle(root / "run", root / "bundle", data, ["fp32", "int8"], parity_samples=16)
+    return root / "bundle"
+
+
+@needs_trt_gpu
+@pytest.mark.tensorrt
+def test_int8_engine_builds_from_the_symmetric_variant_and_fp32_has_tf32_off(int8_bundle: Path):
+    from edgefuse.deploy.backends import load_backend
+    from edgefuse.deploy.engine import EngineTag, build_engine, tag_path
+
+    fp32, int8 = (
+        build_engine(int8_bundle, "fp32", workspace_mb=256),
+        build_engine(int8_bundle, "int8", workspace_mb=256),
+    )
+    assert EngineTag.load(tag_path(fp32)).tf32 is False and EngineTag.load(tag_path(int8)).tf32 is True
+    assert EngineTag.load(tag_path(int8)).onnx_file == "model.int8-trt.onnx"
+    with (
+        load_backend(int8_bundle, backend="tensorrt", precision="int8") as trt_b,
+        load_backend(int8_bundle, backend="onnxruntime", precision="fp32", device="cpu") as ref_b,
+    ):
+        f = _feeds(int8_bundle, 32, seed=7)
+        got, ref = trt_b.run(f), ref_b.run(f)
+        for k in ref:
+            assert np.abs(got[k] - ref[k]).max() <= TOLERANCE["int8"], k
+        assert trt_b.describe()["engine_mb"] > 0
+
+
+@needs_trt_gpu
+@pytest.mark.tensorrt
+def test_dla_engine_is_fixed_batch_and_pads_chunks(int8_bundle: Path):
+    import tensorrt as trt
+
+    from edgefuse.deploy.backends import load_backend
+    from edgefuse.deploy.engine import EngineTag, build_engine, tag_path
+
+    if trt.Builder(trt.Logger()).num_DLA_cores == 0:
+        pytest.skip("no DLA cores on this GPU (DLA exists on Jetson AGX/NX Xavier and Orin)")
+    engine = build_engine(int8_bundle, "int8", dla=0, static_batch=2)
+    assert EngineTag.load(tag_path(engine)).batch == {"min": 2, "opt": 2, "max": 2}
+    with load_backend(int8_bundle, backend="tensorrt", precision="int8", dla_core=0) as b:
+        out = b.run(_feeds(int8_bundle, 5, seed=1))  # 5 rows through a batch-2 engine: 3 padded chunks
+        assert all(v.shape[0] == 5 for v in out.values())

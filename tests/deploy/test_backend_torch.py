@@ -143,3 +143,40 @@ def test_cuda_graphs_match_onnxruntime(bundle: Path, backends, n: int):
         other = feeds(bundle, n, seed=40 + n)  # the same graph replayed on new inputs
         assert_same(gb.run(other), ob.run(other))
         assert sorted(gb._graphs) == [n]
+
+
+def test_warm_up_runs_every_encoder_capture_will_run(bundle: Path):
+    # capture runs every encoder (the branch-free path); the example batch here has one modality absent in every
+    # row, which the eager forward skips, so only an all-present warm-up reaches that encoder before capture
+    from edgefuse.deploy.backends.torch import load_torch_model, warm_up
+
+    model = load_torch_model(load_bundle(bundle))
+    ran: list[str] = []
+    for m in model.modalities:
+        model.encoders[m].register_forward_hook(lambda *_, m=m: ran.append(m))
+    f = feeds(bundle, 3, seed=5)
+    absent = 0
+    f["mask"][:, absent] = 0.0
+    f["mask"][:, 1] = 1.0  # every row keeps a modality
+    tensors = {k: torch.from_numpy(v) for k, v in f.items()}
+    with torch.inference_mode():
+        model({m: tensors[m] for m in model.modalities}, tensors["mask"])
+        assert model.modalities[absent] not in ran  # the eager path skips an encoder absent in every row
+        ran.clear()
+        warm_up(lambda t: model({m: t[m] for m in model.modalities}, t["mask"]), tensors, iters=2)
+    assert sorted(set(ran)) == sorted(model.modalities) and len(ran) == 2 * len(model.modalities)
+    assert (tensors["mask"][:, absent] == 0).all()  # the capture's own inputs are left as given
+
+
+def test_torch_backend_describes_what_runs_and_takes_device_strings(bundle: Path):
+    with load_backend(bundle, backend="torch", device="cpu") as b:
+        assert b.describe() == {
+            "name": "torch",
+            "precision": "fp32",
+            "reason": "asked",
+            "device": "cpu",
+            "file": "model.pt",
+            "detail": "eager",
+        }
+    with pytest.raises(BundleError, match="runs on cpu or cuda"):
+        load_backend(bundle, backend="torch", device="dla:0")

@@ -48,7 +48,8 @@ def make_bundle(root: Path) -> Path:
     spec = load_spec(CONFIGS / "smart_home.yaml")
     root.mkdir(parents=True)
     variants = {}
-    for precision, name in (("fp32", "model.onnx"), ("fp16", "model.fp16.onnx"), ("int8", "model.int8.onnx")):
+    files = (("fp32", "model.onnx"), ("fp16", "model.fp16.onnx"), ("int8", "model.int8.onnx"))
+    for precision, name in (*files, ("int8-trt", "model.int8-trt.onnx")):
         (root / name).write_bytes(f"onnx bytes of the {precision} variant".encode())
         variants[precision] = VariantSpec(file=name, sha256=sha256_file(root / name))
     manifest = Manifest(
@@ -68,13 +69,19 @@ def make_bundle(root: Path) -> Path:
     return root
 
 
-def fake_build(bundle: Path, precision: str, host: HostFacts, dla_core: int | None = None) -> Path:
+def fake_build(
+    bundle: Path, precision: str, host: HostFacts, dla_core: int | None = None, static_batch: int | None = None
+) -> Path:
     """Write an engine file + tag the way build_engine does after TensorRT returns the serialized engine."""
-    out = bundle / ENGINES_DIR / engine_name(precision, host, dla_core)
+    if dla_core is not None and static_batch is None:
+        static_batch = 1  # build_engine's default on DLA
+    out = bundle / ENGINES_DIR / engine_name(precision, host, dla_core, static_batch)
     out.parent.mkdir(exist_ok=True)
     out.write_bytes(f"serialized engine for {host.gpu_name} {precision} dla={dla_core}".encode())
-    onnx = bundle / {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}[precision]
-    write_tag(out, precision, host, onnx, None if dla_core is None else DlaPlan(dla_core), BatchProfile())
+    onnx = bundle / {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8-trt.onnx"}[precision]
+    b = static_batch
+    batch = BatchProfile() if b is None else BatchProfile(min=b, opt=b, max=b)
+    write_tag(out, precision, host, onnx, None if dla_core is None else DlaPlan(dla_core), batch)
     return out
 
 
@@ -87,6 +94,7 @@ def test_engine_file_names_carry_precision_gpu_sm_and_trt_version():
     assert gpu_slug("NVIDIA GeForce RTX 4090") == "nvidia-geforce-rtx-4090"
     assert engine_name("fp16", A100) == "fp16-nvidia-a100-sxm4-40gb-sm80-trt10.8.0.43.engine"
     assert engine_name("int8", ORIN, dla_core=1) == "int8-orin-sm87-trt10.3.0-dla1.engine"
+    assert engine_name("int8", ORIN, dla_core=1, static_batch=8) == "int8-orin-sm87-trt10.3.0-dla1-b8.engine"
     assert tag_path(Path("e/fp16-orin-sm87-trt10.3.0.engine")) == Path("e/fp16-orin-sm87-trt10.3.0.json")
     assert timing_cache_path(Path("b"), L4) == Path("b/engines/nvidia-l4-sm89-trt11.0.0.9.timing_cache")
 
@@ -98,7 +106,8 @@ def test_tag_records_versions_hashes_and_round_trips(bundle: Path):
     assert data["precision"] == "fp16" and data["dla_core"] == 0 and data["onnx_file"] == "model.fp16.onnx"
     assert data["onnx_sha256"] == sha256_file(bundle / "model.fp16.onnx")
     assert data["engine_sha256"] == sha256_file(engine)
-    assert data["batch"] == {"min": 1, "opt": 8, "max": 32}
+    assert data["batch"] == {"min": 1, "opt": 1, "max": 1}  # DLA: a fixed batch (1 unless asked)
+    assert EngineTag.load(tag_path(engine)).static_batch == 1
     assert data["created"].endswith("+00:00")
     assert EngineTag.load(tag_path(engine)).engine == engine.name
 

@@ -203,3 +203,55 @@ def test_parse_precisions():
     assert parse_precisions("int8, fp16") == ["fp32", "fp16", "int8"]
     with pytest.raises(BundleError, match="unknown 'bf16'"):
         parse_precisions("bf16")
+
+
+def test_int8_trt_variant_is_symmetric_signed_qdq_on_conv_matmul_gemm_inputs(data_bundle):
+    out, m = data_bundle
+    model = onnx.load(str(out / "model.int8-trt.onnx"))
+    consts = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert len(qdq) > 20
+    for n in qdq:  # every zero point present, int8 and 0: what TensorRT requires
+        zp = consts[n.input[2]]
+        assert zp.dtype == np.int8 and not zp.any(), n.name
+    # int8 tensors (quantized weights) only, never uint8; DQ reads int8 (no int32 bias: TensorRT dequantizes int8)
+    assert {i.data_type for i in model.graph.initializer if i.name in {n.input[0] for n in qdq}} == {
+        onnx.TensorProto.INT8
+    }
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    fed = {n.op_type for n in model.graph.node if any(producers.get(i) == "DequantizeLinear" for i in n.input)}
+    assert fed == {"Conv", "MatMul", "Gemm"}  # Q/DQ on the inputs of the ops TensorRT fuses into int8 kernels
+    weights_dq = [n for n in qdq if n.op_type == "DequantizeLinear" and n.input[0] in consts]
+    assert any(consts[n.input[1]].size > 1 for n in weights_dq)  # per-channel weight scales
+    # accuracy in ONNX Runtime within 1 point of fp32, recorded
+    v, acc32 = m.variants["int8-trt"], m.variants["fp32"].accuracy
+    assert all(acc32[h] - v.accuracy[h] <= 0.01 for h in acc32) and "symmetric" in v.notes
+    # the static TensorRT check ran at export: engine variants pass, the CPU's uint8 variant does not
+    check = m.trt_check
+    assert check is not None and check.tensorrt == ["10.x", "11.x"]
+    assert {n: (c.engine_precision, c.ok) for n, c in check.variants.items()} == {
+        "fp32": ("fp32", True),
+        "fp16": ("fp16", True),
+        "int8": (None, False),
+        "int8-trt": ("int8", True),
+    }
+    assert any("zero point" in e and "DequantizeLinear" in e for e in check.variants["int8"].errors)
+
+
+def test_check_trt_cli_reports_and_records(data_bundle, capsys):
+    out, _ = data_bundle
+    manifest = out / "manifest.json"
+    before = json.loads(manifest.read_text())["trt_check"]["checked"]
+    assert main(["check-trt", "--bundle", str(out), "--dla", "--tensorrt", "10"]) == 0
+    printed = capsys.readouterr().out
+    assert "int8-trt" in printed and "ONNX Runtime only" in printed and "DLA:" in printed
+    saved = json.loads(manifest.read_text())["trt_check"]
+    assert saved["tensorrt"] == ["10.x"] and saved["dla"] is True and saved["checked"] >= before
+    # DLA runs no fp32: the fp32 variant is refused for DLA, and LayerNormalization etc. fall back to the GPU
+    assert not saved["variants"]["fp32"]["ok"] and saved["variants"]["fp16"]["ok"]
+    assert "LayerNormalization" in saved["variants"]["fp16"]["warnings"][0]
+    from edgefuse.deploy.bundle import load_bundle
+
+    load_bundle(out)  # the rewritten manifest still loads and every listed file still verifies
+    assert main(["check-trt", "--bundle", str(out), "--tensorrt", "9"]) == 1
+    assert "unknown version '9'" in capsys.readouterr().err

@@ -44,3 +44,17 @@ def test_help_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
     assert build_parser().prog == "edgefuse"
+
+
+def test_every_help_example_parses_and_int8_exports_have_data():
+    # each example line of `edgefuse --help` and of every verb's help is a command the parser accepts, and an
+    # int8 export names --data (INT8 is calibrated on the training split; without it the export always fails)
+    from edgefuse.cli import EPILOG
+
+    lines = [ln.split("#")[0].split() for ln in EPILOG.splitlines() if ln.strip().startswith("edgefuse ")]
+    lines += [ln.split("#")[0].split() for v in VERBS for ln in v.examples.splitlines()]
+    assert len(lines) > 15
+    for words in lines:
+        build_parser().parse_args(words[1:])
+        if words[1] == "export" and "int8" in " ".join(words):
+            assert "--data" in words, words

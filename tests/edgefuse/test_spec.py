@@ -93,3 +93,19 @@ def test_unreadable_and_malformed_files_name_the_file(tmp_path):
     listy.write_text("- a\n- b\n")
     with pytest.raises(SpecError, match="expected a mapping"):
         load_spec(listy)
+
+
+def test_device_id_defaults_to_the_host_name_and_refuses_a_slash():
+    import socket
+
+    from edgefuse.spec import default_device_id
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "configs" / "smart_home.yaml")
+    assert spec.runtime.device_id is None and spec.runtime.device == default_device_id()
+    assert default_device_id().split(".")[0] in socket.gethostname()
+    d = spec_to_dict(spec)
+    d["runtime"]["device_id"] = "cam-07"
+    assert parse_spec(d, "x").runtime.device == "cam-07"
+    d["runtime"]["device_id"] = "hall/cam"  # a topic segment: no slash
+    with pytest.raises(SpecError, match="runtime.device_id"):
+        parse_spec(d, "x")

@@ -77,6 +77,12 @@ def test_run_until_sigterm_with_a_live_listener(tmp_path, home_bundle, free_endp
     assert summary["ticks"] >= 4 and summary["published"] == summary["ticks"] and summary["errors"] == []
     assert set(summary["sources"]) == {"camera", "mic", "env"} and summary["sources"]["env"]["samples"] > 0
     assert summary["backend"]["name"] == "onnxruntime" and "end-to-end" in out
+    # the start-up line says what runs: auto found no TensorRT engine here and took ONNX Runtime on the CPU
+    assert out.splitlines()[0] == (
+        "edgefuse: model: onnxruntime fp32 on CPUExecutionProvider: model.onnx "
+        "(auto: no fp32 TensorRT engine fits this host)"
+    )
+    assert summary["backend"]["reason"] == "auto: no fp32 TensorRT engine fits this host"
 
 
 def test_replaying_a_session_twice_gives_identical_results(tmp_path, home_bundle, free_endpoint):
@@ -166,7 +172,11 @@ def test_command_line_overrides_are_validated_like_the_yaml():
     spec = load_spec(Path(CONFIGS, "smart_home.yaml"))
     args = argparse.Namespace(backend="onnxruntime", endpoint="tcp://127.0.0.1:6000", groups=3)
     out = _apply_overrides(spec, args)
-    assert (out.runtime.backend, out.runtime.publish.endpoint, out.runtime.groups) == ("onnxruntime", args.endpoint, 3)
+    assert (out.runtime.model.backend, out.runtime.publish.endpoint, out.runtime.groups) == (
+        "onnxruntime",
+        args.endpoint,
+        3,
+    )
     with pytest.raises(SpecError, match=r"runtime\.groups"):
         _apply_overrides(spec, argparse.Namespace(backend=None, endpoint=None, groups=0))
 
@@ -189,3 +199,107 @@ def test_the_runtime_runs_a_bundle_where_torch_cannot_be_imported(tmp_path, home
     s = json.loads(summary.read_text())
     assert s["ticks"] >= 3 and s["published"] == s["ticks"]
     assert s["backend"]["name"] == "onnxruntime"
+
+
+def _run_with_camera(tmp_path, home_bundle, endpoint, camera_source: dict, duration: float):
+    data = yaml.safe_load(Path(CONFIGS, "smart_home.yaml").read_text())
+    data["runtime"]["publish"] = {"endpoint": endpoint}
+    data["modalities"]["camera"]["source"] = camera_source
+    cfg = tmp_path / "home.yaml"
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    summary = tmp_path / "run.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "edgefuse.cli", "run", "--config", str(cfg), "--bundle", str(home_bundle),
+         "--duration", str(duration), "--summary", str(summary)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return json.loads(summary.read_text()), r.stderr, r.stdout
+
+
+def test_a_missing_camera_is_logged_and_masked_while_the_run_keeps_publishing(tmp_path, home_bundle, free_endpoint):
+    missing = str(tmp_path / "no-camera.mp4")
+    summary, err, out = _run_with_camera(tmp_path, home_bundle, free_endpoint(), {"type": "camera", "uri": missing}, 3)
+    assert summary["ticks"] >= 3 and summary["published"] == summary["ticks"] and summary["errors"] == []
+    assert summary["missing"]["camera"] == summary["ticks"]  # masked on every tick, the other modalities not
+    assert summary["missing"]["mic"] < summary["ticks"]
+    cam = summary["sources"]["camera"]
+    assert cam["connected"] is False and cam["problem"] == "no such file" and cam["open_failures"] >= 2
+    # the start-up lines say what each source is; the failure names the file
+    assert f"source camera: image from camera '{missing}' at 10 Hz (live)" in err
+    assert "source mic: audio from synthetic 'default' at 16000 Hz (synthetic)" in err
+    assert f"source camera ({missing}): no such file; its modality is masked" in err
+    assert "masked      camera (no such file)" in out
+
+
+def test_a_required_camera_that_cannot_open_stops_the_run_with_one_line(tmp_path, home_bundle, free_endpoint):
+    data = yaml.safe_load(Path(CONFIGS, "smart_home.yaml").read_text())
+    data["runtime"]["publish"] = {"endpoint": free_endpoint()}
+    data["modalities"]["camera"]["source"] = {"type": "camera", "uri": "/nonexistent.mp4", "required": True}
+    cfg = tmp_path / "home.yaml"
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    r = subprocess.run(
+        [sys.executable, "-m", "edgefuse.cli", "run", "--config", str(cfg), "--bundle", str(home_bundle),
+         "--duration", "5"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "edgefuse run: error: required source camera ('/nonexistent.mp4'): no such file" in r.stderr
+
+
+def test_summary_says_a_live_camera_was_connected(tmp_path, home_bundle, free_endpoint):
+    import cv2
+
+    video = tmp_path / "hall.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 64))
+    for i in range(20):
+        w.write(np.full((64, 64, 3), 10 * i, np.uint8))
+    w.release()
+    src = {"type": "camera", "uri": str(video), "loop": True}
+    summary, _, out = _run_with_camera(tmp_path, home_bundle, free_endpoint(), src, 1.5)
+    assert "masked" not in out
+    cam = summary["sources"]["camera"]
+    assert cam["connected"] is True and cam["samples"] >= 10 and cam["problem"] is None
+    assert summary["missing"]["camera"] <= 1  # present once the first frames are in
+
+
+def test_run_with_a_device_id_through_a_relay_labels_results_and_metrics(tmp_path, home_bundle, free_endpoint):
+    import socket
+    import urllib.request
+
+    import zmq
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from edgefuse.runtime.relay import Relay
+    from edgefuse.wire import decode
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
+    cfg = config_with(tmp_path, "smart_home.yaml", free_endpoint(), tick_hz=5, metrics_port=metrics_port)
+    relay = Relay("tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.subscribe(b"result/hall-3/")  # this device's results only, by topic
+    sub.connect(relay.out_endpoint)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "edgefuse.cli", "run", "--config", cfg, "--bundle", str(home_bundle),
+         "--device-id", "hall-3", "--connect", relay.in_endpoint, "--duration", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        msgs = []
+        while len(msgs) < 3 and sub.poll(15_000):
+            msgs.append(decode(sub.recv_multipart()))
+        assert len(msgs) == 3 and all(m.device == "hall-3" and m.topic == "result/hall-3/" for m in msgs)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+            families = list(text_string_to_metric_families(resp.read().decode()))
+        samples = [s for f in families if f.name.startswith("edgefuse_") for s in f.samples]
+        assert any(s.name == "edgefuse_ticks_total" and s.value >= 3 for s in samples)
+        assert samples and all(s.labels.get("device") == "hall-3" for s in samples)
+    finally:
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=20)
+        sub.close()
+        relay.close()
+    assert run.returncode == 0, err

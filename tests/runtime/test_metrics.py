@@ -13,26 +13,33 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from edgefuse.runtime.metrics import LATENCY_BUCKETS, RuntimeMetrics  # noqa: E402
 from edgefuse.runtime.queues import Drops, SampleQueue  # noqa: E402
 from edgefuse.runtime.sources import make_sources  # noqa: E402
-from edgefuse.spec import load_spec  # noqa: E402
+from edgefuse.spec import default_device_id, load_spec  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def scrape(port: int) -> dict[tuple[str, tuple], float]:
-    """GET /metrics and parse it: {(sample name, sorted labels): value}."""
+DEVICE = "box-7"
+
+
+def scrape(port: int, device: str = DEVICE) -> dict[tuple[str, tuple], float]:
+    """GET /metrics and parse it: {(sample name, sorted labels but device): value}; every edgefuse sample must
+    carry the device label."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         assert resp.status == 200
         text = resp.read().decode()
     out = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+            labels = dict(s.labels)
+            if s.name.startswith("edgefuse_"):
+                assert labels.pop("device", None) == device, (s.name, s.labels)
+            out[(s.name, tuple(sorted(labels.items())))] = s.value
     return out
 
 
 @pytest.fixture
 def metrics():
-    m = RuntimeMetrics()
+    m = RuntimeMetrics(device=DEVICE)
     yield m
     m.close()
 
@@ -108,13 +115,36 @@ def test_publish_failures_counted_here_and_by_the_publisher_add_up(metrics):
 
 
 def test_two_pipelines_in_one_process_have_separate_registries():
-    a, b = RuntimeMetrics(), RuntimeMetrics()
+    a, b = RuntimeMetrics(device="a"), RuntimeMetrics()  # b: the default device id, the host name
     try:
         a.observe_tick("main", {}, {})
+        b.observe_tick("main", {}, {})
+        b.observe_tick("main", {}, {})
         pa, pb = a.start_http(0), b.start_http(0)
         assert pa != pb
-        assert scrape(pa)[("edgefuse_ticks_total", (("group", "main"),))] == 1
-        assert ("edgefuse_ticks_total", (("group", "main"),)) not in scrape(pb)
+        assert scrape(pa, "a")[("edgefuse_ticks_total", (("group", "main"),))] == 1
+        assert scrape(pb, default_device_id())[("edgefuse_ticks_total", (("group", "main"),))] == 2
     finally:
         a.close()
         b.close()
+
+
+def test_a_missing_or_unpaced_device_shows_in_the_metrics(metrics, tmp_path):
+    from edgefuse.spec import parse_spec
+
+    spec = parse_spec({"name": "t", "labels": {"e": ["a", "b"]},
+                       "modalities": {"camera": {"kind": "image", "rate_hz": 10, "shape": [8, 8],
+                                                 "source": {"type": "camera", "uri": str(tmp_path / "none.mp4")}}},
+                       "model": {"encoders": {"camera": {"type": "dwcnn"}}}})  # fmt: skip
+    cam = make_sources(spec)["camera"]
+    cam.open()  # no such file: masked
+    port = metrics.start_http(0)
+    metrics.observe_source_stats("camera", cam.stats(), now=0.0)
+    # a flagged device's counters, as CameraSource/MicrophoneSource report them after a flood
+    metrics.observe_source_stats("mic", {"connected": True, "unpaced": 2, "pace_ratio": 1004.1}, now=0.0)
+    got = scrape(port)
+    assert got[("edgefuse_source_connected", (("source", "camera"),))] == 0
+    assert got[("edgefuse_source_connected", (("source", "mic"),))] == 1
+    assert got[("edgefuse_source_unpaced_total", (("source", "mic"),))] == 2
+    assert got[("edgefuse_source_pace_ratio", (("source", "mic"),))] == pytest.approx(1004.1)
+    assert ("edgefuse_source_pace_ratio", (("source", "camera"),)) not in got  # never measured: no sample

@@ -39,8 +39,8 @@ ENV = ["motion", "door", "temperature", "humidity", "light", "smoke"]
 class MonitorThread:
     """The monitor's asyncio server on its own thread and loop, as `edgefuse monitor` runs it, on a free port."""
 
-    def __init__(self, endpoint: str):
-        self.endpoint = endpoint
+    def __init__(self, endpoint: str, fleet: bool = False):
+        self.endpoint, self.fleet = endpoint, fleet
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self._ready = threading.Event()
@@ -48,7 +48,7 @@ class MonitorThread:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.monitor = Monitor(self.endpoint, "127.0.0.1", 0)
+        self.monitor = Monitor(self.endpoint, "127.0.0.1", 0, fleet=self.fleet)
         self.port = self.loop.run_until_complete(self.monitor.start())
         self._ready.set()
         self.loop.run_forever()
@@ -69,6 +69,9 @@ class MonitorThread:
 
     def state(self) -> dict:
         return json.loads(self.get("/api/state"))
+
+    def state_of_fleet(self) -> dict:
+        return json.loads(self.get("/api/fleet"))
 
 
 def _publish_round(pub: Publisher, i: int) -> np.ndarray:
@@ -274,3 +277,101 @@ def test_dashboard_shows_a_live_pipeline_in_chromium(live_runtime: str, tmp_path
     assert state["counts"]["result"] >= 2 and set(state["series"]["env"]["channels"]) == set(
         spec.modalities["env"].channels
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A fleet: 8 runtimes (fast replays) behind one relay, the fleet page and one device's page in Chromium
+
+FLEET = [f"cam-{i:02d}" for i in range(8)]
+
+FLEET_READ_JS = """() => Object.fromEntries([...document.querySelectorAll('#devices tbody tr[data-device]')].map(tr =>
+          [tr.dataset.device, {status: tr.querySelector('.status').textContent,
+            results: parseInt(tr.querySelector('.results').textContent), top: tr.querySelector('.top').textContent,
+            p50: tr.querySelector('.p50').textContent, p99: tr.querySelector('.p99').textContent,
+            missed: parseInt(tr.querySelector('.missed').textContent), alerts: tr.querySelector('.alerts').textContent,
+            href: tr.querySelector('a').getAttribute('href')}]))"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM} (scripts/install-system-deps.sh)")
+def test_fleet_page_shows_8_replays_behind_a_relay_and_drills_into_one(home_bundle: Path, tmp_path: Path):
+    import yaml
+
+    from edgefuse.runtime.record import record
+    from edgefuse.runtime.relay import Relay
+    from edgefuse.spec import spec_to_dict
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    spec = load_spec(CONFIGS / "smart_home.yaml")
+    record(spec, tmp_path / "session", duration_s=4.0)  # real synthetic streams, recorded once, replayed 8 times
+    relay = Relay("tcp://127.0.0.1:*", "tcp://127.0.0.1:*").start()
+    try:
+        with MonitorThread(relay.out_endpoint, fleet=True) as mon:
+            deadline = time.monotonic() + 10
+            while relay.snapshot()["subscribed_topics"] < 1:  # the monitor's subscription has reached the relay
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            procs = []
+            for i, device in enumerate(FLEET):  # each device ticks at its own rate: its own number of results
+                d = spec_to_dict(spec)
+                d["runtime"]["tick_hz"] = 1 + i % 4
+                (tmp_path / f"{device}.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+                argv = [sys.executable, "-m", "edgefuse.cli", "replay", "--session", str(tmp_path / "session"),
+                        "--bundle", str(home_bundle), "--config", str(tmp_path / f"{device}.yaml"), "--fast",
+                        "--endpoint", "tcp://127.0.0.1:*", "--connect", relay.in_endpoint, "--device-id", device,
+                        "--summary", str(tmp_path / f"{device}.json"), "--results", str(tmp_path / f"{device}.jsonl")]  # fmt: skip
+                procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            for p in procs:
+                out, err = p.communicate(timeout=120)
+                assert p.returncode == 0, f"edgefuse replay failed:\n{out}\n{err}"
+            expect = {}
+            for device in FLEET:
+                summary = json.loads((tmp_path / f"{device}.json").read_text())
+                last = json.loads((tmp_path / f"{device}.jsonl").read_text().splitlines()[-1])
+                expect[device] = {"results": summary["published"], "top": " · ".join(last["top"].values())}
+            assert len({e["results"] for e in expect.values()}) == 4  # four tick rates: four different counts
+
+            with sync_api.sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                try:
+                    page = browser.new_page(viewport={"width": 1400, "height": 460})
+                    errors: list[str] = []
+                    page.on("pageerror", lambda e: errors.append(str(e)))
+                    page.goto(f"http://127.0.0.1:{mon.port}/")
+                    # the replays are over: after SILENT_S every device turns silent and raises its alert
+                    page.wait_for_function(
+                        f"() => document.querySelectorAll('#devices tr[data-device]').length === {len(FLEET)}"
+                        " && [...document.querySelectorAll('#devices .status')].every(td => td.textContent === 'silent')",
+                        timeout=20_000,
+                    )
+                    shown = page.evaluate(FLEET_READ_JS)
+                    page.screenshot(path=str(tmp_path / "fleet.png"))
+                    if UPDATE_SCREENSHOT:
+                        shutil.copyfile(tmp_path / "fleet.png", DOCS / "fleet.png")
+                    api = {d["device"]: d for d in mon.state_of_fleet()["devices"]}
+                    page.click("#devices tr[data-device='cam-03'] a")  # drill into one device's own page
+                    page.wait_for_url(f"http://127.0.0.1:{mon.port}/device/cam-03")
+                    page.wait_for_function("() => !!document.querySelector('#result .head .top')", timeout=10_000)
+                    one = page.evaluate(
+                        "() => ({device: document.querySelector('#device').textContent,"
+                        " top: [...document.querySelectorAll('#result .head .top')].map(e => e.textContent),"
+                        " history: document.querySelectorAll('#history tbody tr').length})"
+                    )
+                    page.screenshot(path=str(tmp_path / "fleet-device.png"))
+                finally:
+                    browser.close()
+    finally:
+        relay.close()
+
+    assert not errors, errors
+    assert sorted(shown) == FLEET
+    for device in FLEET:
+        row = shown[device]
+        assert row["results"] == expect[device]["results"], (device, row, expect[device])  # none lost on the way
+        assert row["top"] == expect[device]["top"] and row["missed"] == 0
+        assert row["status"] == "silent" and "silent" in row["alerts"]
+        assert row["href"] == f"/device/{device}"
+        p50 = api[device]["e2e_p50"]
+        assert p50 is not None and p50 > 0 and row["p50"] == f"{p50:.1f}" and float(row["p99"]) >= float(row["p50"])
+    assert one["device"] == "cam-03" and one["top"] == [expect["cam-03"]["top"]]
+    assert one["history"] == min(8, expect["cam-03"]["results"])

@@ -71,10 +71,18 @@ class GenSource(Source):
     """Paced samples of one modality on the host clock: `block` rows (or one frame/utterance) every block/rate s."""
 
     def __init__(
-        self, sid: str, m: ModalitySpec, block: int = 1, speedup: float = 1.0, silent: bool = False, noise: bool = False
+        self,
+        sid: str,
+        m: ModalitySpec,
+        block: int = 1,
+        speedup: float = 1.0,
+        silent: bool = False,
+        noise: bool = False,
+        lag_ms: float = 0.0,
     ):
         super().__init__(sid, sid.rsplit("/", 1)[-1], m, realtime=True)
         self.block, self.silent, self.noise = block, silent, noise
+        self.lag_ns = round(lag_ms * 1e6)  # capture stamps this far before the sample is delivered (transport)
         self.rng = np.random.default_rng(0)
         self.period_ns = round(block * NS / (m.rate_hz * speedup))
         self.row_ns = NS / (m.rate_hz * speedup)
@@ -104,7 +112,7 @@ class GenSource(Source):
         while self.t0 + self.k * self.period_ns <= now and len(out) < 5000:
             t = self.t0 + self.k * self.period_ns
             rate = 1e9 / self.row_ns if self.spec.kind == "audio" else 0.0
-            out.append(self._sample(t, now, self._data(self.k), rate, t_true_ns=t - 1_000_000))
+            out.append(self._sample(t - self.lag_ns, now, self._data(self.k), rate, t_true_ns=t - 1_000_000))
             self.k += 1
         return out
 
@@ -164,7 +172,14 @@ def test_live_ticks_reach_a_subscriber_with_per_stage_latency(bundle):
     assert all(b - a == NS // 10 for a, b in zip(ticks, ticks[1:], strict=False))  # every tick, in order
     assert summary["e2e_ms"]["p99"] < 100 and summary["overhead_ms"]["p50"] < 20
     assert summary["sync_error_ms"] == {"cam": 1.0, "mic": 1.0, "env": 1.0, "txt": 1.0}
-    assert summary["backend"] == {"name": "onnxruntime", "precision": "fp32"}
+    assert summary["backend"] == {  # exactly what ran (Backend.describe)
+        "name": "onnxruntime",
+        "precision": "fp32",
+        "reason": "asked",
+        "device": "CPUExecutionProvider",
+        "file": "model.onnx",
+        "providers": ["CPUExecutionProvider"],
+    }
     assert summary["sources"]["cam"]["samples"] >= 25 and summary["sources"]["cam"]["queue_depth"] <= 2
 
 
@@ -291,3 +306,44 @@ def test_a_failing_model_stops_the_run_with_its_message(bundle):
     model.close()
     assert summary["duration_s"] < 3.0
     assert any("output: InputError" in e and "'txt'" in e for e in summary["errors"])
+
+
+def test_training_windows_equal_what_the_live_run_fused(bundle, tmp_path, monkeypatch):
+    """A live run records its raw stream while fusing it; windows_from_session cuts training windows from the
+    recording with the same synchronizer. Every tick the live run assembled comes out bit-identical (inputs, mask),
+    including ticks that went out on the budget without a late modality."""
+    from edgefuse.runtime.record import SessionReader, SessionWriter, write_labels
+    from edgefuse.runtime.sync import Synchronizer, windows_from_session
+
+    spec = tiny_spec()
+    live: dict[int, tuple] = {}
+    assemble = Synchronizer._assemble
+
+    def spy(self, t, now_ns, ready):
+        tick = assemble(self, t, now_ns, ready)
+        live[t] = ({m: x.copy() for m, x in tick.inputs.items()}, tick.mask.copy(), tick.complete)
+        return tick
+
+    monkeypatch.setattr(Synchronizer, "_assemble", spy)
+    model = BoundModel.load(bundle, backend="onnxruntime")
+    # camera frames arrive 200 ms after capture: past every tick's deadline (40 ms budget + 50 ms for a frame after
+    # the tick), so every tick goes out on its deadline without its frame, and a frame arriving later is late
+    sources = gen_sources(spec, cam={"lag_ms": 200.0})
+    writer = SessionWriter(tmp_path / "s", spec, sources).open()
+    Pipeline(spec, model, sources, None, tap=writer.write).run(duration_s=3.0)
+    writer.close()
+    model.close()
+    monkeypatch.setattr(Synchronizer, "_assemble", assemble)
+    write_labels(tmp_path / "s" / "labels.csv", [(0.0, 100.0, {"event": "loud"})], ["event"])
+    w = windows_from_session(spec, tmp_path / "s")
+    offline = {int(t): i for i, t in enumerate(w.t_ns)}
+    common = sorted(set(live) & set(offline))
+    labelled = [t for t in live if t >= SessionReader(tmp_path / "s").start_ns]  # label times start at the session's
+    assert len(labelled) >= 20 and len(common) >= len(labelled) - 1  # the last tick may be cut by the stop
+    assert sum(not c for _, _, c in live.values()) >= len(live) - 2
+    for t in common:
+        inputs, mask, _ = live[t]
+        i = offline[t]
+        assert np.array_equal(w.mask[i], mask), t
+        for m in spec.modality_names:
+            assert np.array_equal(w.inputs[m][i], inputs[m]), (t, m)

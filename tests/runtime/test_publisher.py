@@ -43,16 +43,20 @@ def receive_while_publishing(pub: Publisher, sub: zmq.Socket, send, timeout_s: f
 
 def test_results_reach_a_subscriber_and_decode():
     ctx = zmq.Context()
-    pub = Publisher(PublishSpec(endpoint=ANY), context=ctx)
-    sub = subscriber(ctx, pub.endpoint, "result")
+    pub = Publisher(PublishSpec(endpoint=ANY), context=ctx, device="cam-07")
+    sub = subscriber(ctx, pub.endpoint, "result/cam-07/")  # one device's results, by topic prefix
     try:
         assert pub.endpoint.startswith("tcp://127.0.0.1:")
         frames = receive_while_publishing(pub, sub, lambda: pub.result("g0", payload(5)))
         msg = decode(frames)
-        assert msg.topic == "result/g0" and msg.header["group"] == "g0" and msg.payload["top"] == {"event": "a"}
+        assert msg.topic == "result/cam-07/g0" and msg.header["group"] == "g0" and msg.payload["top"] == {"event": "a"}
+        assert msg.device == "cam-07" and msg.tail == "g0"
         first = msg.header["seq"]
-        pub.result("g0", payload(6))
-        assert decode(sub.recv_multipart()).header["seq"] == first + 1  # per-type sequence: gaps show losses
+        pub.result("g1", payload(6))  # another topic of the same type does not advance result/g0's counter
+        pub.result("g0", payload(7))
+        g1, g0 = decode(sub.recv_multipart()), decode(sub.recv_multipart())
+        assert g1.topic == "result/cam-07/g1" and g1.header["seq"] == 0
+        assert g0.topic == "result/cam-07/g0" and g0.header["seq"] == first + 1  # per-topic sequence: gaps show losses
         pub.stats({"t_ns": 1, "sources": {}, "drops": {}, "latency_ms": {}, "ticks": 0, "published": 0})
         assert not sub.poll(100)  # filtered out by the topic prefix
     finally:
@@ -124,7 +128,7 @@ def test_curve_admits_only_authorized_clients(tmp_path):
 
 def test_bad_endpoint_and_bad_keys_are_clear_errors(tmp_path):
     ctx = zmq.Context()
-    pub = Publisher(PublishSpec(endpoint=ANY), context=ctx)
+    pub = Publisher(PublishSpec(endpoint=ANY), context=ctx, device="box")
     try:
         with pytest.raises(PublishError, match=r"runtime\.publish\.endpoint .* cannot bind"):
             Publisher(PublishSpec(endpoint=pub.endpoint), context=ctx)
@@ -137,19 +141,19 @@ def test_bad_endpoint_and_bad_keys_are_clear_errors(tmp_path):
 
 def test_monitoring_topics_decode_with_their_content():
     ctx = zmq.Context()
-    pub = Publisher(PublishSpec(endpoint=ANY), context=ctx)
+    pub = Publisher(PublishSpec(endpoint=ANY), context=ctx, device="box")
     sub = subscriber(ctx, pub.endpoint)
     try:
         frame = np.zeros((480, 640, 3), np.uint8)
         frame[:, :320] = 255
         msg = decode(receive_while_publishing(pub, sub, lambda: pub.thumb("g1/cam", frame, 42, "g1")))
-        assert msg.topic == "thumb/g1/cam" and (msg.payload["width"], msg.payload["height"]) == (160, 120)
+        assert msg.topic == "thumb/box/g1/cam" and (msg.payload["width"], msg.payload["height"]) == (160, 120)
         img = cv2.imdecode(np.frombuffer(msg.blobs[0], np.uint8), cv2.IMREAD_COLOR)
         assert img.shape == (120, 160, 3) and img[:, :70].mean() > 240 and img[:, 90:].mean() < 15
         t = np.arange(1600) / 16000
         pub.level("mic", (0.5 * np.sin(2 * np.pi * 440 * t))[:, None], 7)
         msg = decode(sub.recv_multipart())
-        assert msg.topic == "level/mic" and abs(msg.payload["rms_db"][0] - (-9.03)) < 0.05
+        assert msg.topic == "level/box/mic" and abs(msg.payload["rms_db"][0] - (-9.03)) < 0.05
         rows = np.arange(200, dtype=np.float32).reshape(100, 2)
         pub.series("env", rows, 9, 10.0, ["a", "b"])
         msg = decode(sub.recv_multipart())
@@ -203,7 +207,7 @@ def test_listen_and_monitor_are_curve_clients_of_a_curve_runtime(tmp_path, capsy
             m._ctx.term()
 
     try:
-        assert asyncio.run(monitor_receives()) == b"result"
+        assert asyncio.run(monitor_receives()).startswith(b"result/")  # result/<device>/
         # without the runtime's key, listen fails fast with one line naming the setting
         assert main(["listen", "--endpoint", pub.endpoint, "--count", "1", "--curve-server-key", "nope.key"]) == 1
         assert "listen server key nope.key" in capsys.readouterr().err

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import numpy as np
 import pytest
 
 from edgefuse.runtime.sources import make_sources
-from edgefuse.runtime.sources.camera import CameraSource, capture_args
+from edgefuse.runtime.sources.camera import CameraSource, capture_args, opencv_facts, uri_kind
 from edgefuse.spec import SpecError, parse_spec
 
 N_FRAMES = 8
@@ -117,7 +120,112 @@ def test_missing_device_never_raises(tmp_path):
 
 def test_uri_kinds_and_config_error():
     assert capture_args("0") == (0, cv2.CAP_ANY)
+    assert capture_args("/dev/video0") == ("/dev/video0", cv2.CAP_V4L2)
+    assert uri_kind("/dev/video0") == "device" and uri_kind("clip.mp4") == "file"
+    assert uri_kind("http://h/x.mjpg") == "stream" and uri_kind("a ! appsink") == "pipeline"
     assert capture_args("videotestsrc ! appsink") == ("videotestsrc ! appsink", cv2.CAP_GSTREAMER)
     assert capture_args("rtsp://cam/1") == ("rtsp://cam/1", cv2.CAP_ANY)
     with pytest.raises(SpecError, match=r"modalities.camera.source.uri"):
         make_sources(spec_for(""))
+
+
+def test_v4l2_device_path_is_a_device_not_a_paced_file(tmp_path, caplog):
+    src = make_sources(spec_for("/dev/video9", fourcc="MJPG", capture_size=[640, 480]))["camera"]
+    assert not src.is_file and src.realtime  # before: /dev/video0 was taken for a file and paced at its fps
+    with caplog.at_level("WARNING"):
+        src.open()  # no camera here: masked, logged with its path, retried
+        assert read_for(src, 0.15) == []
+    assert src.stats()["connected"] is False and "cannot open" in src.problem
+    assert "/dev/video9" in caplog.text
+
+
+def test_missing_file_is_logged_once_with_its_path(tmp_path, caplog):
+    src = make_sources(spec_for(str(tmp_path / "nothing.avi")))["camera"]
+    with caplog.at_level("WARNING"):
+        src.open()
+        read_for(src, 0.4)
+    assert src.counters["open_failures"] >= 3 and src.problem == "no such file"
+    lines = [r.getMessage() for r in caplog.records if "nothing.avi" in r.getMessage()]
+    assert len(lines) == 2  # the masking error once and one retry warning; the rest are held back (Throttle)
+
+
+def test_gstreamer_pipeline_without_gstreamer_says_so():
+    if opencv_facts(cv2)["gstreamer"]:
+        pytest.skip("this OpenCV has GStreamer")
+    src = make_sources(spec_for("videotestsrc ! videoconvert ! appsink"))["camera"]
+    src.open()
+    assert "built without GStreamer" in src.problem and src.stats()["connected"] is False
+    assert src.backoff.next_try - time.monotonic() > 0.1  # retried rarely: reconnect_max_s, not reconnect_s
+    src.spec.source.required = True
+    with pytest.raises(Exception, match="required source camera.*GStreamer"):
+        src._connect()
+
+
+def serve_mjpeg(paced: bool) -> tuple[subprocess.Popen, str]:
+    """ffmpeg serving a 10 fps test pattern as HTTP multipart JPEG on a free loopback port (one client)."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed (scripts/install-system-deps.sh installs it)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/cam.mjpg"
+    args = ["ffmpeg", "-loglevel", "error", *(["-re"] if paced else []), "-f", "lavfi"]
+    args += ["-i", "testsrc=size=64x48:rate=10", "-c:v", "mjpeg", "-f", "mpjpeg", "-listen", "1", url]
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), url
+
+
+def test_http_mjpeg_stream_served_by_ffmpeg():
+    proc, url = serve_mjpeg(paced=True)
+    try:
+        src = make_sources(spec_for(url))["camera"]
+        assert src.uri_kind == "stream" and src.realtime
+        src.open()  # ffmpeg may not listen yet: the source retries
+        got = read_for(src, 2.5)
+        src.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert got and got[-1].data.shape == (48, 64, 3) and got[-1].data.dtype == np.uint8
+    t = np.array([s.t_capture_ns for s in got]) / 1e9
+    span = t[-1] - t[0]
+    assert span > 1.0 and (len(got) - 1) / span == pytest.approx(10, rel=0.3)  # the stream's own 10 fps
+    assert src.stats()["unpaced"] == 0 and src.problem is None
+
+
+def test_unpaced_stream_is_flagged_and_masked(caplog):
+    proc, url = serve_mjpeg(paced=False)  # no -re: frames as fast as ffmpeg encodes them
+    try:
+        src = make_sources(spec_for(url))["camera"]
+        with caplog.at_level("WARNING"):
+            src.open()
+            before: list = []
+            deadline = time.monotonic() + 3.0
+            while src.counters["unpaced"] == 0 and time.monotonic() < deadline:
+                before += src.read(0.02)
+            after = read_for(src, 0.4)  # flagged: nothing more, though ffmpeg keeps sending
+        src.close()
+    finally:
+        proc.kill()
+        proc.wait()
+    st = src.stats()
+    assert before and after == [] and st["unpaced"] == 1 and st["pace_ratio"] > 4.8
+    assert "not paced" in src.problem and "masked" in caplog.text
+
+
+def test_no_opencv_masks_the_camera_and_names_the_extra(monkeypatch):
+    # the core install has no OpenCV (pip's is the `opencv` extra; JetPack's is a system package)
+    import importlib.abc
+    import sys
+
+    class NoOpenCV(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "cv2":
+                raise ModuleNotFoundError("No module named 'cv2'")
+            return None
+
+    monkeypatch.delitem(sys.modules, "cv2")
+    monkeypatch.setattr(sys, "meta_path", [NoOpenCV(), *sys.meta_path])
+    src = make_sources(spec_for("/dev/video0"))["camera"]
+    src.open()
+    assert src.read(0.01) == [] and src.stats()["connected"] is False
+    assert "pip install 'edgefuse[opencv]'" in src.problem

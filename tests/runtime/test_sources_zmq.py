@@ -246,6 +246,36 @@ def test_example_publisher_in_another_process(tmp_path, free_endpoint):
     assert src.stats()["errors"] == 0
 
 
+@pytest.mark.parametrize(("scene", "event"), [("quiet", "idle"), ("cooking", "cooking"), ("alarm", "alarm")])
+def test_example_publisher_values_lie_in_the_smart_home_training_ranges(scene, event):
+    # the example once sent smoke ~5 and the model said `alarm` on 58 of 60 ticks: its rows must look like the
+    # generator's rows for the same event (each channel inside the range of 40 generated episodes, widened by 10%)
+    import importlib.util
+
+    import numpy as np
+
+    from edgefuse.spec import load_spec
+    from edgefuse.trainer.synth import get_generator
+
+    spec = load_spec("configs/smart_home.yaml")
+    m = spec.modalities["env"]
+    gen = get_generator(spec)
+    rng = np.random.default_rng(0)
+    rows = np.concatenate(
+        [gen.render_env(gen.episode({"event": event}, rng, 6.0), (0.0, 6.0), m, rng) for _ in range(40)]
+    )  # (T, C)
+    lo, hi = rows.min(0), rows.max(0)
+    pad = 0.1 * (hi - lo) + 1e-3
+    ex_spec = importlib.util.spec_from_file_location("sensor_publisher", "examples/sensor_publisher.py")
+    ex = importlib.util.module_from_spec(ex_spec)
+    ex_spec.loader.exec_module(ex)
+    sent = np.array([ex.reading(1.7e9 + t, m.channels, scene, t) for t in np.arange(0.0, 6.0, 0.1)])  # (60, C)
+    bad = [(c, float(sent[:, i].min()), float(sent[:, i].max()), float(lo[i]), float(hi[i]))
+           for i, c in enumerate(m.channels)
+           if sent[:, i].min() < lo[i] - pad[i] or sent[:, i].max() > hi[i] + pad[i]]  # fmt: skip
+    assert bad == []
+
+
 def test_hostile_numbers_and_nesting_are_counted_not_raised(pub_src):
     # each of these stopped the whole runtime once (issue 11); now each costs one counted message
     pub, src = pub_src

@@ -88,7 +88,7 @@ def test_ring_keeps_newest_rows_contiguous_and_in_order():
 
 
 def test_fixed_rate_ticks_resolve_every_policy():
-    spec = make_spec()
+    spec = make_spec(latency_budget_ms=120)  # mic blocks arrive 99 ms after their first row: the budget covers it
     sync = Synchronizer(spec)
     ticks = list(drive(sync, stream(0, 5 * NS)))
     by_t = {tk.t_tick_ns: tk for tk in ticks}
@@ -163,23 +163,30 @@ def test_silent_modality_waits_for_budget_then_emits_masked_and_counts_late():
     spec = make_spec()
     drops = Drops()
     sync = Synchronizer(spec, drops=drops)
-    # the camera dies at 1 s; everything else has arrived up to 1.52 s
+    # the camera falls silent after 1.4 s; everything else has arrived up to 1.52 s
     samples = [
-        x for x in stream(0, 2 * NS) if (x.source != "cam" or x.t_capture_ns < NS) and x.t_arrival_ns <= 1_520 * MS
+        x
+        for x in stream(0, 2 * NS)
+        if (x.source != "cam" or x.t_capture_ns < 1_400 * MS) and x.t_arrival_ns <= 1_520 * MS
     ]
     now = 0
     for x in samples:
         now = max(now, x.t_arrival_ns)
         sync.push(x)
         sync.poll(now)
-    # tick at 1.5 s: mic/env/txt data present, camera silent -> not before the 50 ms budget
-    assert sync.pending == 1 and sync.poll(1_549 * MS) == []
-    (tk,) = sync.poll(1_550 * MS)
+    # tick at 1.5 s: mic/env/txt data present, camera silent. A frame up to half a period (50 ms) after the tick
+    # could still be the nearest, so the 50 ms budget counts from there: nothing before 1.6 s
+    assert sync.pending == 1 and sync.poll(1_599 * MS) == []
+    (tk,) = sync.poll(1_600 * MS)
     assert tk.t_tick_ns == 1_500 * MS and not tk.complete and tk.mask.tolist() == [0, 1, 1, 1]
-    assert tk.stamps["data"] == 1_550 * MS
+    assert tk.stamps["data"] == 1_600 * MS
     # the frame captured at 1.5 s shows up after its tick went out: counted late, never blocks
-    assert sync.push(s("cam", 99, 1_500 * MS, frame(1), arrival=1_600 * MS)) is False
+    assert sync.push(s("cam", 99, 1_500 * MS, frame(1), arrival=1_650 * MS)) is False
     assert drops.by_reason()["late"] == 1
+    # silent for over three periods before the next tick (2.0 s): waited for the budget only
+    sync.push(s("mic", 99, 1_600 * MS, np.ones((400, 1), np.float32), 1000.0, arrival=2_000 * MS))
+    sync.push(s("env", 99, 2_000 * MS, np.array([[1, 1]], np.float32), arrival=2_000 * MS))
+    assert sync.poll(2_049 * MS) == [] and len(sync.poll(2_050 * MS)) == 1
 
 
 @pytest.mark.parametrize("offset_ms, waits", [(-48, False), (-52, True)])
@@ -331,22 +338,138 @@ def test_label_errors_name_the_file_and_row(tmp_path):
         windows_from_session(spec, stream(0, NS))
 
 
-def test_aligned_fast_path_equals_general_resampling():
-    from edgefuse.runtime.sync import _aligned_window, _resample
+@pytest.mark.parametrize("offset_ns", [7, 230_000, -310_000, 499_000])
+def test_run_path_equals_nearest_row_resampling_with_gaps(offset_ns):
+    """Rows on the grid's lattice (any phase within half a period) with lost blocks: the run path slices exactly the
+    rows nearest-row resampling picks, and both leave the lost blocks' grid points at zero."""
+    from edgefuse.runtime.sync import _resample
 
+    sync = Synchronizer(make_spec())
+    rng = np.random.default_rng(0)
+    for b in range(20):  # 2 s of 1 kHz noise in 100-row blocks; blocks 12 and 17 lost
+        if b not in (12, 17):
+            x = rng.standard_normal((100, 1)).astype(np.float32)
+            sync.push(s("mic", b, b * 100 * MS + offset_ns, x, 1000.0))
+    track = sync.tracks["mic"]
+    ts, _, xs = track.ring.view()
+    for t in (1_000 * MS, 1_234_400_000, 1_999 * MS + 7, 1_700 * MS):
+        before = track.takes["run"]
+        fast = track.take(t)
+        assert track.takes["run"] == before + 1
+        grid = t - track.grid_off
+        slow, covered, newest, _ = _resample(ts, xs, grid, track.src_period_ns, False, track.grid_period_ns / 2)
+        assert fast[0] is not None and np.array_equal(fast[0], slow)
+        assert fast[1] == ts[newest] and covered == np.count_nonzero(slow)
+    gap = track.take(1_350 * MS)[0]  # block 12 = [1.2, 1.3) s is the window's grid points 349..448 (0.851..1.35 s)
+    assert not gap[0, 349:449].any() and gap[0, 449:].all() and gap[0, :349].all()
+
+
+def test_jittered_blocks_stay_sample_contiguous_and_take_the_run_path():
+    """Block stamps jitter by milliseconds (a host stamps on arrival) and 2 % of blocks are lost: the samples of
+    consecutive blocks stay contiguous, every window is sliced by rows (counter), and values are never duplicated."""
     spec = make_spec()
     sync = Synchronizer(spec)
-    rng = np.random.default_rng(0)
-    for b in range(20):  # 2 s of 1 kHz noise in 100-row blocks, at the spec's rate
-        sync.push(s("mic", b, b * 100 * MS + 7, rng.standard_normal((100, 1)).astype(np.float32), 1000.0))
+    rng = np.random.default_rng(1)
+    value = 0
+    for b in range(300):  # 30 s of 1 kHz in 100-row blocks; the value is the sample index
+        x = np.arange(value, value + 100, dtype=np.float32)[:, None]
+        value += 100
+        if rng.random() < 0.02:
+            continue
+        sync.push(s("mic", b, b * 100 * MS + int(rng.normal(0, 4 * MS)), x, 1000.0))
+        if b > 10 and b % 5 == 0:
+            tk = sync.tracks["mic"].take(b * 100 * MS)
+            if tk[0] is not None:
+                w = tk[0][0][tk[0][0] != 0]
+                assert np.all(np.diff(w) >= 1)  # strictly increasing sample indices: no row twice
+    takes = sync.stats()["mic"]
+    assert takes["resample"] == 0 and takes["run"] > 50
+
+
+def test_stale_rows_are_masked_within_one_staleness_bound():
+    """A 1 kHz mic in 100-row blocks stops at 2.0 s: with min_coverage 0.2 its 0.5 s window stays covered enough
+    for a while, but the newest row is old; the modality is missing once that age passes 3 blocks (300 ms)."""
+    spec = make_spec()
+    spec.modalities["mic"].sync.min_coverage = 0.2
+    sync = Synchronizer(spec)
+    for b in range(20):
+        sync.push(s("mic", b, b * 100 * MS, np.ones((100, 1), np.float32), 1000.0))
     track = sync.tracks["mic"]
-    ts, errs, xs = track.ring.view()
-    for t in (1_000 * MS, 1_234_400_000, 1_999 * MS + 7):
-        grid = t - track.grid_off
-        fast = _aligned_window(ts, errs, xs, track.grid_off, t, track.grid_period_ns / 2)
-        slow, coverage = _resample(ts, xs, grid, 0.75 * track.grid_period_ns, linear=False)
-        assert fast is not None and coverage == 1.0
-        assert np.array_equal(fast[0], slow.T) and fast[1] <= t
+    assert track.stale_ns == 300 * MS
+    assert track.take(2_250 * MS)[0] is not None  # newest row 1.999 s: 251 ms old, 50 % covered
+    assert track.take(2_320 * MS)[0] is None  # 321 ms old, though 36 % of the window is covered
+    env = sync.tracks["env"]
+    for k in range(30):  # 10 Hz env readings up to 2.9 s; a 2 s window needs 60 % coverage
+        sync.push(s("env", k, k * 100 * MS, np.array([[k, -k]], np.float32)))
+    assert env.take(3_150 * MS)[0] is not None
+    assert env.take(3_250 * MS)[0] is None  # 350 ms after the last reading: 80 % covered, but stale
+    assert sync.stats()["env"]["stale"] == 1
+
+
+def test_explicit_staleness_bound_for_hold_and_window():
+    spec = make_spec()
+    spec.modalities["env"].sync.max_staleness_s = 1.0
+    sync = Synchronizer(spec)
+    for k in range(30):
+        sync.push(s("env", k, k * 100 * MS, np.array([[k, -k]], np.float32)))
+    assert sync.tracks["env"].take(3_600 * MS)[0] is not None  # 0.7 s old (the default bound is 0.3 s), 65 % covered
+    txt = sync.tracks["txt"]  # hold, max_staleness_s 5
+    sync.push(s("txt", 0, NS, "hello"))
+    assert txt.take(5_900 * MS)[0] is not None and txt.take(6_100 * MS)[0] is None
+
+
+def _offset_camera_run(offset_ms: float, lock: bool, seed: int = 0, seconds: int = 60) -> tuple[int, int, list]:
+    """10 Hz camera frames offset_ms off the 2 Hz tick grid with 3 ms jitter and 10-30 ms transport delay; env on
+    the grid, the mic in 10 ms blocks. Returns (ticks, ticks with the camera present, tick wait times in ms)."""
+    spec = make_spec(**({"phase_lock": "cam"} if lock else {}))
+    sync = Synchronizer(spec)
+    rng = np.random.default_rng(seed)
+    samples = []
+    for k in range(1, seconds * 10):
+        t = k * 100 * MS
+        tc = t + round(offset_ms * MS + rng.normal(0, 3 * MS))
+        samples.append(s("cam", k, tc, frame(k % 256), arrival=tc + int(rng.uniform(10, 30) * MS)))
+        samples.append(s("env", k, t, np.array([[k, -k]], np.float32), arrival=t + 5 * MS))
+        for b in range(10):
+            tb = t + b * 10 * MS
+            samples.append(s("mic", 10 * k + b, tb, np.ones((10, 1), np.float32), 1000.0, arrival=tb + 15 * MS))
+        if k % 10 == 0:
+            samples.append(s("txt", k, t, "hi"))
+    ticks, waits = [], []
+    for x in sorted(samples, key=lambda x: x.t_arrival_ns):
+        sync.push(x)
+        for tk in sync.poll(x.t_arrival_ns):
+            ticks.append(tk)
+            waits.append((x.t_arrival_ns - tk.t_tick_ns) / MS)
+    ticks = ticks[6:]  # past the 2 s env window's start-up
+    return len(ticks), sum(int(tk.mask[0]) for tk in ticks), waits[6:]
+
+
+@pytest.mark.parametrize("offset_ms", [50, 48, -52, 35, 80])
+def test_offset_camera_is_present_on_every_tick(offset_ms):
+    """A 10 Hz camera whose frames fall anywhere against the tick grid (the tolerance is 60 ms): the frame within
+    tolerance is taken, even one after the tick that arrives 10-30 ms after its capture, past a budget counted from
+    the tick."""
+    n, present, _ = _offset_camera_run(offset_ms, lock=False)
+    assert n > 100 and present / n >= 0.99
+
+
+def test_phase_lock_puts_ticks_on_the_frames_so_ticks_do_not_wait():
+    n, present, waits = _offset_camera_run(50, lock=True)
+    n0, present0, waits0 = _offset_camera_run(50, lock=False)
+    assert present == n and present0 == n0
+    # locked: a tick goes out when its frame arrives (10-30 ms transport); unlocked, ticks half a period off the
+    # frames wait for the next frame about half the time (50 ms + transport)
+    assert np.percentile(waits, 90) < 35 and np.percentile(waits0, 90) > 55
+
+
+def test_phase_lock_is_validated():
+    with pytest.raises(SpecError, match="runtime.phase_lock.*nearest"):
+        make_spec(phase_lock="mic")
+    with pytest.raises(SpecError, match="runtime.phase_lock.*no modality"):
+        make_spec(phase_lock="nope")
+    with pytest.raises(SpecError, match="tick_hz 20 is above"):
+        make_spec(phase_lock="cam", tick_hz=20)
 
 
 def test_replayed_samples_measure_sync_error_against_the_recorded_capture():
@@ -355,3 +478,24 @@ def test_replayed_samples_measure_sync_error_against_the_recorded_capture():
     shift = 500 * NS  # a replay re-stamps samples on today's clock and keeps the recorded capture time
     sync.push(s("cam", 0, shift + NS, frame(1), t_true_ns=NS - 2 * MS, t_recorded_ns=NS))
     assert sync._assemble(shift + NS, shift + NS, [True] * 4).sync_err_ns["cam"] == 2 * MS
+
+
+def test_a_source_far_faster_than_its_rate_keeps_its_own_stamps():
+    """An unpaced 10 Hz sensor delivering a reading every 20 µs: its stamps are not continued on the 100 ms
+    lattice (which would run into the future), each reading keeps its own."""
+    sync = Synchronizer(make_spec())
+    for k in range(50):
+        assert sync.push(s("env", k, NS + k * 20_000, np.array([[k, -k]], np.float32)))
+    ts = sync.tracks["env"].ring.view()[0]
+    assert ts.tolist() == [NS + k * 20_000 for k in range(50)]
+
+
+def test_held_frame_is_masked_after_three_frame_periods_by_default():
+    spec = make_spec()
+    spec.modalities["cam"].sync.policy = "hold"
+    sync = Synchronizer(spec)
+    for k in range(10):  # 10 Hz frames up to 0.9 s
+        sync.push(s("cam", k, k * 100 * MS, frame(k)))
+    cam = sync.tracks["cam"]
+    assert 299 * MS <= cam.stale_ns <= 301 * MS  # 3 x the observed frame interval
+    assert cam.take(1_150 * MS)[0] is not None and cam.take(1_250 * MS)[0] is None

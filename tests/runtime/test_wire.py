@@ -138,3 +138,17 @@ def test_fuzzed_garbage_and_truncations_only_ever_raise_wire_error():
 def test_encode_refuses_unknown_types():
     with pytest.raises(ValueError, match="unknown message type"):
         encode("pickle", "x", 0, 0, "", {})
+
+
+def test_device_id_rides_in_topic_and_header_and_must_agree():
+    frames = a_result()
+    payload = msgpack.unpackb(frames[2])
+    msg = decode(encode("result", wire.topic("result", "cam-07", "g1"), 7, 123, "g1", payload, device="cam-07"))
+    assert msg.topic == "result/cam-07/g1" and msg.device == "cam-07" and msg.tail == "g1"
+    assert decode(a_result()).device == ""  # a publisher from before device ids
+    with pytest.raises(WireError, match="header.device"):
+        decode(encode("result", "result/cam-08/g1", 7, 123, "g1", payload, device="cam-07"))
+    bad = _replace(frames, 1, {"v": 1, "type": "result", "seq": 7, "t_pub_ns": 123, "group": "g1", "device": 5})
+    with pytest.raises(WireError, match="header.device: expected str"):
+        decode(bad)
+    assert wire.topic("stats", "cam-07") == "stats/cam-07/" and wire.topic("thumb", "d", "g0/cam") == "thumb/d/g0/cam"

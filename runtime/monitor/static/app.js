@@ -7,6 +7,9 @@ const state = {
   live: false, counts: {}, malformed: 0, lastError: "", tickHz: 0, endpoint: "",
   streams: [], latency: {}, stats: {}, results: [], thumbs: {}, levels: {}, series: {}, peaks: {}, levelHist: {},
 };
+// in a fleet, this page shows one device: /device/<id>; alone, the one runtime at /
+const DEVICE = location.pathname.startsWith("/device/") ? decodeURIComponent(location.pathname.slice(8)) : null;
+const QUERY = DEVICE === null ? "" : `device=${encodeURIComponent(DEVICE)}`;
 const SERIES_POINTS = 240;
 const LEVEL_POINTS = 60;
 let dirty = true;
@@ -90,6 +93,9 @@ function draw() {
 
 function drawHeader() {
   $("#endpoint").textContent = state.endpoint;
+  if (DEVICE !== null && !$("#device")) {
+    $("#endpoint").before(el("a", { class: "back", href: "/" }, "← fleet"), el("b", { id: "device" }, DEVICE));
+  }
   const live = $("#live");
   live.textContent = state.live ? "live" : "silent";
   live.className = "pill " + (state.live ? "ok" : "missing");
@@ -138,7 +144,7 @@ function drawThumbs() {
       box.append(fig);
     }
     const img = fig.querySelector("img");
-    const src = `/thumb/${encodeURIComponent(sid)}.jpg?v=${t.version}`;
+    const src = `/thumb/${encodeURIComponent(sid)}.jpg?v=${t.version}` + (QUERY ? `&${QUERY}` : "");
     if (img.getAttribute("src") !== src) img.src = src;
     fig.querySelector(".cap").textContent = `${sid} · ${t.width}×${t.height}`;
   }
@@ -260,7 +266,7 @@ function drawHistory() {
 
 // -- connection --------------------------------------------------------------------------------------------------------
 function connect(delay = 500) {
-  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws` + (QUERY ? `?${QUERY}` : ""));
   ws.onmessage = (ev) => apply(JSON.parse(ev.data));
   ws.onopen = () => { delay = 500; };
   ws.onclose = () => {
