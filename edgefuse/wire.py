@@ -218,7 +218,7 @@ def _check_result(p: dict[str, Any]) -> None:
                 )
     for head, label in p["top"].items():
         if not isinstance(label, str) or head not in p["scores"] or label not in p["scores"][head]:
-            raise WireError(f"payload.top.{_key(head)}: {_key(label)} is not a label of scores.{_key(head)}")
+            raise WireError(f"payload.top.{_key(head)}: {label!r} is not a label of scores.{_key(head)}")
     for stage, ms in p["latency_ms"].items():
         if not isinstance(ms, _NUM) or isinstance(ms, bool) or not math.isfinite(ms):
             raise WireError(f"payload.latency_ms.{_key(stage)}: expected a finite number")

@@ -80,7 +80,7 @@ def _payload(**kw):
         ),
         (
             [b"result", msgpack.packb(_header()), msgpack.packb(_payload(top={"event": "nope"}))],
-            r"top\.event: 'nope' is not a label",
+            r"top\.event: 'nope' is not a label of scores\.event",
         ),
         (
             [b"result", msgpack.packb(_header()), msgpack.packb(_payload(latency_ms={"e2e": float("nan")}))],
