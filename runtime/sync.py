@@ -507,7 +507,8 @@ class Synchronizer:
         """Add a sample; False when it was dropped ("invalid", or "late" out of order) or stored but late."""
         track = self.tracks.get(s.source.rsplit("/", 1)[-1])
         status, stored = ("invalid", False) if track is None else track.push(s)
-        self._quiet_until = NEVER  # readiness may have changed: the next poll looks again
+        if self._pending or self._next_tick is None or self.trigger is not None:
+            self._quiet_until = NEVER  # a waiting tick may be ready now (or a tick was queued): poll looks again
         if status != "ok":
             self.drops.add(s.source, status)
         if not stored:
