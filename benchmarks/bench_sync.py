@@ -139,6 +139,8 @@ def run(mod: Any, spec: Any, samples: list, kill: str | None = None) -> dict[str
         if out:  # the poll work since the last emission, per tick emitted now
             per_tick.extend([since / len(out)] * len(out))
             since = 0
+        for tk in out:  # keep what is measured, not the tensors: a live run frees them after publishing, and
+            tk.inputs = {}  # holding every tick's 113 KB would make each new tick fault in fresh pages
         ticks.extend(out)
     longest = max(m.window_s for m in spec.modalities.values())
     t_start = samples[0].t_capture_ns + round((longest + 0.5) * NS)
