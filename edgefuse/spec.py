@@ -217,35 +217,41 @@ EncoderSpec = Annotated[
     DWCNNEncoder | LogMelEncoder | CNN1DEncoder | GRUEncoder | HashedTextEncoder, Field(discriminator="type")
 ]
 
-FUSION_METHODS = (
-    "concat",  # early fusion: concatenate embeddings, MLP
-    "late",  # one classifier per modality, logits averaged over present modalities
-    "attention",  # self-attention across modality tokens, masked
-    "attention_pool",  # learned query attends over modality tokens
-    "max_align",  # project to a shared space, element-wise max over present modalities
-    "weighted_align",  # project to a shared space, softmax-gated weighted sum
-    "adversarial",  # shared space + modality discriminator behind a gradient-reversal layer
-    "tensor",  # tensor fusion: outer product of [z, 1] vectors (small dims)
-    "low_rank",  # low-rank multimodal fusion (LMF): rank-r factors per modality
-)
+# The names model.fusion.method accepts: fusion method name -> one line about it. This dict is the one list; the
+# trainer's classes are looked up under these names (trainer/models/fusion.py), and register_fusion_name() adds one
+# (trainer/models/fusion.py's register_fusion calls it), so a newly registered method is selectable from a config
+# without editing this file. Kept here, not in the trainer, so the runtime validates specs without torch.
+FUSION_METHODS: dict[str, str] = {
+    "concat": "early fusion: concatenate embeddings, MLP",
+    "late": "one classifier per modality, logits averaged over present modalities",
+    "attention": "self-attention across modality tokens, masked",
+    "attention_pool": "learned query attends over modality tokens",
+    "max_align": "project to a shared space, element-wise max over present modalities",
+    "weighted_align": "project to a shared space, softmax-gated weighted sum",
+    "adversarial": "shared space + modality discriminator behind a gradient-reversal layer",
+    "tensor": "tensor fusion: outer product of [z, 1] vectors (small dims)",
+    "low_rank": "low-rank multimodal fusion (LMF): rank-r factors per modality",
+}
+
+
+def register_fusion_name(name: str, description: str = "") -> None:
+    """Make `name` a valid model.fusion.method (the trainer's register_fusion calls this)."""
+    FUSION_METHODS[name] = description
 
 
 class FusionSpec(Strict):
-    method: Literal[
-        "concat",
-        "late",
-        "attention",
-        "attention_pool",
-        "max_align",
-        "weighted_align",
-        "adversarial",
-        "tensor",
-        "low_rank",
-    ] = "attention"
+    method: str = "attention"  # a name in FUSION_METHODS (the fusion registry); see the list above this table
     heads: int = Field(4, gt=0)  # attention heads
     rank: int = Field(8, gt=0)  # low_rank factors
     tensor_dim: int = Field(8, gt=0)  # tensor fusion: per-modality projection size before the outer product
     adversarial_weight: float = Field(0.1, ge=0)  # adversarial: weight of the discriminator loss
+
+    @field_validator("method")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v not in FUSION_METHODS:
+            raise ValueError(f"Input should be one of the registered fusion methods: {', '.join(FUSION_METHODS)}")
+        return v
 
 
 class ModelSpec(Strict):

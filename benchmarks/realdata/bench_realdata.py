@@ -62,7 +62,7 @@ def reference(ds) -> dict:
     tr, va, te = (ds.split == s for s in ("train", "val", "test"))
     makers = {
         "logistic_regression": lambda: make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=3000)),
-        "gradient_boosting": lambda: HistGradientBoostingClassifier(max_iter=200, random_state=0),
+        "gradient_boosting": lambda: HistGradientBoostingClassifier(max_iter=100, random_state=0),
     }
     out = {}
     for name, make in makers.items():

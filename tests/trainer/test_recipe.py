@@ -200,3 +200,27 @@ def test_patience_counts_from_the_kept_epoch(tmp_path, one_thread):
     assert not stop.step(2, 0.5, 0.9, {}, model)  # same accuracy, lower loss: kept -> patience restarts here
     assert not stop.step(3, 0.4, 0.8, {}, model)
     assert stop.step(4, 0.5, 1.0, {}, model) and stop.epoch == 2
+
+
+def test_a_newly_registered_fusion_is_selectable_from_a_config():
+    from edgefuse.spec import FUSION_METHODS
+    from edgefuse.trainer.models import FUSIONS, register_fusion
+    from edgefuse.trainer.models.fusion import Fusion, _masked_mean
+
+    @register_fusion("mean_pool_test", "mean of the present modality tokens")
+    class MeanPool(Fusion):
+        def __init__(self, n_modalities, dim, classes, cfg, dropout):
+            super().__init__(dim, classes, dropout)
+
+        def fuse(self, z, mask):
+            return _masked_mean(z, mask)  # (B, D)
+
+    try:
+        spec = minimal_spec(model={"fusion": {"method": "mean_pool_test"}})
+        model = build_model(spec).eval()
+        assert isinstance(model.fusion, MeanPool)
+        out = model({"cam": torch.rand(2, 1, 16, 16), "imu": torch.randn(2, 3, 20)}, torch.ones(2, 2))
+        assert out["digit"].shape == (2, 3)
+    finally:
+        FUSIONS.pop("mean_pool_test", None)
+        FUSION_METHODS.pop("mean_pool_test", None)
