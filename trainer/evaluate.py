@@ -332,13 +332,21 @@ def seed_summary(reports: list[dict[str, Any]]) -> dict[str, Any]:
     }
     for key in ("unimodal", "without"):
         names = reports[0][key]
-        out[key] = {m: mean_std([r[key][m] for r in reports]) for m in names}
+        out[key] = {m: mean_std([r[key][m] for r in reports if m in r[key]]) for m in names}
     return out
 
 
-def evaluate_seeds(run_dir: str | Path, data_dir: str | Path, report_path: str | Path, seeds: int, **kw: Any) -> dict:
-    """Evaluate the first `seeds` per-seed runs of a `train --seeds` folder (each with its own baselines, same
-    recipe and seed); writes REPORT-seed<n>.json/.md per seed and REPORT with the per-seed summaries and mean +- std."""
+def evaluate_seeds(
+    run_dir: str | Path,
+    data_dir: str | Path,
+    report_path: str | Path,
+    seeds: int,
+    baseline_seeds: int | None = None,
+    **kw: Any,
+) -> dict:
+    """Evaluate the first `seeds` per-seed runs of a `train --seeds` folder, each with its own baselines (same recipe
+    and seed) unless `baseline_seeds` limits baselines to the first that many seeds (their mean +- std is then over
+    those); writes REPORT-seed<n>.json/.md per seed and REPORT with the per-seed summaries and mean +- std."""
     import json
 
     from edgefuse.trainer.data import load_data
@@ -351,9 +359,10 @@ def evaluate_seeds(run_dir: str | Path, data_dir: str | Path, report_path: str |
     spec, _, _ = load_run(dirs[0])
     ds = kw.pop("dataset", None) or load_data(spec, data_dir, progress=kw.get("progress", True))
     reports = []
-    for d in dirs:
+    for i, d in enumerate(dirs):
         per_seed = report_path.with_name(f"{report_path.stem}-{d.name}.json")
-        reports.append(evaluate(d, data_dir, per_seed, dataset=ds, **kw))
+        extra = {"with_baselines": False} if baseline_seeds is not None and i >= baseline_seeds else {}
+        reports.append(evaluate(d, data_dir, per_seed, dataset=ds, **{**kw, **extra}))
     keys = ("run", "accuracy", "macro_f1", "ci95", "calibration", "unimodal", "without")
     summary = {
         "scenario": reports[0]["scenario"],

@@ -224,3 +224,16 @@ def test_a_newly_registered_fusion_is_selectable_from_a_config():
     finally:
         FUSIONS.pop("mean_pool_test", None)
         FUSION_METHODS.pop("mean_pool_test", None)
+
+
+def test_loader_cache_is_no_larger_than_the_files_it_caches(tmp_path):
+    from edgefuse.trainer.data import load_dataset
+
+    spec = minimal_spec()
+    data = write_minimal_data(tmp_path / "data")
+    first = load_dataset(spec, data, progress=False)
+    (cache,) = (data / ".cache").glob("*.npz")
+    files = sum(p.stat().st_size for p in (data / "samples").rglob("*.*"))
+    assert cache.stat().st_size <= files
+    again = load_dataset(spec, data, progress=False)  # read back from the compressed cache, unchanged
+    assert all(np.array_equal(first.inputs[m], again.inputs[m]) for m in spec.modality_names)
