@@ -237,3 +237,12 @@ def test_loader_cache_is_no_larger_than_the_files_it_caches(tmp_path):
     assert cache.stat().st_size <= files
     again = load_dataset(spec, data, progress=False)  # read back from the compressed cache, unchanged
     assert all(np.array_equal(first.inputs[m], again.inputs[m]) for m in spec.modality_names)
+
+
+def test_a_state_dict_from_before_temperature_scaling_still_loads():
+    spec = minimal_spec()
+    old = {k: v for k, v in build_model(spec).state_dict().items() if k != "temperature"}
+    model = build_model(spec)
+    model.temperature.fill_(3.0)
+    model.load_state_dict(old)
+    assert torch.equal(model.temperature, torch.ones(1))

@@ -67,6 +67,11 @@ class FusionModel(nn.Module):
         logits = self.fusion(z, present.to(z.dtype))
         return {h: logits[h] / self.temperature[k] for k, h in enumerate(self.heads)}
 
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # checkpoints and bundles written before temperature scaling have no temperature: they load uncalibrated (1)
+        state_dict.setdefault(prefix + "temperature", torch.ones_like(self.temperature))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def aux_loss(self) -> Tensor:
         """The fusion's extra training loss of the last forward (already weighted); a zero tensor if none."""
         aux = self.fusion.aux_loss()
