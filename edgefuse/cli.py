@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 from edgefuse import __version__
+from edgefuse.spec import FUSION_METHODS
 
 EPILOG = """\
 examples:
@@ -60,13 +61,16 @@ def _train(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, metrics.json, TensorBoard logs")
     p.add_argument("--epochs", type=int, default=None, help="override train.epochs")
-    p.add_argument("--fusion", default=None, help="override model.fusion.method")
+    p.add_argument(
+        "--fusion", default=None, metavar="METHOD", help="override model.fusion.method: " + ", ".join(FUSION_METHODS)
+    )
     p.add_argument("--only", default=None, help="train on one modality only (a unimodal baseline)")
     p.add_argument("--drop", default=None, help="train with one modality always masked (a modality-free baseline)")
     p.add_argument("--seed", type=int, default=None, help="override train.seed")
     p.add_argument(
         "--nproc", type=int, default=1, help="data-parallel processes on this host (torchrun; trainer/distributed.py)"
     )
+    p.add_argument("--seeds", type=int, default=None, help="train N seeds (seed, seed+1, ...) into OUT/seed-<n>/")
 
 
 def _eval(p: argparse.ArgumentParser) -> None:
@@ -77,6 +81,15 @@ def _eval(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-baselines", action="store_true", help="skip training the unimodal baselines (faster)")
     p.add_argument("--split", default="test", help="split to evaluate")
+    p.add_argument(
+        "--seeds", type=int, default=None, help="evaluate the N seed-<n>/ runs of `train --seeds N`: mean +- std"
+    )
+
+
+def _spec(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--schema", action="store_true", help="print the JSON Schema of a scenario YAML (the default)")
+    g.add_argument("--markdown", action="store_true", help="print the key reference (docs/spec.md is this output)")
 
 
 def _export(p: argparse.ArgumentParser) -> None:
@@ -263,6 +276,13 @@ VERBS = [
         "evaluate a run: accuracy, F1, baselines, ablation, robustness",
         "edgefuse eval --run runs/home --data data/home --report runs/home/report.json",
         _eval,
+    ),
+    Verb(
+        "spec",
+        "edgefuse.specdoc:cli_spec",
+        "print the scenario spec's JSON Schema, or its key reference as markdown",
+        "edgefuse spec --schema > spec.schema.json\n  edgefuse spec --markdown > docs/spec.md",
+        _spec,
     ),
     Verb(
         "export",

@@ -13,11 +13,12 @@ Tensor conventions every part of edgefuse follows (batch dimension first, omitte
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgefuse.errors import EdgefuseError
 
@@ -116,8 +117,10 @@ class SourceSpec(Strict):
 
 class ModalitySpec(Strict):
     kind: Literal["image", "audio", "series", "text"]
-    # samples (image: frames, audio: samples, series: rows) per second; text: utterances arrive as events
-    rate_hz: float = Field(gt=0, le=MAX_RATE_HZ)
+    # samples (image: frames, audio: samples, series: rows) per second; text: utterances arrive as events.
+    # Required for audio and series; image and text may leave it out (1 Hz: a still per tick; a camera source
+    # reads its real frame rate from the device)
+    rate_hz: float | None = Field(None, gt=0, le=MAX_RATE_HZ)
     # seconds before the fusion tick that the model sees: [tick - window_s, tick]; 0 = one sample at the tick
     window_s: float = Field(0.0, ge=0, le=MAX_WINDOW_S)
     # image: [H, W]; text: [max_tokens]; audio/series: derived from window_s and rate_hz (leave unset)
@@ -126,11 +129,15 @@ class ModalitySpec(Strict):
     channels: int | list[str] = 1
     # an optional modality is often absent (e.g. the camera of a voice call); models train with it missing
     optional: bool = False
-    sync: SyncSpec = SyncSpec()
-    source: SourceSpec = SourceSpec()
+    sync: SyncSpec = SyncSpec()  # how the runtime (and a recorded session) cuts this modality at a tick
+    source: SourceSpec = SourceSpec()  # where the runtime reads it from
 
     @model_validator(mode="after")
     def _check_kind(self) -> ModalitySpec:
+        if self.rate_hz is None:
+            if self.kind in ("audio", "series"):
+                raise ValueError(f"{self.kind} needs rate_hz (samples per second)")
+            self.rate_hz = 1.0
         if self.kind == "image":
             if not self.shape or len(self.shape) != 2 or min(self.shape) <= 0:
                 raise ValueError("image needs shape: [H, W] with positive sizes")
@@ -248,53 +255,74 @@ EncoderSpec = Annotated[
     DWCNNEncoder | LogMelEncoder | CNN1DEncoder | GRUEncoder | HashedTextEncoder, Field(discriminator="type")
 ]
 
-FUSION_METHODS = (
-    "concat",  # early fusion: concatenate embeddings, MLP
-    "late",  # one classifier per modality, logits averaged over present modalities
-    "attention",  # self-attention across modality tokens, masked
-    "attention_pool",  # learned query attends over modality tokens
-    "max_align",  # project to a shared space, element-wise max over present modalities
-    "weighted_align",  # project to a shared space, softmax-gated weighted sum
-    "adversarial",  # shared space + modality discriminator behind a gradient-reversal layer
-    "tensor",  # tensor fusion: outer product of [z, 1] vectors (small dims)
-    "low_rank",  # low-rank multimodal fusion (LMF): rank-r factors per modality
-)
+# The names model.fusion.method accepts: fusion method name -> one line about it. This dict is the one list; the
+# trainer's classes are looked up under these names (trainer/models/fusion.py), and register_fusion_name() adds one
+# (trainer/models/fusion.py's register_fusion calls it), so a newly registered method is selectable from a config
+# without editing this file. Kept here, not in the trainer, so the runtime validates specs without torch.
+FUSION_METHODS: dict[str, str] = {
+    "concat": "early fusion: concatenate embeddings, MLP",
+    "late": "one classifier per modality, logits averaged over present modalities",
+    "attention": "self-attention across modality tokens, masked",
+    "attention_pool": "learned query attends over modality tokens",
+    "max_align": "project to a shared space, element-wise max over present modalities",
+    "weighted_align": "project to a shared space, softmax-gated weighted sum",
+    "adversarial": "shared space + modality discriminator behind a gradient-reversal layer",
+    "tensor": "tensor fusion: outer product of [z, 1] vectors (small dims)",
+    "low_rank": "low-rank multimodal fusion (LMF): rank-r factors per modality",
+}
+
+
+def register_fusion_name(name: str, description: str = "") -> None:
+    """Make `name` a valid model.fusion.method (the trainer's register_fusion calls this)."""
+    FUSION_METHODS[name] = description
 
 
 class FusionSpec(Strict):
-    method: Literal[
-        "concat",
-        "late",
-        "attention",
-        "attention_pool",
-        "max_align",
-        "weighted_align",
-        "adversarial",
-        "tensor",
-        "low_rank",
-    ] = "attention"
+    method: str = "attention"  # a name in FUSION_METHODS (the fusion registry); see the list above this table
     heads: int = Field(4, gt=0)  # attention heads
     rank: int = Field(8, gt=0)  # low_rank factors
     tensor_dim: int = Field(8, gt=0)  # tensor fusion: per-modality projection size before the outer product
     adversarial_weight: float = Field(0.1, ge=0)  # adversarial: weight of the discriminator loss
 
+    @field_validator("method")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v not in FUSION_METHODS:
+            raise ValueError(f"Input should be one of the registered fusion methods: {', '.join(FUSION_METHODS)}")
+        return v
+
 
 class ModelSpec(Strict):
     dim: int = Field(64, gt=0)  # shared embedding size every encoder projects to
-    encoders: dict[str, EncoderSpec]
+    # modality -> encoder; leave the whole `model` section (or `encoders`) out for defaults sized from each
+    # modality (default_encoder); when given, every modality needs one
+    encoders: dict[str, EncoderSpec] = {}
     fusion: FusionSpec = FusionSpec()
     dropout: float = Field(0.1, ge=0, lt=1)
     # probability of masking each present modality during training (at least one modality is always kept)
     modality_dropout: float = Field(0.25, ge=0, lt=1)
+    # training-only augmentation strength (trainer/augment.py: shifts, gain, noise, jitter, SpecAugment masks); 0 = off
+    augment: float = Field(1.0, ge=0, le=2)
+    # modality-imbalance remedy: weight of the per-modality auxiliary classifiers' loss (unimodal heads on each
+    # modality's embedding, trained with the fused head and dropped at export; cf. Gradient-Blending, Wang et al.
+    # CVPR 2020); 0 = off
+    unimodal_aux: float = Field(0.5, ge=0)
 
 
 class TrainSpec(Strict):
-    epochs: int = Field(30, gt=0)
+    # upper bound on epochs; unset = sized from the data: about 3000 optimizer steps, between 20 and 60 epochs
+    epochs: int | None = Field(None, gt=0)
     batch_size: int = Field(64, gt=0)
     lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(1e-2, ge=0)
+    weight_decay: float = Field(5e-2, ge=0)
     warmup_epochs: int = Field(1, ge=0)
-    patience: int = Field(6, gt=0)  # early stopping: epochs without validation improvement
+    # early stopping: epochs since the kept (best validation accuracy, then loss) epoch; unset = max(5, epochs // 4)
+    patience: int | None = Field(None, gt=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    # exponential moving average of the weights over about this many epochs (validated, kept and exported); 0 = off
+    ema_epochs: float = Field(1.0, ge=0)
+    # fit a per-head softmax temperature on the validation split after training (calibrated published scores)
+    calibrate: bool = True
     seed: int = 0
     threads: int = Field(2, gt=0)  # torch CPU threads
 
@@ -382,16 +410,42 @@ class RuntimeSpec(Strict):
 
 
 class ScenarioSpec(Strict):
-    name: str
-    description: str = ""
-    version: int = 1
-    modalities: dict[str, ModalitySpec]
-    # head name -> class names; a spec with several heads trains one classifier per head
+    name: str  # the scenario's name (reports, bundles, run summaries)
+    description: str = ""  # one line for people
+    version: int = 1  # the spec author's own version number, copied into bundles
+    modalities: dict[str, ModalitySpec]  # modality name -> its kind, rate, window, shape, channels (spec order)
+    # head name -> class names; a spec with several heads trains one classifier per head. Numbers are allowed and
+    # kept as strings (labels.csv holds text): [0, 1, 2] means the classes "0", "1", "2"
     labels: dict[str, list[str]]
-    model: ModelSpec
-    train: TrainSpec = TrainSpec()
-    synth: SynthSpec | None = None
-    runtime: RuntimeSpec = RuntimeSpec()
+    # optional: unset, every modality gets default_encoder() and the defaults below
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()  # optional: the training recipe (trainer/train.py)
+    synth: SynthSpec | None = None  # only for `edgefuse synth`: the synthetic generator of this scenario
+    runtime: RuntimeSpec = RuntimeSpec()  # optional: how `edgefuse run` ticks, batches and publishes
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_text(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {
+                h: [str(c) if isinstance(c, (int, float)) and not isinstance(c, bool) else c for c in cs]
+                if isinstance(cs, list)
+                else cs
+                for h, cs in v.items()
+            }
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_model(cls, data: Any) -> Any:
+        """No `model` section, or one without `encoders`: every modality gets its default encoder."""
+        if not isinstance(data, dict) or not isinstance(data.get("modalities"), dict):
+            return data
+        model = data.get("model", {})
+        if isinstance(model, dict) and "encoders" not in model:
+            encoders = {n: default_encoder(m) for n, m in data["modalities"].items() if isinstance(m, dict)}
+            data = {**data, "model": {**model, "encoders": {n: e for n, e in encoders.items() if e}}}
+        return data
 
     @model_validator(mode="after")
     def _cross_check(self) -> ScenarioSpec:
@@ -413,6 +467,26 @@ class ScenarioSpec(Strict):
     def window_span_s(self) -> float:
         """The longest window any modality needs: how much history the synchronizer keeps per tick."""
         return max(m.window_s for m in self.modalities.values())
+
+
+def default_encoder(m: dict[str, Any]) -> dict[str, Any]:
+    """The encoder a modality gets when the spec names none, sized from its kind, rate and window (raw mapping)."""
+    kind = m.get("kind")
+    if kind == "image":
+        shape = m.get("shape") or [64, 64]
+        return {"type": "dwcnn", "width": 16, "stages": 2 if min(shape) <= 64 else 3}
+    if kind == "audio":
+        rate, window = float(m.get("rate_hz") or 16000), float(m.get("window_s") or 1.0)
+        n_fft = 1 << max(6, round(math.log2(rate * 0.032)))  # ~32 ms frames
+        while n_fft > rate * window and n_fft > 64:
+            n_fft //= 2
+        return {"type": "logmel_cnn", "n_fft": n_fft, "hop": n_fft // 2, "n_mels": min(40, n_fft // 8), "stages": 2}
+    if kind == "series":
+        steps = float(m.get("rate_hz") or 1) * float(m.get("window_s") or 1)
+        return {"type": "cnn1d", "width": 32, "kernel": 5, "layers": 3 if steps >= 32 else 2}
+    if kind == "text":
+        return {"type": "hashed_embedding"}
+    return {}
 
 
 _ENCODERS_FOR_KIND = {

@@ -29,7 +29,7 @@ from edgefuse.spec import ModalitySpec, ScenarioSpec
 
 SPLITS = ("train", "val", "test")
 EXTENSIONS = {"image": (".png", ".jpg", ".jpeg"), "audio": (".wav",), "series": (".csv", ".npy"), "text": (".txt",)}
-CACHE_VERSION = 1  # bump when decoding changes, so old caches stop matching
+CACHE_VERSION = 2  # bump when decoding changes, so old caches stop matching
 
 
 @dataclass
@@ -390,7 +390,7 @@ def _write_cache(path: Path, inputs: dict[str, np.ndarray], mask: np.ndarray) ->
     try:
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez(tmp, mask=mask, **{f"in_{k}": v for k, v in inputs.items()})
+        np.savez_compressed(tmp, mask=mask, **{f"in_{k}": v for k, v in inputs.items()})
         os.replace(tmp, path)
         old = sorted(path.parent.glob("*.npz"), key=lambda p: p.stat().st_mtime, reverse=True)[4:]
         for p in old:

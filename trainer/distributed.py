@@ -109,6 +109,13 @@ class Distributed:
         """The smallest global batch: two samples per rank (BatchNorm needs two in training mode)."""
         return 2 * self.world
 
+    def average_grads(self, params: Any) -> None:
+        """Average over the ranks the gradients of parameters DDP does not own (the trainer's unimodal heads)."""
+        for p in params:
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad /= self.world
+
     def mean(self, value: float) -> float:
         """The mean of a number over the ranks (the training loss rank 0 logs)."""
         t = torch.tensor([float(value)], dtype=torch.float64)

@@ -8,11 +8,16 @@ Definitions used throughout the report (all computed with NumPy):
                   precision, recall or F1 of a class with a zero denominator count as 0
   confusion       rows = true class, columns = predicted class, in the spec's class order
   unimodal[m]     accuracy of the same encoders trained on modality m alone (train(only=m))
-  without[m]      accuracy of a model trained with m always masked (train(drop=m)): the modality-free baseline
+  without[m]      accuracy of a model trained with m always masked (train(drop=m)): the modality-free baseline;
+                  with two modalities "without a" is the same training as "only b", so it is trained once
   ablation[m]     accuracy of this run's model with m masked at test time
   robustness[m]   accuracy with m corrupted: Gaussian noise of `noise` x the modality's per-channel std (from the
                   training split) added to image, audio and series inputs (images clipped to [0, 1], audio to
                   [-1, 1]); for text a fraction min(1, noise / 2) of the non-padding tokens replaced by random ids
+  ci95            bootstrap 95 % intervals (percentiles 2.5 / 97.5 over 1000 resamples of the test samples, seeded)
+                  of accuracy and macro F1
+  calibration     expected calibration error (15 equal-width confidence bins) and NLL, mean over heads, of the
+                  scores before (temperature 1) and after the temperature fitted on the validation split
   latency_ms      batch-1 forward in torch on the CPU, in the inference form the torch backend runs (BatchNorm
                   folded, channels-last weights), inference_mode, after warm-up; p50/p99 over `iters` calls with
                   `threads` torch threads
@@ -187,19 +192,69 @@ def baseline_accuracy(run_dir: Path, part: Any) -> float:
     return mean_accuracy(predict(model, inputs, run_mask(spec, ckpt, part.mask)), part.targets)
 
 
+def baseline_plan(spec: ScenarioSpec) -> list[tuple[str, str, dict[str, str]]]:
+    """(kind, modality, train kwargs) of every distinct baseline: only=m for each modality, drop=m when more than one;
+    with exactly two modalities drop=a is only=b (the same masks, the same training) and is not trained again."""
+    names = spec.modality_names
+    plan = [("only", m, {"only": m}) for m in names]
+    if len(names) > 2:
+        plan += [("drop", m, {"drop": m}) for m in names]
+    return plan
+
+
 def baselines(spec: ScenarioSpec, run_dir: Path, data_dir: str | Path, ds: Any, part: Any, progress: bool) -> dict:
-    """Train and score the unimodal (only=m) and modality-free (drop=m) baselines under RUN/baselines/."""
+    """Train and score the unimodal (only=m) and modality-free (drop=m) baselines under RUN/baselines/, with the
+    run's own spec (recipe and seed)."""
     unimodal, without, runs = {}, {}, {}
-    for m in spec.modality_names:
-        for kind, kw in (("only", {"only": m}), ("drop", {"drop": m})):
-            if kind == "drop" and len(spec.modalities) == 1:
-                continue
-            out = run_dir / "baselines" / f"{kind}-{m}"
-            metrics = train(spec, data_dir, out, progress=progress, dataset=ds, **kw)
-            acc = baseline_accuracy(out, part)
-            (unimodal if kind == "only" else without)[m] = acc
-            runs[f"{kind}-{m}"] = {"run": str(out), "accuracy": acc, "train_time_s": metrics["train_time_s"]}
+    for kind, m, kw in baseline_plan(spec):
+        out = run_dir / "baselines" / f"{kind}-{m}"
+        metrics = train(spec, data_dir, out, progress=progress, dataset=ds, **kw)
+        acc = baseline_accuracy(out, part)
+        (unimodal if kind == "only" else without)[m] = acc
+        runs[f"{kind}-{m}"] = {"run": str(out), "accuracy": acc, "train_time_s": metrics["train_time_s"]}
+    if len(spec.modalities) == 2:
+        a, b = spec.modality_names
+        without = {a: unimodal[b], b: unimodal[a]}
     return {"unimodal": unimodal, "without": without, "baseline_runs": runs}
+
+
+def bootstrap_ci(
+    targets: dict[str, np.ndarray],
+    preds: dict[str, np.ndarray],
+    labels: dict[str, list[str]],
+    n: int = 1000,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """95 % percentile intervals of accuracy and macro F1 (means over heads) over `n` resamples of the samples."""
+    rng = np.random.default_rng(seed)
+    size = len(next(iter(targets.values())))
+    acc, f1 = np.empty(n), np.empty(n)
+    for i in range(n):
+        idx = rng.integers(0, size, size)
+        acc[i] = np.mean([(preds[h][idx] == y[idx]).mean() for h, y in targets.items()])
+        f1[i] = np.mean([macro_f1(confusion_matrix(y[idx], preds[h][idx], len(labels[h]))) for h, y in targets.items()])
+    return {
+        k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
+        for k, v in (("accuracy", acc), ("macro_f1", f1))
+    }
+
+
+def calibration(model: Any, inputs: dict[str, Any], mask: Any, targets: dict[str, np.ndarray]) -> dict[str, float]:
+    """ECE and NLL (means over heads) of the scores with temperature 1 ("before") and the fitted one ("after")."""
+    from edgefuse.trainer.calibrate import expected_calibration_error, nll
+
+    logits = predict_logits(model, inputs, mask)
+    out: dict[str, list[float]] = {"ece_before": [], "ece_after": [], "nll_before": [], "nll_after": []}
+    for k, (h, y) in enumerate(targets.items()):
+        after = logits[h]
+        before = after * model.temperature[k]  # the model divides by its temperature; undo it
+        yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        for tag, z in (("before", before), ("after", after)):
+            out[f"ece_{tag}"].append(expected_calibration_error(z.softmax(-1).numpy(), y))
+            out[f"nll_{tag}"].append(nll(z, yt))
+    result = {k: float(np.mean(v)) for k, v in out.items()}
+    result["temperature"] = [float(t) for t in model.temperature]
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -245,6 +300,8 @@ def evaluate(
         "joint_accuracy": float(joint.mean()),
         "macro_f1": float(np.mean([r["macro_f1"] for r in heads.values()])),
         "heads": {h: {"classes": spec.labels[h], **r} for h, r in heads.items()},
+        "ci95": bootstrap_ci(part.targets, preds, spec.labels, seed=spec.train.seed),
+        "calibration": calibration(model, inputs, mask, part.targets),
         "params": count_params(model),
         "latency_ms": latency_ms(model, inputs, mask),
         "ablation": ablation(model, spec, inputs, mask, part.targets),
@@ -262,13 +319,107 @@ def evaluate(
     return report
 
 
+def seed_summary(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std over per-seed reports of the headline numbers: accuracy, macro F1, ECE before/after, and each
+    unimodal and without baseline."""
+    from edgefuse.trainer.train import mean_std
+
+    out: dict[str, Any] = {
+        "accuracy": mean_std([r["accuracy"] for r in reports]),
+        "macro_f1": mean_std([r["macro_f1"] for r in reports]),
+        "ece_before": mean_std([r["calibration"]["ece_before"] for r in reports]),
+        "ece_after": mean_std([r["calibration"]["ece_after"] for r in reports]),
+    }
+    for key in ("unimodal", "without"):
+        names = reports[0][key]
+        out[key] = {m: mean_std([r[key][m] for r in reports if m in r[key]]) for m in names}
+    return out
+
+
+def evaluate_seeds(
+    run_dir: str | Path,
+    data_dir: str | Path,
+    report_path: str | Path,
+    seeds: int,
+    baseline_seeds: int | None = None,
+    **kw: Any,
+) -> dict:
+    """Evaluate the first `seeds` per-seed runs of a `train --seeds` folder, each with its own baselines (same recipe
+    and seed) unless `baseline_seeds` limits baselines to the first that many seeds (their mean +- std is then over
+    those); writes REPORT-seed<n>.json/.md per seed and REPORT with the per-seed summaries and mean +- std."""
+    import json
+
+    from edgefuse.trainer.data import load_data
+    from edgefuse.trainer.train import seed_dirs
+
+    dirs = seed_dirs(run_dir)[:seeds]
+    if len(dirs) < seeds:
+        raise DataError(run_dir, f"{len(dirs)} seed-<n> run folder(s), {seeds} asked: train with --seeds {seeds} first")
+    report_path = Path(report_path)
+    spec, _, _ = load_run(dirs[0])
+    ds = kw.pop("dataset", None) or load_data(spec, data_dir, progress=kw.get("progress", True))
+    reports = []
+    for i, d in enumerate(dirs):
+        per_seed = report_path.with_name(f"{report_path.stem}-{d.name}.json")
+        extra = {"with_baselines": False} if baseline_seeds is not None and i >= baseline_seeds else {}
+        reports.append(evaluate(d, data_dir, per_seed, dataset=ds, **{**kw, **extra}))
+    keys = ("run", "accuracy", "macro_f1", "ci95", "calibration", "unimodal", "without")
+    summary = {
+        "scenario": reports[0]["scenario"],
+        "fusion": reports[0]["fusion"],
+        "n_test": reports[0]["n_test"],
+        "seeds": [{k: r[k] for k in keys} for r in reports],
+        **seed_summary(reports),
+    }
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(summary, indent=2) + "\n")
+    report_path.with_suffix(".md").write_text(seeds_markdown(summary) + "\n")
+    return summary
+
+
+def seeds_markdown(s: dict[str, Any]) -> str:
+    """The multi-seed summary as markdown."""
+    pm = lambda d: f"{d['mean']:.3f} +- {d['std']:.3f}"  # noqa: E731
+    lines = [
+        f"# Evaluation over {len(s['seeds'])} seeds: {s['scenario']} ({s['fusion']} fusion)",
+        "",
+        f"{s['n_test']} test samples. Mean +- std over seeds; the 95 % intervals are per seed (bootstrap).",
+        "",
+        "| | accuracy | macro F1 | ECE before / after temperature |",
+        "|---|---|---|---|",
+        f"| fused | {pm(s['accuracy'])} | {pm(s['macro_f1'])} | {pm(s['ece_before'])} / {pm(s['ece_after'])} |",
+    ]
+    lines += [f"| only {m} | {pm(v)} | | |" for m, v in s["unimodal"].items()]
+    lines += ["", "| seed run | accuracy [95 % CI] | macro F1 [95 % CI] | ECE after |", "|---|---|---|---|"]
+    for r in s["seeds"]:
+        ci = r["ci95"]
+        lines.append(
+            f"| {r['run']} | {r['accuracy']:.3f} [{ci['accuracy'][0]:.3f}, {ci['accuracy'][1]:.3f}] | "
+            f"{r['macro_f1']:.3f} [{ci['macro_f1'][0]:.3f}, {ci['macro_f1'][1]:.3f}] | {r['calibration']['ece_after']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def cli_eval(args: argparse.Namespace) -> int:
     """`edgefuse eval`: score a run, write the reports, print the headline numbers."""
+    if getattr(args, "seeds", None):
+        s = evaluate_seeds(
+            args.run, args.data, args.report, args.seeds, with_baselines=not args.no_baselines, split=args.split
+        )
+        print(
+            f"{args.report}: {len(s['seeds'])} seeds, accuracy {s['accuracy']['mean']:.3f} +- {s['accuracy']['std']:.3f}, "
+            f"macro F1 {s['macro_f1']['mean']:.3f} +- {s['macro_f1']['std']:.3f}, "
+            f"ECE {s['ece_before']['mean']:.3f} -> {s['ece_after']['mean']:.3f} after temperature scaling"
+        )
+        for m, v in s["unimodal"].items():
+            print(f"  only {m}: {v['mean']:.3f} +- {v['std']:.3f}")
+        return 0
     r = evaluate(args.run, args.data, args.report, with_baselines=not args.no_baselines, split=args.split)
     print(
         f"{args.report}: accuracy {r['accuracy']:.3f}, joint {r['joint_accuracy']:.3f}, macro F1 {r['macro_f1']:.3f} "
         f"on {r['n_test']} {r['split']} samples; {r['params']:,} params; "
-        f"latency p50 {r['latency_ms']['p50']:.2f} ms"
+        f"latency p50 {r['latency_ms']['p50']:.2f} ms; 95% CI accuracy [{r['ci95']['accuracy'][0]:.3f}, "
+        f"{r['ci95']['accuracy'][1]:.3f}]; ECE {r['calibration']['ece_before']:.3f} -> {r['calibration']['ece_after']:.3f}"
     )
     for m, acc in r["unimodal"].items():
         print(f"  only {m}: {acc:.3f}   without {m}: {r['without'].get(m, float('nan')):.3f}")

@@ -1,9 +1,14 @@
 """Train a fused model on a dataset folder: `edgefuse train --config --data --out`.
 
-One loop, top to bottom: AdamW, linear warm-up then cosine decay per step, the sum of per-head cross-entropies
-plus the fusion's auxiliary (adversarial) loss, modality dropout on training batches, early stopping on the mean
-validation accuracy over heads (the best state is kept). Seeds fix python, NumPy and torch, and the batch order
-comes from a seeded generator, so the same seed gives the same metrics.
+One loop, top to bottom: AdamW, linear warm-up then cosine decay per step over an epoch budget sized from the data,
+the sum of per-head label-smoothed cross-entropies plus the fusion's auxiliary (adversarial) loss plus the unimodal
+auxiliary heads' loss (the modality-imbalance remedy: every modality's embedding must classify on its own, so the
+fused model cannot lean on one; cf. Gradient-Blending, Wang, Tran & Feiszli, CVPR 2020), modality dropout and
+per-modality augmentation (trainer/augment.py) on training batches, an exponential moving average of the weights
+(validated and kept), early stopping on the mean validation accuracy over heads (the kept epoch is the best by
+accuracy then loss, and patience counts from that same epoch), then temperature scaling on the validation split
+(trainer/calibrate.py). Seeds fix python, NumPy and torch, and the batch order comes from a seeded generator, so the
+same seed gives the same metrics.
 
 Baselines reuse the same encoders and settings: `only=m` masks every other modality always (and turns modality
 dropout off), `drop=m` masks m always. The run folder gets checkpoint.pt, metrics.json and TensorBoard logs (tb/).
@@ -144,8 +149,45 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float =
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def loss_of(logits: dict[str, Any], targets: dict[str, Any], idx: Any) -> Any:
-    return sum(F.cross_entropy(logits[h], y[idx]) for h, y in targets.items())
+def loss_of(logits: dict[str, Any], targets: dict[str, Any], idx: Any, smoothing: float = 0.0) -> Any:
+    return sum(F.cross_entropy(logits[h], y[idx], label_smoothing=smoothing) for h, y in targets.items())
+
+
+def schedule(cfg: Any, steps_per_epoch: int) -> tuple[int, int]:
+    """(epochs, patience): the spec's, or sized from the data when unset (~3000 steps in [20, 60] epochs; patience
+    a quarter of the budget, at least 5)."""
+    epochs = cfg.epochs or int(np.clip(math.ceil(3000 / max(1, steps_per_epoch)), 20, 60))
+    return epochs, cfg.patience or max(5, epochs // 4)
+
+
+class UnimodalHeads(torch.nn.Module):
+    """One linear classifier per (modality, head) on the modality's embedding; training only, never exported."""
+
+    def __init__(self, spec: ScenarioSpec):
+        super().__init__()
+        self.modalities, self.heads = spec.modality_names, spec.heads
+        self.linear = torch.nn.ModuleDict(
+            {
+                f"{m}__{h}": torch.nn.Linear(spec.model.dim, len(spec.labels[h]))
+                for m in self.modalities
+                for h in self.heads
+            }
+        )
+
+    def loss(self, tokens: Any, mask: Any, targets: dict[str, Any], idx: Any, smoothing: float) -> Any:
+        """Mean over modalities of the summed per-head cross-entropy over the rows where the modality is present."""
+        total, used = tokens.new_zeros(()), 0
+        for i, m in enumerate(self.modalities):
+            rows = mask[:, i] > 0.5  # (B,)
+            if not bool(rows.any()):
+                continue
+            z = tokens[rows, i]  # (b, D)
+            for h in self.heads:
+                total = total + F.cross_entropy(
+                    self.linear[f"{m}__{h}"](z), targets[h][idx][rows], label_smoothing=smoothing
+                )
+            used += 1
+        return total / max(1, used)
 
 
 @torch.inference_mode()
@@ -171,39 +213,52 @@ def validate(model: Any, inputs: dict[str, Any], mask: Any, targets: dict[str, A
 
 
 class EarlyStopping:
-    """Keeps the state with the best validation (accuracy, then loss); stops `patience` epochs after the accuracy
-    last improved, so a loss creeping down on a saturated accuracy does not hold training open forever."""
+    """Keeps the state with the best validation (accuracy, then loss) and stops `patience` epochs after that kept
+    epoch: the epoch reported as best, the one restored and the one patience counts from are the same."""
 
     def __init__(self, patience: int):
         self.patience = patience
         self.acc, self.loss, self.epoch, self.heads, self.state = -1.0, math.inf, 0, {}, None
-        self.best_acc, self.improved = -1.0, 0  # for stopping: the best accuracy and the epoch it came
 
     def step(self, epoch: int, acc: float, loss: float, heads: dict[str, float], model: Any) -> bool:
         """Record one epoch's validation; True when training should stop."""
         if acc > self.acc or (acc == self.acc and loss < self.loss):
             self.acc, self.loss, self.epoch, self.heads = acc, loss, epoch, heads
             self.state = copy.deepcopy(model.state_dict())
-        if acc > self.best_acc:
-            self.best_acc, self.improved = acc, epoch
-        return epoch - self.improved >= self.patience
+        return epoch - self.epoch >= self.patience
 
 
-def make_optimizer(model: Any, cfg: Any, steps_per_epoch: int) -> tuple[Any, Any]:
-    """AdamW with a per-step schedule: linear warm-up over `warmup_epochs`, then cosine decay."""
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup, total = cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch
+def make_optimizer(params: Any, cfg: Any, epochs: int, steps_per_epoch: int) -> tuple[Any, Any]:
+    """AdamW with a per-step schedule: linear warm-up over `warmup_epochs`, then cosine decay to the last epoch."""
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warmup, total = cfg.warmup_epochs * steps_per_epoch, epochs * steps_per_epoch
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warmup, total))
 
 
+def make_ema(model: Any, cfg: Any, steps_per_epoch: int) -> Any:
+    """An exponential moving average of the weights and buffers over ~`ema_epochs` epochs; None when off."""
+    if cfg.ema_epochs <= 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    decay = 1.0 - 1.0 / max(2.0, cfg.ema_epochs * steps_per_epoch)
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def train_epoch(
-    model: Any, opt: Any, sched: Any, data: tuple, batch_size: int, gens: tuple, p_drop: float, ddp: Any = None
+    model: Any, step: Any, data: tuple, batch_size: int, gens: tuple, recipe: dict, ddp: Any = None
 ) -> float:
-    """One pass over the training split in a seeded order; returns the mean loss per sample. With `ddp`
-    (trainer/distributed.py) this rank trains on its share of each batch."""
+    """One pass over the training split in a seeded order; returns the mean loss per sample.
+
+    `step` = (optimizer, scheduler, unimodal heads or None, EMA or None); `recipe` holds p_drop, smoothing,
+    aux_weight, augment strength and the modality kinds. With `ddp` (trainer/distributed.py) this rank trains on
+    its share of each batch.
+    """
+    from edgefuse.trainer.augment import augment_batch
     from edgefuse.trainer.models import modality_dropout
 
     inputs, masks, targets = data
+    opt, sched, uni, ema = step
     order_gen, drop_gen = gens
     model.train()
     total, count = 0.0, 0
@@ -212,16 +267,42 @@ def train_epoch(
         if ddp is not None:
             idx, weight = ddp.shard(idx)
         mask = masks[idx]  # (B, M)
-        if p_drop > 0:
-            mask = modality_dropout(mask, p_drop, drop_gen)
-        logits = model({m: x[idx] for m, x in inputs.items()}, mask)  # head -> (B, C)
-        loss = loss_of(logits, targets, idx) + model.aux_loss()
+        if recipe["p_drop"] > 0:
+            mask = modality_dropout(mask, recipe["p_drop"], drop_gen)
+        x = augment_batch({m: v[idx] for m, v in inputs.items()}, recipe["kinds"], recipe["augment"], drop_gen)
+        logits = model(x, mask)  # head -> (B, C)
+        loss = loss_of(logits, targets, idx, recipe["smoothing"]) + model.aux_loss()
+        if uni is not None:
+            loss = loss + recipe["aux_weight"] * uni.loss(model.last_tokens, mask, targets, idx, recipe["smoothing"])
         opt.zero_grad(set_to_none=True)
         (loss * weight).backward()
+        if ddp is not None and uni is not None:
+            ddp.average_grads(uni.parameters())  # DDP averages the model's gradients; these heads are outside it
         opt.step()
         sched.step()
+        if ema is not None:
+            ema.update_parameters(getattr(model, "module", model))
         total, count = total + loss.item() * len(idx), count + len(idx)
     return total / count if ddp is None else ddp.mean(total / count)
+
+
+def calibrate(model: Any, inputs: dict[str, Any], mask: Any, targets: dict[str, Any]) -> dict[str, Any]:
+    """Fit each head's temperature on these (validation) samples and set it in the model; returns the temperatures
+    and the validation ECE and NLL before and after."""
+    from edgefuse.trainer.calibrate import expected_calibration_error, fit_temperature, nll
+
+    model.temperature.fill_(1.0)
+    logits = predict_logits(model, inputs, mask)
+    out: dict[str, Any] = {"temperature": {}, "val_ece_before": {}, "val_ece_after": {}, "val_nll_before": {}}
+    out["val_nll_after"] = {}
+    for k, (h, y) in enumerate(targets.items()):
+        t = fit_temperature(logits[h], y)
+        model.temperature[k] = t
+        out["temperature"][h] = t
+        for tag, z in (("before", logits[h]), ("after", logits[h] / t)):
+            out[f"val_ece_{tag}"][h] = expected_calibration_error(z.softmax(-1).numpy(), y.numpy())
+            out[f"val_nll_{tag}"][h] = nll(z, y)
+    return out
 
 
 def train_val_splits(ds: Any, spec: ScenarioSpec, data_dir: str | Path) -> tuple[Any, Any]:
@@ -268,26 +349,44 @@ def train(
     norm = series_normalization(spec, train_ds)
     model = build_model(spec)
     model.set_normalization(norm)
+    for enc in model.encoders.values():
+        if hasattr(enc, "spec_augment"):
+            enc.spec_augment = spec.model.augment
     keep = torch.tensor([0.0 if m in masked else 1.0 for m in spec.modality_names])  # (M,)
     x_tr, m_tr, y_tr = to_tensors(train_ds)
     x_va, m_va, y_va = to_tensors(val_ds)
     m_tr, m_va = m_tr * keep, m_va * keep  # baselines: the masked modalities are never seen
-    p_drop = 0.0 if only is not None else spec.model.modality_dropout
-    gens = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)  # order, dropout
-    net, evaluated = (model, model) if ddp is None else (ddp.wrap(model), ddp.evaluator(model))
-    opt, sched = make_optimizer(model, cfg, len(batches(len(train_ds), cfg.batch_size, torch.Generator())))
+    recipe = {
+        "p_drop": 0.0 if only is not None else spec.model.modality_dropout,
+        "smoothing": cfg.label_smoothing,
+        "aux_weight": spec.model.unimodal_aux,
+        "augment": spec.model.augment,
+        "kinds": {m: spec.modalities[m].kind for m in spec.modality_names},
+    }
+    # one modality seen: its unimodal head would only repeat the fused one
+    uni = UnimodalHeads(spec) if spec.model.unimodal_aux > 0 and len(spec.modalities) - len(masked) > 1 else None
+    gens = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)  # order, dropout+aug
+    steps_per_epoch = len(batches(len(train_ds), cfg.batch_size, torch.Generator()))
+    n_epochs, patience = schedule(cfg, steps_per_epoch)
+    params = list(model.parameters()) + (list(uni.parameters()) if uni is not None else [])
+    opt, sched = make_optimizer(params, cfg, n_epochs, steps_per_epoch)
+    ema = make_ema(model, cfg, steps_per_epoch)
+    kept = ema.module if ema is not None else model  # the weights validated, kept and saved
+    net, evaluated = (model, kept) if ddp is None else (ddp.wrap(model), ddp.evaluator(kept))
+    if uni is not None and ddp is not None and ddp.cuda:
+        uni.to(ddp.device)
+    step, data = (opt, sched, uni, ema), (x_tr, m_tr, y_tr)
     if ddp is not None and not ddp.is_main:
-        data = (x_tr, m_tr, y_tr)
-        return ddp.follow(lambda: train_epoch(net, opt, sched, data, cfg.batch_size, gens, p_drop, ddp), cfg.epochs)
+        return ddp.follow(lambda: train_epoch(net, step, data, cfg.batch_size, gens, recipe, ddp), n_epochs)
 
     out = Path(out_dir)
     shutil.rmtree(out / "tb", ignore_errors=True)  # retraining into a run folder replaces its logs with the model
     writer = require("torch.utils.tensorboard", "TensorBoard logs").SummaryWriter(str(out / "tb"))
-    stopper, history = EarlyStopping(cfg.patience), []
+    stopper, history = EarlyStopping(patience), []
     t0 = time.perf_counter()
-    bar = require("tqdm").tqdm(range(1, cfg.epochs + 1), desc=f"train {spec.name}", unit="epoch", disable=not progress)
+    bar = require("tqdm").tqdm(range(1, n_epochs + 1), desc=f"train {spec.name}", unit="epoch", disable=not progress)
     for epoch in bar:
-        train_loss = train_epoch(net, opt, sched, (x_tr, m_tr, y_tr), cfg.batch_size, gens, p_drop, ddp)
+        train_loss = train_epoch(net, step, data, cfg.batch_size, gens, recipe, ddp)
         val_loss, val_heads = validate(evaluated, x_va, m_va, y_va)
         val_acc = float(np.mean(list(val_heads.values())))
         lr = opt.param_groups[0]["lr"]
@@ -297,12 +396,19 @@ def train(
         for key in ("train_loss", "val_loss", "val_accuracy", "lr"):
             writer.add_scalar(key.replace("_", "/", 1), history[-1][key], epoch)
         bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
-        stop = stopper.step(epoch, val_acc, val_loss, val_heads, model)
+        stop = stopper.step(epoch, val_acc, val_loss, val_heads, kept)
         if stop if ddp is None else ddp.agree(stop):
             break
     writer.close()
+    if ddp is not None:
+        model.cpu()
+        kept.cpu()
+    if ema is not None:
+        model = ema.module
     model.load_state_dict(stopper.state)
+    model.last_tokens = None
     model.eval()
+    calibration = calibrate(model, x_va, m_va, y_va) if cfg.calibrate else {}
 
     metrics = {
         "scenario": spec.name,
@@ -311,9 +417,10 @@ def train(
         "drop": drop,
         "masked": masked,
         "seed": cfg.seed,
-        "epochs": cfg.epochs,
+        "epochs": n_epochs,
+        "patience": patience,
         "epochs_run": len(history),
-        "stopped_early": len(history) < cfg.epochs,
+        "stopped_early": len(history) < n_epochs,
         "best_epoch": stopper.epoch,
         "val_accuracy": stopper.acc,
         "val_loss": stopper.loss,
@@ -322,14 +429,49 @@ def train(
         "n_train": len(train_ds),
         "n_val": len(val_ds),
         "train_time_s": time.perf_counter() - t0,
+        **calibration,
         "history": history,
     }
     if ddp is not None:
         metrics["world_size"] = ddp.world
-        model.cpu()
         ddp.close()
     save_run(out, spec, model, norm, metrics, data_dir=data_dir, n_samples=len(ds), masked=masked)
     return metrics
+
+
+def seed_dirs(out_dir: str | Path) -> list[Path]:
+    """The per-seed run folders (OUT/seed-<n>) of a `train --seeds` run, in seed order."""
+    found = [p for p in Path(out_dir).glob("seed-*") if (p / "checkpoint.pt").is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]) if p.name.split("-", 1)[1].isdigit() else 0)
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (ddof 1; 0 for a single value)."""
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "n": len(v)}
+
+
+def train_seeds(spec: ScenarioSpec, data_dir: str | Path, out_dir: str | Path, seeds: int, **kw: Any) -> dict[str, Any]:
+    """Train `seeds` runs (seeds s, s+1, ...; s = kw seed or the spec's) into OUT/seed-<n>/; writes OUT/seeds.json."""
+    import json
+
+    from edgefuse.trainer.data import load_data
+
+    first = kw.pop("seed", None)
+    first = spec.train.seed if first is None else first
+    ds = kw.pop("dataset", None) or load_data(spec, data_dir, progress=kw.get("progress", True))
+    runs = [
+        train(spec, data_dir, Path(out_dir) / f"seed-{s}", seed=s, dataset=ds, **kw)
+        for s in range(first, first + seeds)
+    ]
+    summary = {
+        "seeds": [m["seed"] for m in runs],
+        "val_accuracy": mean_std([m["val_accuracy"] for m in runs]),
+        "train_time_s": mean_std([m["train_time_s"] for m in runs]),
+        "runs": [{k: m[k] for k in ("seed", "val_accuracy", "best_epoch", "epochs_run", "train_time_s")} for m in runs],
+    }
+    Path(out_dir, "seeds.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def cli_train(args: argparse.Namespace) -> int:
@@ -339,6 +481,12 @@ def cli_train(args: argparse.Namespace) -> int:
 
         return launch(args)  # torchrun runs this verb again in each process, without --nproc
     spec = load_spec(args.config)
+    if getattr(args, "seeds", None):
+        kw = {"epochs": args.epochs, "fusion": args.fusion, "only": args.only, "drop": getattr(args, "drop", None)}
+        s = train_seeds(spec, args.data, args.out, args.seeds, seed=args.seed, **kw)
+        va = s["val_accuracy"]
+        print(f"{args.out}: seeds {s['seeds']} in seed-<n>/, val accuracy {va['mean']:.3f} +- {va['std']:.3f}")
+        return 0
     m = train(
         spec,
         args.data,
@@ -353,6 +501,6 @@ def cli_train(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{args.out}: {m['fusion']} fusion, {m['params']:,} params, val accuracy {m['val_accuracy']:.3f} "
-        f"(best epoch {m['best_epoch']}/{m['epochs_run']}), {m['train_time_s']:.1f} s"
+        f"(best epoch {m['best_epoch']} of {m['epochs_run']} run), {m['train_time_s']:.1f} s"
     )
     return 0

@@ -73,9 +73,12 @@ def test_early_stopping_stops(tiny_data, tmp_path):
     d["train"].update(patience=1, lr=1e-2)
     m = train(parse_spec(d), data, tmp_path / "run", epochs=40, progress=False, dataset=ds)
     accs = [h["val_accuracy"] for h in m["history"]]
-    last_gain = max(range(len(accs)), key=lambda i: (accs[i], -i)) + 1  # first epoch reaching the best accuracy
+    losses = [h["val_loss"] for h in m["history"]]
+    # the kept epoch: best accuracy, ties broken by the lower loss; patience counts from that same epoch
+    kept = min(range(len(accs)), key=lambda i: (-accs[i], losses[i])) + 1
     assert m["stopped_early"] and m["epochs_run"] < 40
-    assert m["epochs_run"] == last_gain + 1  # patience 1: one epoch without a gain, then stop
+    assert m["best_epoch"] == kept
+    assert m["epochs_run"] == kept + 1  # patience 1: one epoch without a better kept state, then stop
     assert m["val_accuracy"] == max(accs)
 
 

@@ -65,10 +65,29 @@ class LogMelCNN(nn.Module):
         for _ in range(cfg.stages + 1):  # the stem and every stage halve the mel axis (3x3, stride 2, padding 1)
             bands = (bands + 1) // 2
         self.proj = _projection(width * bands, dim)
+        self.spec_augment = 0.0  # mask strength in training (set by the trainer from model.augment); 0 = off
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.features(self.norm(self.logmel(x)))  # (B, W, bands, frames')
+        spec = self.norm(self.logmel(x))  # (B, C, mels, frames)
+        if self.training and self.spec_augment > 0:
+            spec = spec_augment(spec, self.spec_augment)
+        h = self.features(spec)  # (B, W, bands, frames')
         return self.proj(h.mean(dim=3).flatten(1))  # (B, dim)
+
+
+def spec_augment(spec: Tensor, strength: float) -> Tensor:
+    """SpecAugment-style masks (Park et al., 2019) on a normalized log-mel (B, C, mels, frames): per sample one
+    band of up to 15% of the mels and one span of up to 15% of the frames (times `strength`) set to 0 (the mean)."""
+    b, _, n_mels, n_frames = spec.shape
+    keep = torch.ones(b, 1, n_mels, n_frames, device=spec.device, dtype=spec.dtype)
+    for axis, n in ((2, n_mels), (3, n_frames)):
+        width = (torch.rand(b, device=spec.device) * 0.15 * min(1.0, strength) * n).long()  # (B,)
+        start = (torch.rand(b, device=spec.device) * (n - width + 1).to(spec.dtype)).long()  # (B,)
+        pos = torch.arange(n, device=spec.device).unsqueeze(0)  # (1, n)
+        band = (pos >= start.unsqueeze(1)) & (pos < (start + width).unsqueeze(1))  # (B, n)
+        shape = (b, 1, n, 1) if axis == 2 else (b, 1, 1, n)
+        keep = keep * (~band).reshape(shape).to(spec.dtype)
+    return spec * keep
 
 
 class Standardize(nn.Module):

@@ -16,10 +16,12 @@ softmax over an all-masked row stays finite instead of becoming NaN.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
-from edgefuse.spec import FusionSpec
+from edgefuse.spec import FusionSpec, register_fusion_name
 
 NEG = -1e4  # score for a masked modality; see the module docstring
 TENSOR_MAX_FEATURES = 1024  # tensor fusion: cap on (tensor_dim + 1) ** M, the outer product's size
@@ -278,6 +280,18 @@ class LowRankFusion(Fusion):
             product = product * per_modality[i]  # (B, r*D)
         fused = torch.matmul(product.reshape(-1, self.rank, self.dim).transpose(1, 2), self.rank_weight)  # (B, D, 1)
         return self.norm(fused.squeeze(2))  # (B, D)
+
+
+def register_fusion(name: str, description: str = "") -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: register a fusion method under `name`, selectable as model.fusion.method in any spec. The
+    class is built as cls(n_modalities, dim, classes, cfg, dropout) and returns head -> logits (see the docstring)."""
+
+    def add(cls: type[nn.Module]) -> type[nn.Module]:
+        FUSIONS[name] = cls
+        register_fusion_name(name, description or (cls.__doc__ or "").strip().split("\n")[0])
+        return cls
+
+    return add
 
 
 FUSIONS: dict[str, type[nn.Module]] = {

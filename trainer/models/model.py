@@ -41,6 +41,10 @@ class FusionModel(nn.Module):
         classes = {h: len(spec.labels[h]) for h in self.heads}
         fusion = spec.model.fusion
         self.fusion = FUSIONS[fusion.method](len(self.modalities), dim, classes, fusion, spec.model.dropout)
+        # per-head softmax temperature fitted on the validation split after training (trainer/calibrate.py); the
+        # logits are divided by it inside forward, so exported bundles publish calibrated scores
+        self.register_buffer("temperature", torch.ones(len(self.heads)))
+        self.last_tokens: Tensor | None = None  # (B, M, D) of the last training forward: the unimodal aux heads
 
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
         # exporting or capturing a CUDA graph: no host reads of tensor values, no data-dependent branches
@@ -59,7 +63,14 @@ class FusionModel(nn.Module):
                 x = torch.where(keep.reshape((-1,) + (1,) * (x.dim() - 1)), x, torch.zeros_like(x))
             tokens.append(torch.where(keep.unsqueeze(1), self.encoders[m](x), self.missing[i]))  # (B, D)
         z = torch.stack(tokens, dim=1)  # (B, M, D)
-        return self.fusion(z, present.to(z.dtype))
+        self.last_tokens = z if self.training else None
+        logits = self.fusion(z, present.to(z.dtype))
+        return {h: logits[h] / self.temperature[k] for k, h in enumerate(self.heads)}
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # checkpoints and bundles written before temperature scaling have no temperature: they load uncalibrated (1)
+        state_dict.setdefault(prefix + "temperature", torch.ones_like(self.temperature))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def aux_loss(self) -> Tensor:
         """The fusion's extra training loss of the last forward (already weighted); a zero tensor if none."""
