@@ -49,8 +49,10 @@ def rig_spec(config: str, rig: str) -> Any:
     """smart_home as shipped; "tight": its camera tolerance half a frame period; or the "rig": a 30 Hz camera and a
     100 Hz IMU added (the issue's realistic streams)."""
     data = spec_to_dict(load_spec(config))
-    if rig == "tight":  # the tolerance a user sets for a 10 Hz camera: half its period
+    if rig.startswith("tight"):  # the tolerance a user sets for a 10 Hz camera: half its period
         data["modalities"]["camera"]["sync"]["tolerance_s"] = 0.05
+    if rig == "tight-lock":
+        data["runtime"]["phase_lock"] = "camera"
     if rig == "rig":
         data["modalities"]["camera"]["rate_hz"] = 30
         data["modalities"]["imu"] = {
@@ -203,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [  # (name, rig, jitter ms, drop fraction, tick_hz)
         ("smart_home ±5 ms jitter, 2 % drops", "smart_home", 5.0, 0.02, 2.0),
         ("smart_home, camera tolerance 50 ms (half a period)", "tight", 5.0, 0.02, 2.0),
+        ("the same with runtime.phase_lock: camera", "tight-lock", 5.0, 0.02, 2.0),
         ("smart_home ±5 ms, 2 %, 10 Hz ticks", "smart_home", 5.0, 0.02, 10.0),
         ("rig: cam 30 Hz + IMU 100 Hz, ±2 ms, 1 %", "rig", 2.0, 0.01, 2.0),
         ("rig: cam 30 Hz + IMU 100 Hz, ±5 ms, 5 %", "rig", 5.0, 0.05, 2.0),
@@ -282,6 +285,13 @@ def markdown(rep: dict[str, Any], cmd: str) -> str:
                 [r["per_tick_ms"] for r in by_impl["baseline"]]
             )
             lines.append(f"| {name} | new / baseline per tick | | **{ratio:.2f}x** | | | | | |")
+    lines += [
+        "",
+        "Reading the tolerance rows: frames 50 ms off the grid with ±5 ms jitter lie within a 50 ms tolerance of a",
+        "tick, before or after it, on about 75 % of ticks (neither does on the rest), which is what the new",
+        "synchronizer takes; the old one lost the frames after the tick to the budget. runtime.phase_lock moves the",
+        "ticks onto the frames. `per tick` counts every poll; `push` is per sample (env: one reading).",
+    ]
     lines += [
         "",
         "Staleness (smart_home, 10 Hz ticks, one stream killed at 60 % of a 30 s run): ages of its newest data at the",
