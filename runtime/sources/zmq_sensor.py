@@ -16,6 +16,7 @@ and a thermometer may publish separately into one series modality; NaN until fir
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from zmq.utils.monitor import parse_monitor_message
 from edgefuse.keys import curve_client_keys, set_curve_client
 from edgefuse.runtime.clock import Sample, monotonic_ns
 from edgefuse.runtime.clockfit import ClockFit
-from edgefuse.runtime.sources import Source
+from edgefuse.runtime.sources import Source, Throttle
 from edgefuse.spec import ModalitySpec, SpecError
 
 SCHEMA_VERSION = 1
@@ -44,6 +45,7 @@ RATE_SLACK = 4.0  # per-publisher budget: 4x the spec's rate in rows/s (+10/s), 
 MAX_LEAD_S = 1.0  # a mapped capture time this far after its arrival is refused ("time")
 MAX_AGE_S = 300.0  # ... and this far before it
 READ_SLICE_S = 0.01  # read() returns what it has after this long, however much is queued
+SILENT_S = 5.0  # connected with nothing heard this long: warned (a topic that matches nothing), at most every 30 s
 MAX_GAP = 1 << 20  # a sequence gap beyond this counts as this many drops (a wild seq is not a billion drops)
 
 
@@ -236,6 +238,8 @@ class ZmqSensorSource(Source):
         self._sock: zmq.Socket | None = None
         self._mon: zmq.Socket | None = None
         self._connects = 0
+        self._t_heard_ns = 0  # when a message (any, even a refused one) last arrived, or the socket opened
+        self._silence = Throttle(logging.getLogger(__name__), every_s=SILENT_S * 6)
 
     def open(self) -> None:
         self._ctx = zmq.Context.instance()
@@ -253,6 +257,7 @@ class ZmqSensorSource(Source):
             self._sock.connect(e)
         self._poller = zmq.Poller()
         self._poller.register(self._sock, zmq.POLLIN)
+        self._t_heard_ns = monotonic_ns()
 
     def close(self) -> None:
         if self._sock is not None:
@@ -274,11 +279,29 @@ class ZmqSensorSource(Source):
                     frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=True)
                 except zmq.Again:
                     break
+                self._t_heard_ns = now
                 s = self._handle(frames, now)
                 if s is not None:
                     out.append(s)
         self._poll_monitor()
+        self._check_silence()
         return out
+
+    def _check_silence(self) -> None:
+        """A publisher connected but nothing heard: most often a topic that does not match (ZeroMQ filters on the
+        publisher's side, so those messages never arrive to be counted). Said in the log, throttled, and counted."""
+        if self._connects == 0 or monotonic_ns() - self._t_heard_ns < SILENT_S * 1e9:
+            return
+        self.counters["silent"] = self.counters.get("silent", 0) + 1
+        self._t_heard_ns = monotonic_ns()
+        self._silence.warning(
+            "source %s (%s): connected, but no message on topic %r for %.0f s; check the publisher's topic "
+            "(`edgefuse doctor --config` lists the topics it hears)",
+            self.id,
+            ",".join(self.endpoints),
+            self.spec.source.topic,
+            SILENT_S,
+        )
 
     def stats(self) -> dict[str, Any]:
         st: dict[str, Any] = dict(self.counters)

@@ -455,3 +455,33 @@ def test_curve_sensor_link_admits_only_a_keyed_runtime(tmp_path):
         ctx.term()
     with pytest.raises(Exception, match=r"modalities.env.source server key .*nope.key"):
         make_sources(spec_for(uri, curve_server_key=str(tmp_path / "nope.key")))
+
+
+def test_a_topic_that_matches_nothing_is_said_in_the_log_and_counted(monkeypatch, caplog):
+    # the sensor publishes on "environment", the config subscribes to "env/kitchen": ZeroMQ filters on the
+    # publisher's side, so nothing ever arrives to be refused; the source says so instead of staying silent
+    import edgefuse.runtime.sources.zmq_sensor as zs
+
+    monkeypatch.setattr(zs, "SILENT_S", 0.3)
+    pub = Publisher()
+    src = make_sources(spec_for(pub.uri, topic="env/kitchen"))["env"]
+    src.open()
+    try:
+        pub.wait_subscribed(src)
+        with caplog.at_level("WARNING", logger="edgefuse.runtime.sources.zmq_sensor"):
+            deadline = time.monotonic() + 3
+            while src.stats().get("silent", 0) == 0 and time.monotonic() < deadline:
+                pub.send(msg(0, [0, 0, 21.0]), topic=b"environment")
+                src.read(0.05)
+        assert src.stats()["silent"] >= 1
+        assert "connected, but no message on topic 'env/kitchen'" in caplog.text and pub.uri in caplog.text
+        # the right topic is heard, and nothing more is said
+        n = src.stats()["silent"]
+        got = []
+        for i in range(10):
+            pub.send(msg(i + 1, [0, 0, 21.0]), topic=b"env/kitchen")
+            got += src.read(0.05)
+        assert got and src.stats()["silent"] == n
+    finally:
+        src.close()
+        pub.close()
