@@ -156,6 +156,7 @@ class _Track:
         self.missed_t = NEVER  # newest emitted tick this modality missed: older samples are late
         self.runs: deque[int] = deque([0])  # rows: absolute ring index where each sample-contiguous run starts
         self.phase_ns: float | None = None  # frames: smoothed capture phase, for runtime.phase_lock
+        self._off, self._off_p = np.zeros(0), 0.0  # rows: cached row offsets of the block size and period in use
         self.takes = {"run": 0, "resample": 0, "stale": 0}  # which window path ran; ticks masked for staleness
 
     def _alloc(self, rate_hz: float, span_s: float) -> None:
@@ -219,13 +220,13 @@ class _Track:
         start, contiguous = float(s.t_capture_ns), False
         if last != NEVER and abs(p - self.src_period_ns) <= 1e-6 * p:
             # Stamps jitter (a host stamps blocks when they arrive) but the samples themselves are contiguous: a
-            # block within half a block of where the previous one ends continues it on the sample lattice, nudged
-            # by a fraction of the offset (at most 1/16 block) so the lattice follows a clock that runs fast or slow
-            # and recovers from a run that started at a jittered stamp. Windows count rows within a run, so a nudge
-            # never duplicates or skips a sample. A whole number of blocks later (lost blocks) it stays on the lattice but starts a new
-            # run; anything else (an overlap, a clock step) starts a new run at its own stamp.
-            # The source's sequence numbers say how many blocks were lost on the way (a queue drop), so a late
-            # stamp is not mistaken for a lost block; without them (a gap of 0 or over 1000) the offset is rounded.
+            # block close to where the previous one ends continues it on the sample lattice, nudged by a fraction of
+            # the offset (at most 1/16 block) so the lattice follows a clock that runs fast or slow and recovers from
+            # a run that started at a jittered stamp. Windows count rows within a run, so a nudge never duplicates or
+            # skips a sample. A whole number of blocks later (lost blocks) it stays on the lattice but starts a new
+            # run; anything else (an overlap, a clock step) starts a new run at its own stamp. The source's sequence
+            # numbers say how many blocks were lost on the way (a queue drop), so a late stamp is not mistaken for a
+            # lost block; without them (a gap below 0 or over 1000) the offset is rounded to whole blocks.
             block = max(p, self.block_ns, k * p)
             dev = start - (last + p)
             gap = s.seq - self.last_seq - 1
@@ -251,8 +252,7 @@ class _Track:
 
     def _offsets(self, k: int, p: float) -> np.ndarray:
         """(k,) float64 row offsets i * p rounded half up, cached for the block size and period in use."""
-        cached = getattr(self, "_off", None)
-        if cached is None or len(cached) != k or self._off_p != p:
+        if len(self._off) != k or self._off_p != p:
             self._off, self._off_p = np.floor(np.arange(k) * p + 0.5), p
         return self._off
 
@@ -425,8 +425,8 @@ def _resample(
     newest row used or -1, index of the oldest).
 
     A grid point is covered when a row lies within cover_ns of it (the synchronizer gives 0.75 of the longer period,
-    source or grid); uncovered points stay zero. Audio is interpolated linearly between neighbouring rows, series take the nearest row (sensor values
-    are never invented), and nothing is interpolated across a gap.
+    source or grid); uncovered points stay zero. Audio is interpolated linearly between neighbouring rows, series take
+    the nearest row (sensor values are never invented), and nothing is interpolated across a gap.
     """
     n = len(grid)
     half = (grid[1] - grid[0]) / 2 if n > 1 else src_period_ns / 2
@@ -558,13 +558,11 @@ class Synchronizer:
             self._enqueue(t)
             self._next_tick += self.period_ns
 
-    def deadline_ns(self, t: int, ready: list[bool] | None = None) -> int:
+    def deadline_ns(self, t: int, ready: list[bool]) -> int:
         """When tick t goes out at the latest: the latency budget after the newest capture time it may still need,
-        i.e. after t, or after t + reach for a nearest frame that may still win (tolerance is never cut)."""
-        tracks = self.tracks.values()
-        reach = max(
-            (tr.reach_ns(t) for tr, r in zip(tracks, ready or [False] * len(tracks), strict=True) if not r), default=0.0
-        )
+        i.e. after t, or after t + reach for a nearest frame not yet `ready` that may still win (tolerance is never
+        cut)."""
+        reach = max((tr.reach_ns(t) for tr, r in zip(self.tracks.values(), ready, strict=True) if not r), default=0.0)
         return t + self.budget_ns + round(reach)
 
     def poll(self, now_ns: int) -> list[Tick]:
@@ -613,6 +611,8 @@ class Synchronizer:
 
     def next_wakeup_ns(self) -> int | None:
         """When poll() may next have something to emit without a new sample (a tick due or a budget running out)."""
+        if self._quiet_until != NEVER:
+            return self._quiet_until  # the last poll worked it out, and nothing was pushed since
         times = []
         if self._pending:
             t = self._pending[0]
