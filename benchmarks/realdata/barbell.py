@@ -19,7 +19,6 @@ seen in training. The label is the exercise; participants are mixed across split
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import subprocess
@@ -27,6 +26,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from _folder import converter_main, write_labels
 
 HERE = Path(__file__).resolve().parent
 SPEC = HERE / "barbell.yaml"
@@ -99,23 +99,12 @@ def convert(src: Path, out: Path, seed: int = 0) -> dict[str, int]:
             np.save(folder / "gyro.npy", g.astype(np.float32))
             rows.append((sample, split_of[k], label_of[k]))
             counts[split_of[k]] += 1
-    with open(out / "labels.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["sample", "split", "exercise"])
-        w.writerows(rows)
+    write_labels(out, "exercise", rows)
     return counts
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("convert", help="fitness_data/ of a snapshot -> folder dataset")
-    c.add_argument("--src", type=Path, required=True, help="work tree or bare git directory of the repository")
-    c.add_argument("--out", type=Path, default=Path("data/realdata/barbell"))
-    args = p.parse_args(argv)
-    counts = convert(args.src, args.out)
-    print(f"{args.out}: {sum(counts.values())} samples {counts}")
-    return 0
+    return converter_main(convert, __doc__, "fitness_data/", "data/realdata/barbell", argv)
 
 
 if __name__ == "__main__":

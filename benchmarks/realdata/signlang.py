@@ -20,14 +20,13 @@ dataset (docs/dataset.md): emg.npy (400, 8) and imu.npy (400, 10) per gesture. S
 
 from __future__ import annotations
 
-import argparse
-import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from _folder import converter_main, write_labels
 
 IMU_CHANNELS = ["gx", "gy", "gz", "ax", "ay", "az", "qw", "qx", "qy", "qz"]
 
@@ -80,23 +79,12 @@ def convert(src: Path, out: Path, seed: int = 0) -> dict[str, int]:
             np.save(folder / "imu.npy", imu)
             rows.append((folder.name, split, letter))
             counts[split] += 1
-    with open(out / "labels.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["sample", "split", "letter"])
-        w.writerows(rows)
+    write_labels(out, "letter", rows)
     return counts
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("convert", help="Dataset/ of a snapshot -> folder dataset")
-    c.add_argument("--src", type=Path, required=True, help="work tree or bare git directory of the repository")
-    c.add_argument("--out", type=Path, default=Path("data/realdata/signlang"))
-    args = p.parse_args(argv)
-    counts = convert(args.src, args.out)
-    print(f"{args.out}: {sum(counts.values())} samples {counts}")
-    return 0
+    return converter_main(convert, __doc__, "Dataset/", "data/realdata/signlang", argv)
 
 
 if __name__ == "__main__":
