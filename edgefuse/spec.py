@@ -327,6 +327,21 @@ class TrainSpec(Strict):
     threads: int = Field(2, gt=0)  # torch CPU threads
 
 
+class RegressionSpec(Strict):
+    """One regression head: a continuous target in `unit` (labels.csv holds the value; empty = unknown)."""
+
+    unit: str = ""  # published with every value ("km/h", "s", "" for a unitless score)
+    # the range the value lives in (docs and synthetic data; the runtime clips the published value to it)
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> RegressionSpec:
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise ValueError(f"min {self.min} must be below max {self.max}")
+        return self
+
+
 class SynthSpec(Strict):
     generator: str  # name of a generator registered in trainer/synth (the three built-ins use their own name)
     samples: int = Field(2400, gt=0)  # default sample count for `edgefuse synth`
@@ -416,14 +431,19 @@ class ScenarioSpec(Strict):
     modalities: dict[str, ModalitySpec]  # modality name -> its kind, rate, window, shape, channels (spec order)
     # head name -> class names; a spec with several heads trains one classifier per head. Numbers are allowed and
     # kept as strings (labels.csv holds text): [0, 1, 2] means the classes "0", "1", "2"
-    labels: dict[str, list[str]]
+    labels: dict[str, list[str]] = {}
+    # multi-label heads: head name -> label names; several labels may hold at once (sigmoid outputs, per-label
+    # thresholds tuned on the validation split); labels.csv holds the present ones joined by "|"
+    multilabel: dict[str, list[str]] = {}
+    # regression heads: head name -> unit and optional range; labels.csv holds a number (empty = unknown)
+    regression: dict[str, RegressionSpec] = {}
     # optional: unset, every modality gets default_encoder() and the defaults below
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()  # optional: the training recipe (trainer/train.py)
     synth: SynthSpec | None = None  # only for `edgefuse synth`: the synthetic generator of this scenario
     runtime: RuntimeSpec = RuntimeSpec()  # optional: how `edgefuse run` ticks, batches and publishes
 
-    @field_validator("labels", mode="before")
+    @field_validator("labels", "multilabel", mode="before")
     @classmethod
     def _labels_as_text(cls, v: Any) -> Any:
         if isinstance(v, dict):
@@ -462,7 +482,16 @@ class ScenarioSpec(Strict):
 
     @property
     def heads(self) -> list[str]:
+        """The classification heads (`labels`), in spec order."""
         return list(self.labels)
+
+    @property
+    def head_kinds(self) -> dict[str, str]:
+        """Every head -> its kind (edgefuse.heads.HEAD_KINDS): class heads, then multilabel, then regression."""
+        kinds = dict.fromkeys(self.labels, "class")
+        kinds.update(dict.fromkeys(self.multilabel, "multilabel"))
+        kinds.update(dict.fromkeys(self.regression, "regression"))
+        return kinds
 
     def window_span_s(self) -> float:
         """The longest window any modality needs: how much history the synchronizer keeps per tick."""
@@ -508,9 +537,8 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     if "modalities" in data and not modalities:
         problems.append(("modalities", "at least one modality is required"))
+    problems += _head_problems(data)
     if isinstance(labels, dict):
-        if not labels:
-            problems.append(("labels", "at least one head is required"))
         for head, classes in labels.items():
             if isinstance(classes, list) and len(classes) < 2:
                 problems.append((f"labels.{head}", "a head needs at least two classes"))
@@ -550,6 +578,32 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
     numeric = isinstance(splits, dict) and all(isinstance(v, (int, float)) for v in splits.values())
     if numeric and abs(sum(splits.values()) - 1.0) > 1e-6:  # type: ignore[union-attr]
         problems.append(("synth.splits", "fractions must sum to 1"))
+    return problems
+
+
+HEAD_SECTIONS = ("labels", "multilabel", "regression")  # the spec sections that declare heads, one per head kind
+
+
+def _head_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """At least one head over all head sections; head names unique across them; multilabel label lists valid."""
+    sections = {k: data[k] for k in HEAD_SECTIONS if isinstance(data.get(k), dict)}
+    problems: list[tuple[str, str]] = []
+    # 14b/14c sections (anomaly, captions) count as heads too once merged: a spec may have no class labels at all
+    if "modalities" in data and not any(sections.values()) and not data.get("anomaly") and not data.get("captions"):
+        problems.append(("labels", "at least one head is required (labels, multilabel or regression)"))
+    seen: dict[str, str] = {}
+    for section, heads in sections.items():
+        for head in heads:
+            if head in seen:
+                problems.append((f"{section}.{head}", f"head name already used in '{seen[head]}'"))
+            seen.setdefault(head, section)
+    for head, names in sections.get("multilabel", {}).items():
+        if isinstance(names, list) and not names:
+            problems.append((f"multilabel.{head}", "a multi-label head needs at least one label"))
+        if isinstance(names, list) and len(set(map(str, names))) != len(names):
+            problems.append((f"multilabel.{head}", "label names must be unique"))
+        if isinstance(names, list) and any("|" in str(n) or not str(n).strip() for n in names):
+            problems.append((f"multilabel.{head}", "label names must be non-empty and without '|' (the separator)"))
     return problems
 
 

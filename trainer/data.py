@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -42,6 +42,9 @@ class Dataset:
     inputs: dict[str, np.ndarray]  # modality -> (N, *input_shape) float32 (text: int64 token ids)
     mask: np.ndarray  # (N, M) float32, 1 = present, spec modality order
     targets: dict[str, np.ndarray]  # head -> (N,) int64 class index into spec.labels[head]
+    # multilabel head -> (N, K) float32 0/1 in spec.multilabel[head] order; regression head -> (N,) float32 in the
+    # head's unit, NaN = unknown (masked out of the loss and the metrics)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -56,6 +59,7 @@ class Dataset:
             inputs={k: v[keep] for k, v in self.inputs.items()},
             mask=self.mask[keep],
             targets={k: v[keep] for k, v in self.targets.items()},
+            extra={k: v[keep] for k, v in self.extra.items()},
         )
 
 
@@ -78,10 +82,11 @@ def read_labels(spec: ScenarioSpec, root: Path) -> list[tuple[str, str, dict[str
     if not rows:
         raise DataError(path, "empty: expected a header row sample,split,<head>...")
     header = [h.strip() for h in rows[0]]
-    missing = [c for c in ("sample", "split", *spec.heads) if c not in header]
+    heads = list(spec.head_kinds)
+    missing = [c for c in ("sample", "split", *heads) if c not in header]
     if missing:
         raise DataError(path, f"missing column(s) {missing}; the header is {header}")
-    col = {name: header.index(name) for name in ("sample", "split", *spec.heads)}
+    col = {name: header.index(name) for name in ("sample", "split", *heads)}
     out, seen = [], set()
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
@@ -107,9 +112,56 @@ def read_labels(spec: ScenarioSpec, root: Path) -> list[tuple[str, str, dict[str
                     f"line {line} (sample '{sample}'): unknown {head} label '{value}'; allowed: {spec.labels[head]}",
                 )
             labels[head] = value
+        for head in spec.multilabel:
+            labels[head] = _multilabel_cell(spec, head, row[col[head]], path, line, sample)
+        for head in spec.regression:
+            labels[head] = _regression_cell(head, row[col[head]], path, line, sample)
         out.append((sample, split, labels))
     if not out:
         raise DataError(path, "no samples listed")
+    return out
+
+
+def _multilabel_cell(spec: ScenarioSpec, head: str, cell: str, path: Path, line: int, sample: str) -> str:
+    """A multilabel cell: the present labels joined by "|" (empty = none); every label must be the head's."""
+    present = [v.strip() for v in cell.split("|") if v.strip()]
+    unknown = [v for v in present if v not in spec.multilabel[head]]
+    if unknown:
+        raise DataError(
+            path,
+            f"line {line} (sample '{sample}'): unknown {head} label(s) {unknown}; allowed: {spec.multilabel[head]} "
+            "joined by '|'",
+        )
+    return "|".join(present)
+
+
+def _regression_cell(head: str, cell: str, path: Path, line: int, sample: str) -> str:
+    """A regression cell: a finite number in the head's unit, or empty (unknown)."""
+    value = cell.strip()
+    if value:
+        try:
+            ok = np.isfinite(float(value))
+        except ValueError:
+            ok = False
+        if not ok:
+            raise DataError(
+                path,
+                f"line {line} (sample '{sample}'): {head} value '{value}' is not a finite number (empty = unknown)",
+            )
+    return value
+
+
+def head_targets(spec: ScenarioSpec, rows: list[dict[str, str]]) -> dict[str, np.ndarray]:
+    """Targets of the multilabel and regression heads from label rows (head -> cell text, as read_labels gives)."""
+    out: dict[str, np.ndarray] = {}
+    for head, names in spec.multilabel.items():
+        y = np.zeros((len(rows), len(names)), dtype=np.float32)  # (N, K)
+        for i, r in enumerate(rows):
+            for v in filter(None, r.get(head, "").split("|")):
+                y[i, names.index(v)] = 1.0
+        out[head] = y
+    for head in spec.regression:
+        out[head] = np.array([float(r[head]) if r.get(head) else np.nan for r in rows], dtype=np.float32)  # (N,)
     return out
 
 
@@ -370,7 +422,8 @@ def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) ->
     else:
         inputs, mask = _decode(spec, files, progress)
         _write_cache(cache, inputs, mask)
-    return Dataset(spec=spec, ids=ids, split=split, inputs=inputs, mask=mask, targets=targets)
+    extra = head_targets(spec, [r[2] for r in rows])
+    return Dataset(spec=spec, ids=ids, split=split, inputs=inputs, mask=mask, targets=targets, extra=extra)
 
 
 def _read_cache(path: Path, spec: ScenarioSpec) -> tuple[dict, np.ndarray] | None:

@@ -1,13 +1,16 @@
 """Train a fused model on a dataset folder: `edgefuse train --config --data --out`.
 
 One loop, top to bottom: AdamW, linear warm-up then cosine decay per step over an epoch budget sized from the data,
-the sum of per-head label-smoothed cross-entropies plus the fusion's auxiliary (adversarial) loss plus the unimodal
+the sum of per-head losses (label-smoothed cross-entropy for class heads, BCE-with-logits for multilabel heads,
+smooth L1 on standardized targets for regression heads, missing targets masked; edgefuse/heads.py) plus the fusion's auxiliary (adversarial) loss plus the unimodal
 auxiliary heads' loss (the modality-imbalance remedy: every modality's embedding must classify on its own, so the
 fused model cannot lean on one; cf. Gradient-Blending, Wang, Tran & Feiszli, CVPR 2020), modality dropout and
 per-modality augmentation (trainer/augment.py) on training batches, an exponential moving average of the weights
-(validated and kept), early stopping on the mean validation accuracy over heads (the kept epoch is the best by
-accuracy then loss, and patience counts from that same epoch), then temperature scaling on the validation split
-(trainer/calibrate.py). Seeds fix python, NumPy and torch, and the batch order comes from a seeded generator, so the
+(validated and kept), early stopping on the mean validation score over heads (accuracy for class heads, mAP for
+multilabel heads, max(0, 1 - MAE / train std) for regression heads; reported as val_accuracy, which is the plain
+mean accuracy when every head is a class head; the kept epoch is the best by score then loss, and patience counts
+from that same epoch), then temperature scaling of the class heads and per-label F1-maximizing thresholds of the
+multilabel heads, both on the validation split only (trainer/calibrate.py, edgefuse/heads.py). Seeds fix python, NumPy and torch, and the batch order comes from a seeded generator, so the
 same seed gives the same metrics.
 
 Baselines reuse the same encoders and settings: `only=m` masks every other modality always (and turns modality
@@ -29,6 +32,7 @@ import numpy as np
 
 from edgefuse._optional import require
 from edgefuse.errors import DataError
+from edgefuse.heads import HEAD_KINDS
 from edgefuse.spec import ScenarioSpec, SpecError, load_spec, parse_spec, spec_to_dict
 from edgefuse.trainer.checkpoint import Normalization, save_run
 
@@ -102,14 +106,35 @@ def check_dataset(ds: Any, spec: ScenarioSpec, where: str | Path) -> None:
             raise DataError(where, f"targets['{head}'] missing or not of shape ({n},)")
         if n and (y.min() < 0 or y.max() >= len(classes)):
             raise DataError(where, f"targets['{head}'] outside [0, {len(classes)})")
+    extra = getattr(ds, "extra", {})
+    for head, names in spec.multilabel.items():
+        y = extra.get(head)
+        if y is None or y.shape != (n, len(names)):
+            raise DataError(where, f"targets['{head}'] missing or not of shape ({n}, {len(names)})")
+    for head in spec.regression:
+        y = extra.get(head)
+        if y is None or y.shape != (n,):
+            raise DataError(where, f"targets['{head}'] missing or not of shape ({n},)")
 
 
 def to_tensors(ds: Any) -> tuple[dict[str, Any], Any, dict[str, Any]]:
-    """Zero-copy torch views of a Dataset: (inputs, mask (N, M), targets)."""
+    """Zero-copy torch views of a Dataset: (inputs, mask (N, M), targets of every head: class heads (N,) int64,
+    multilabel heads (N, K) float32, regression heads (N,) float32 with NaN = unknown)."""
     inputs = {m: torch.from_numpy(np.ascontiguousarray(x)) for m, x in ds.inputs.items()}
     mask = torch.from_numpy(np.ascontiguousarray(ds.mask, dtype=np.float32))  # (N, M)
     targets = {h: torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)) for h, y in ds.targets.items()}
+    for h, y in getattr(ds, "extra", {}).items():
+        targets[h] = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
     return inputs, mask, targets
+
+
+def target_stats(spec: ScenarioSpec, train_ds: Any) -> dict[str, tuple[float, float]]:
+    """Per regression head, (mean, std) of its known training targets ((0, 1) when none is known)."""
+    out = {}
+    for h in spec.regression:
+        y = train_ds.extra[h][~np.isnan(train_ds.extra[h])].astype(np.float64)
+        out[h] = (float(y.mean()), float(y.std())) if len(y) else (0.0, 1.0)
+    return out
 
 
 def series_normalization(spec: ScenarioSpec, train_ds: Any) -> Normalization:
@@ -149,8 +174,18 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float =
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def loss_of(logits: dict[str, Any], targets: dict[str, Any], idx: Any, smoothing: float = 0.0) -> Any:
-    return sum(F.cross_entropy(logits[h], y[idx], label_smoothing=smoothing) for h, y in targets.items())
+def loss_of(
+    logits: dict[str, Any], targets: dict[str, Any], idx: Any, smoothing: float = 0.0, model: Any = None
+) -> Any:
+    """Sum over heads of each head kind's loss (edgefuse/heads.py); without `model` every head is a class head."""
+    net = getattr(model, "module", model)  # DDP wraps the model
+    kinds = net.kinds if net is not None else {}
+    total = 0
+    for h, y in targets.items():
+        kind = kinds.get(h, "class")
+        scale = net.target_std[net.regression_heads.index(h)] if kind == "regression" else None
+        total = total + HEAD_KINDS[kind].loss(logits[h], y[idx], smoothing, scale)
+    return total
 
 
 def schedule(cfg: Any, steps_per_epoch: int) -> tuple[int, int]:
@@ -163,14 +198,17 @@ def schedule(cfg: Any, steps_per_epoch: int) -> tuple[int, int]:
 class UnimodalHeads(torch.nn.Module):
     """One linear classifier per (modality, head) on the modality's embedding; training only, never exported."""
 
-    def __init__(self, spec: ScenarioSpec):
+    def __init__(self, spec: ScenarioSpec, stats: dict[str, tuple[float, float]] | None = None):
         super().__init__()
-        self.modalities, self.heads = spec.modality_names, spec.heads
+        self.modalities, self.kinds = spec.modality_names, spec.head_kinds
+        self.heads = list(self.kinds)
+        # regression heads predict standardized values: (mean, std) of the training targets turn them into the unit
+        self.stats = {h: stats.get(h, (0.0, 1.0)) if stats else (0.0, 1.0) for h in spec.regression}
         self.linear = torch.nn.ModuleDict(
             {
-                f"{m}__{h}": torch.nn.Linear(spec.model.dim, len(spec.labels[h]))
+                f"{m}__{h}": torch.nn.Linear(spec.model.dim, HEAD_KINDS[k].size(spec, h))
                 for m in self.modalities
-                for h in self.heads
+                for h, k in self.kinds.items()
             }
         )
 
@@ -183,9 +221,12 @@ class UnimodalHeads(torch.nn.Module):
                 continue
             z = tokens[rows, i]  # (b, D)
             for h in self.heads:
-                total = total + F.cross_entropy(
-                    self.linear[f"{m}__{h}"](z), targets[h][idx][rows], label_smoothing=smoothing
-                )
+                out, scale = self.linear[f"{m}__{h}"](z), None
+                if h in self.stats:
+                    mean, scale = self.stats[h]
+                    out = out * scale + mean  # (b, 1) in the head's unit
+                kind = HEAD_KINDS[self.kinds[h]]
+                total = total + kind.loss(out, targets[h][idx][rows], smoothing, scale)
             used += 1
         return total / max(1, used)
 
@@ -205,11 +246,16 @@ def predict_logits(model: Any, inputs: dict[str, Any], mask: Any, batch_size: in
 
 
 def validate(model: Any, inputs: dict[str, Any], mask: Any, targets: dict[str, Any]) -> tuple[float, dict[str, float]]:
-    """(summed cross-entropy, per-head accuracy) on a split."""
+    """(summed per-head loss, per-head score in [0, 1]) on a split: accuracy for class heads, mAP for multilabel
+    heads, max(0, 1 - MAE / train std) for regression heads (edgefuse/heads.py)."""
     logits = predict_logits(model, inputs, mask)
-    loss = float(sum(F.cross_entropy(logits[h], y) for h, y in targets.items()))
-    acc = {h: float((logits[h].argmax(-1) == y).float().mean()) for h, y in targets.items()}
-    return loss, acc
+    loss = float(loss_of(logits, targets, slice(None), 0.0, model))
+    score = {}
+    for h, y in targets.items():
+        kind = HEAD_KINDS[model.kinds.get(h, "class")]
+        std = float(model.target_std[model.regression_heads.index(h)]) if kind.name == "regression" else None
+        score[h] = kind.score(y.numpy(), kind.activation(logits[h]).numpy(), std=std)
+    return loss, score
 
 
 class EarlyStopping:
@@ -271,7 +317,7 @@ def train_epoch(
             mask = modality_dropout(mask, recipe["p_drop"], drop_gen)
         x = augment_batch({m: v[idx] for m, v in inputs.items()}, recipe["kinds"], recipe["augment"], drop_gen)
         logits = model(x, mask)  # head -> (B, C)
-        loss = loss_of(logits, targets, idx, recipe["smoothing"]) + model.aux_loss()
+        loss = loss_of(logits, targets, idx, recipe["smoothing"], model) + model.aux_loss()
         if uni is not None:
             loss = loss + recipe["aux_weight"] * uni.loss(model.last_tokens, mask, targets, idx, recipe["smoothing"])
         opt.zero_grad(set_to_none=True)
@@ -295,13 +341,28 @@ def calibrate(model: Any, inputs: dict[str, Any], mask: Any, targets: dict[str, 
     logits = predict_logits(model, inputs, mask)
     out: dict[str, Any] = {"temperature": {}, "val_ece_before": {}, "val_ece_after": {}, "val_nll_before": {}}
     out["val_nll_after"] = {}
-    for k, (h, y) in enumerate(targets.items()):
+    for k, h in enumerate(model.class_heads):
+        y = targets[h]
         t = fit_temperature(logits[h], y)
         model.temperature[k] = t
         out["temperature"][h] = t
         for tag, z in (("before", logits[h]), ("after", logits[h] / t)):
             out[f"val_ece_{tag}"][h] = expected_calibration_error(z.softmax(-1).numpy(), y.numpy())
             out[f"val_nll_{tag}"][h] = nll(z, y)
+    return out
+
+
+def tune_thresholds(model: Any, inputs: dict[str, Any], mask: Any, targets: dict[str, Any]) -> dict[str, Any]:
+    """Per multilabel head, the F1-maximizing threshold of each label on these (validation) samples, set in the
+    model (stored with its weights); returns head -> {label: threshold}."""
+    from edgefuse.heads import tune_thresholds as tune
+
+    logits = predict_logits(model, inputs, mask)
+    out = {}
+    for h, (a, b) in model.label_slices.items():
+        thr = tune(targets[h].numpy(), logits[h].sigmoid().numpy())
+        model.thresholds[a:b] = torch.tensor(thr)
+        out[h] = dict(zip(model.spec_labels[h], thr, strict=True))
     return out
 
 
@@ -349,6 +410,8 @@ def train(
     norm = series_normalization(spec, train_ds)
     model = build_model(spec)
     model.set_normalization(norm)
+    stats = target_stats(spec, train_ds)
+    model.set_targets_normalization(stats)
     for enc in model.encoders.values():
         if hasattr(enc, "spec_augment"):
             enc.spec_augment = spec.model.augment
@@ -364,7 +427,7 @@ def train(
         "kinds": {m: spec.modalities[m].kind for m in spec.modality_names},
     }
     # one modality seen: its unimodal head would only repeat the fused one
-    uni = UnimodalHeads(spec) if spec.model.unimodal_aux > 0 and len(spec.modalities) - len(masked) > 1 else None
+    uni = UnimodalHeads(spec, stats) if spec.model.unimodal_aux > 0 and len(spec.modalities) - len(masked) > 1 else None
     gens = torch.Generator().manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed + 1)  # order, dropout+aug
     steps_per_epoch = len(batches(len(train_ds), cfg.batch_size, torch.Generator()))
     n_epochs, patience = schedule(cfg, steps_per_epoch)
@@ -408,7 +471,8 @@ def train(
     model.load_state_dict(stopper.state)
     model.last_tokens = None
     model.eval()
-    calibration = calibrate(model, x_va, m_va, y_va) if cfg.calibrate else {}
+    calibration = calibrate(model, x_va, m_va, y_va) if cfg.calibrate and model.class_heads else {}
+    thresholds = tune_thresholds(model, x_va, m_va, y_va)  # validation only: the test split never sets them
 
     metrics = {
         "scenario": spec.name,
@@ -430,6 +494,8 @@ def train(
         "n_val": len(val_ds),
         "train_time_s": time.perf_counter() - t0,
         **calibration,
+        **({"thresholds": thresholds} if thresholds else {}),
+        **({"target_stats": {h: {"mean": m, "std": s} for h, (m, s) in stats.items()}} if stats else {}),
         "history": history,
     }
     if ddp is not None:

@@ -2,7 +2,8 @@
 
     inputs  modality -> (B, *input_shape) float32 (text: int64), raw units as the spec's docstring describes
     mask    (B, M) float32, 1 = present, in spec order
-    output  head -> (B, n_classes) logits
+    output  head -> class heads (B, n_classes) logits / temperature; multilabel heads (B, K) logits;
+            regression heads (B, 1) values in the head's unit (edgefuse/heads.py has the kinds)
 
 A masked modality never influences the output: its embedding is replaced by the learned missing token. In training
 its input is also replaced by zeros before the encoder, so masked values do not reach BatchNorm's batch statistics
@@ -16,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from edgefuse.errors import InputError
+from edgefuse.heads import HEAD_KINDS
 from edgefuse.spec import GRUEncoder, LogMelEncoder, ScenarioSpec, SpecError
 from edgefuse.trainer.models.encoders import ENCODERS, Standardize
 from edgefuse.trainer.models.fusion import FUSIONS
@@ -28,7 +30,10 @@ class FusionModel(nn.Module):
     def __init__(self, spec: ScenarioSpec):
         super().__init__()
         self.modalities: list[str] = spec.modality_names
-        self.heads: list[str] = spec.heads
+        self.kinds: dict[str, str] = spec.head_kinds  # head -> kind, class heads first
+        self.heads: list[str] = list(self.kinds)
+        self.class_heads: list[str] = spec.heads
+        self.regression_heads: list[str] = list(spec.regression)
         self.input_shapes = {m: spec.modalities[m].input_shape for m in self.modalities}
         dim = spec.model.dim
         self.encoders = nn.ModuleDict(
@@ -38,12 +43,22 @@ class FusionModel(nn.Module):
             }
         )
         self.missing = nn.Parameter(torch.randn(len(self.modalities), dim) * 0.02)  # (M, D)
-        classes = {h: len(spec.labels[h]) for h in self.heads}
+        classes = {h: HEAD_KINDS[k].size(spec, h) for h, k in self.kinds.items()}
         fusion = spec.model.fusion
         self.fusion = FUSIONS[fusion.method](len(self.modalities), dim, classes, fusion, spec.model.dropout)
-        # per-head softmax temperature fitted on the validation split after training (trainer/calibrate.py); the
-        # logits are divided by it inside forward, so exported bundles publish calibrated scores
-        self.register_buffer("temperature", torch.ones(len(self.heads)))
+        # per class head, the softmax temperature fitted on the validation split after training (trainer/calibrate.py);
+        # the logits are divided by it inside forward, so exported bundles publish calibrated scores
+        self.register_buffer("temperature", torch.ones(len(self.class_heads)))
+        # regression heads learn standardized targets; the train split's mean/std turn them back into the unit
+        self.register_buffer("target_mean", torch.zeros(len(self.regression_heads)))
+        self.register_buffer("target_std", torch.ones(len(self.regression_heads)))
+        # multilabel heads: per-label decision thresholds tuned on the validation split, all heads concatenated
+        self.label_slices: dict[str, tuple[int, int]] = {}
+        self.spec_labels = {h: HEAD_KINDS[k].labels(spec, h) for h, k in self.kinds.items()}  # output names
+        for h in spec.multilabel:
+            start = sum(b - a for a, b in self.label_slices.values())
+            self.label_slices[h] = (start, start + classes[h])
+        self.register_buffer("thresholds", torch.full((sum(b - a for a, b in self.label_slices.values()),), 0.5))
         self.last_tokens: Tensor | None = None  # (B, M, D) of the last training forward: the unimodal aux heads
 
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
@@ -65,12 +80,32 @@ class FusionModel(nn.Module):
         z = torch.stack(tokens, dim=1)  # (B, M, D)
         self.last_tokens = z if self.training else None
         logits = self.fusion(z, present.to(z.dtype))
-        return {h: logits[h] / self.temperature[k] for k, h in enumerate(self.heads)}
+        out = {h: logits[h] / self.temperature[k] for k, h in enumerate(self.class_heads)}
+        for h in self.label_slices:
+            out[h] = logits[h]  # (B, K) logits; sigmoid outside (loss, export)
+        for k, h in enumerate(self.regression_heads):
+            out[h] = logits[h] * self.target_std[k] + self.target_mean[k]  # (B, 1) in the head's unit
+        return {h: out[h] for h in self.heads}
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
-        # checkpoints and bundles written before temperature scaling have no temperature: they load uncalibrated (1)
-        state_dict.setdefault(prefix + "temperature", torch.ones_like(self.temperature))
+        # checkpoints and bundles written before temperature scaling have no temperature: they load uncalibrated (1);
+        # those from before multilabel/regression heads have none of their (then empty) buffers
+        defaults = {"temperature": 1.0, "target_mean": 0.0, "target_std": 1.0, "thresholds": 0.5}
+        for name, value in defaults.items():
+            state_dict.setdefault(prefix + name, torch.full_like(getattr(self, name), value))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def head_thresholds(self, head: str) -> list[float]:
+        """The tuned per-label thresholds of a multilabel head."""
+        a, b = self.label_slices[head]
+        return [float(t) for t in self.thresholds[a:b]]
+
+    def set_targets_normalization(self, stats: dict[str, tuple[float, float]]) -> None:
+        """Per regression head, (mean, std) of its training targets (std <= 0 or NaN is replaced by 1)."""
+        for k, h in enumerate(self.regression_heads):
+            mean, std = stats.get(h, (0.0, 1.0))
+            self.target_mean[k] = float(mean) if np.isfinite(mean) else 0.0
+            self.target_std[k] = float(std) if np.isfinite(std) and std > 1e-6 else 1.0
 
     def aux_loss(self) -> Tensor:
         """The fusion's extra training loss of the last forward (already weighted); a zero tensor if none."""
@@ -106,7 +141,8 @@ class FusionModel(nn.Module):
 def spec_problems(spec: ScenarioSpec) -> list[tuple[str, str]]:
     """What in a (schema-valid) spec would make an unusable model, as (dotted path, message) pairs."""
     problems: list[tuple[str, str]] = []
-    for kind, names in (("modalities", spec.modality_names), ("labels", spec.heads)):
+    sections = [(k, list(getattr(spec, k))) for k in ("labels", "multilabel", "regression")]
+    for kind, names in (("modalities", spec.modality_names), *sections):
         for name in names:
             if "." in name or not name or name == "mask":
                 problems.append((f"{kind}.{name}", "name must be non-empty, without '.', and not 'mask'"))

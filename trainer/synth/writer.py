@@ -139,7 +139,7 @@ def write_dataset(
     gen = get_generator(spec, seed)
     splits = assign_splits(spec, samples, seed)
     _prepare_out(out)
-    heads = spec.heads
+    heads = list(spec.head_kinds)  # every head kind: labels.csv has one column per head
     step = max(1, min(64, math.ceil(samples / (4 * max(1, workers)))))
     chunks = [range(a, min(a + step, samples)) for a in range(0, samples, step)]
     labels: list[dict[str, str]] = []
