@@ -6,7 +6,8 @@ The bundle is written into a temporary folder beside --out and renamed into plac
 so a failed export never leaves something that loads as a valid bundle. Checks: ONNX Runtime fp32 matches torch
 within 1e-4 (max abs difference of probabilities) on held-out samples; both INT8 variants (model.int8.onnx for ONNX
 Runtime on CPUs, model.int8-trt.onnx with symmetric Q/DQ for TensorRT) stay within 1 accuracy point of fp32, measured
-in ONNX Runtime. The static TensorRT check (deploy/trt_check.py) runs on every variant and is recorded in the manifest.
+in ONNX Runtime. Multilabel and regression heads are checked the same way on their per-kind score (mAP; max(0, 1 -
+MAE / train std)); regression values count in parity relative to max(1, |value|). The static TensorRT check (deploy/trt_check.py) runs on every variant and is recorded in the manifest.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from edgefuse.deploy import quantize
 from edgefuse.deploy.bundle import sha256_file
 from edgefuse.deploy.trt_check import check_variants
 from edgefuse.errors import BundleError, DataError
+from edgefuse.heads import HEAD_KINDS
 from edgefuse.manifest import (
     MANIFEST_NAME,
     PRECISIONS,
@@ -105,15 +107,15 @@ def batches(feeds: Feeds, size: int) -> list[Feeds]:
 
 
 def torch_probs(model: Any, spec: ScenarioSpec, feeds: Feeds) -> Feeds:
-    """Softmax probabilities of the torch model, output name ("scores_<head>") -> (N, C)."""
+    """The torch model's bundle outputs by output name ("scores_<head>" probabilities, "value_<head>" values)."""
     torch = require("torch", "export")
     out: dict[str, list[np.ndarray]] = {}
     with torch.inference_mode():
         for b in batches(feeds, EVAL_BATCH):
             inputs = {m: torch.from_numpy(b[m]) for m in spec.modality_names}
             logits = model(inputs, torch.from_numpy(b["mask"]))  # head -> (B, C)
-            for head, z in logits.items():
-                out.setdefault(f"scores_{head}", []).append(torch.softmax(z.float(), -1).numpy())
+            for name, p in model.bundle_outputs(logits).items():
+                out.setdefault(name, []).append(p.numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
@@ -131,13 +133,30 @@ def ort_probs(session: Any, feeds: Feeds) -> Feeds:
     return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
 
 
-def accuracy(probs: Feeds, targets: dict[str, np.ndarray]) -> dict[str, float]:
-    """Top-1 accuracy per head; `probs` keyed "scores_<head>", `targets` keyed by head."""
-    return {h: float((probs[f"scores_{h}"].argmax(1) == np.asarray(y)).mean()) for h, y in targets.items()}
+def accuracy(probs: Feeds, targets: dict[str, np.ndarray], outputs: list[OutputSpec] | None = None) -> dict[str, float]:
+    """Per head, top-1 accuracy (class heads) or the head kind's score (multilabel: mAP; regression: max(0, 1 - MAE /
+    std of the targets)); `probs` keyed by output name, `targets` by head; without `outputs` every head is a class head
+    whose output is "scores_<head>"."""
+    by_head = {o.head: o for o in outputs or []}
+    out = {}
+    for h, y in targets.items():
+        o = by_head.get(h)
+        kind = HEAD_KINDS[o.kind if o is not None else "class"]
+        y = np.asarray(y)
+        std = float(np.nanstd(y)) if kind.name == "regression" else None
+        out[h] = kind.score(y, probs[o.name if o is not None else f"scores_{h}"], std=std)
+    return out
 
 
 def max_abs_diff(a: Feeds, b: Feeds) -> float:
-    return max(float(np.abs(a[k].astype(np.float64) - b[k]).max()) for k in a)
+    """Max |a - b| over every output; regression values ("value_*") relative to max(1, |b|)."""
+    diffs = []
+    for k in a:
+        d = np.abs(a[k].astype(np.float64) - b[k])
+        if k.startswith(HEAD_KINDS["regression"].output_prefix):
+            d = d / np.maximum(1.0, np.abs(b[k].astype(np.float64)))
+        diffs.append(float(d.max()) if d.size else 0.0)
+    return max(diffs)
 
 
 # -- manifest -------------------------------------------------------------------------------------------------------
@@ -160,11 +179,23 @@ def manifest_inputs(spec: ScenarioSpec) -> list[InputSpec]:
     return [*ins, InputSpec(name="mask", dtype="float32", shape=[-1, len(spec.modalities)], kind="mask")]
 
 
-def manifest_outputs(spec: ScenarioSpec) -> list[OutputSpec]:
-    return [
-        OutputSpec(name=f"scores_{h}", dtype="float32", shape=[-1, len(labels)], head=h, labels=labels)
-        for h, labels in spec.labels.items()
-    ]
+def manifest_outputs(spec: ScenarioSpec, model: Any = None) -> list[OutputSpec]:
+    """One output per head, in spec head order; multilabel thresholds come from `model` (0.5 without one)."""
+    outs = []
+    for h, k in spec.head_kinds.items():
+        kind = HEAD_KINDS[k]
+        labels = kind.labels(spec, h)
+        o = OutputSpec(
+            name=f"{kind.output_prefix}{h}", dtype="float32", shape=[-1, len(labels)], head=h, labels=labels, kind=k
+        )
+        o.meaning = kind.meaning
+        if k == "multilabel":
+            o.thresholds = model.head_thresholds(h) if model is not None else [0.5] * len(labels)
+        elif k == "regression":
+            r = spec.regression[h]
+            o.unit, o.min, o.max = r.unit, r.min, r.max
+        outs.append(o)
+    return outs
 
 
 def _resample_rule(m: Any) -> str:
@@ -246,6 +277,7 @@ class Held:
         self.data_dir = data_dir
         if data_dir is None:
             self.feeds, self.targets, self.train = random_feeds(spec, parity_n), None, None
+            self.outputs = manifest_outputs(spec)
             self.source = f"{parity_n} random samples drawn from the spec shapes (no --data given)"
             return
         from edgefuse.trainer.data import load_data
@@ -253,6 +285,8 @@ class Held:
         ds = load_data(spec, data_dir, progress=False)
         test = ds.subset("test")
         self.feeds, self.targets = dataset_feeds(test), {h: np.asarray(y) for h, y in test.targets.items()}
+        self.targets.update({h: np.asarray(y) for h, y in test.extra.items()})  # multilabel and regression heads
+        self.outputs = manifest_outputs(spec)
         if len(self.feeds["mask"]) == 0:
             raise DataError(data_dir, "the test split is empty; parity and accuracy need held-out samples")
         self.train = dataset_feeds(ds.subset("train"))
@@ -285,7 +319,7 @@ def _check_parity(spec: ScenarioSpec, model: Any, session: Any, held: Held, n: i
 def _score(path: Path, held: Held, ref: Feeds | None) -> tuple[dict[str, float] | None, Feeds, float | None]:
     """(accuracy per head or None, probabilities, max abs diff from the fp32 probabilities `ref`)."""
     probs = ort_probs(ort_session(path), held.feeds)
-    acc = accuracy(probs, held.targets) if held.targets is not None else None
+    acc = accuracy(probs, held.targets, held.outputs) if held.targets is not None else None
     return acc, probs, (max_abs_diff(ref, probs) if ref is not None else None)
 
 
@@ -401,7 +435,7 @@ def _write(
 
     fp32 = tmp / VARIANT_FILES["fp32"]
     to_onnx(model, spec, fp32, opset=OPSET)
-    inputs, outputs = manifest_inputs(spec), manifest_outputs(spec)
+    inputs, outputs = manifest_inputs(spec), manifest_outputs(spec, model)
     session = ort_session(fp32)
     _check_graph(session, inputs, outputs, fp32)
     parity = _check_parity(spec, model, session, held, parity_n)

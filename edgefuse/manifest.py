@@ -50,11 +50,16 @@ class InputSpec(TensorSpec):
 
 
 class OutputSpec(TensorSpec):
-    """An output tensor: one classification head."""
+    """An output tensor: one head of a kind in edgefuse.heads.HEAD_KINDS (manifests without `kind`: "class")."""
 
     head: str
-    labels: list[str]
+    labels: list[str]  # class or label names in output order; a regression head: [head]
     meaning: str = "softmax probabilities over `labels`, in that order; each row sums to 1"
+    kind: str = "class"  # class | multilabel | regression
+    thresholds: list[float] | None = None  # multilabel: per-label decision thresholds, tuned on the validation split
+    unit: str | None = None  # regression: the value's unit
+    min: float | None = None  # regression: the declared range; the runtime clips published values to it
+    max: float | None = None
 
 
 class MaskSpec(_Strict):
@@ -112,7 +117,8 @@ class VariantSpec(_Strict):
 
     file: str
     sha256: str
-    # held-out accuracy per head (None when the bundle was exported without --data)
+    # held-out score per head (None when the bundle was exported without --data): accuracy for class heads, mAP for
+    # multilabel heads, max(0, 1 - MAE / train std) for regression heads (edgefuse/heads.py)
     accuracy: dict[str, float] | None = None
     accuracy_source: str | None = None
     notes: str = ""

@@ -133,8 +133,10 @@ def result_payload(
     latency_ms: dict[str, float],
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A result payload; `top` is derived from `scores` so the two never disagree."""
-    top = {head: max(s, key=s.get) for head, s in scores.items()}
+    """A result payload; `top` is derived from `scores` so the two never disagree (class heads only: a multilabel
+    head, named in extra["multilabel"], publishes its labels above threshold there instead)."""
+    multilabel = (extra or {}).get("multilabel", {})
+    top = {head: max(s, key=s.get) for head, s in scores.items() if head not in multilabel}
     out = {
         "t_tick_ns": int(t_tick_ns),
         "capture_ns": {m: None if t is None else int(t) for m, t in capture_ns.items()},
@@ -222,6 +224,22 @@ def _check_result(p: dict[str, Any]) -> None:
     for stage, ms in p["latency_ms"].items():
         if not isinstance(ms, _NUM) or isinstance(ms, bool) or not math.isfinite(ms):
             raise WireError(f"payload.latency_ms.{_key(stage)}: expected a finite number")
+    _check_head_results(p)
+
+
+def _check_head_results(p: dict[str, Any]) -> None:
+    """The optional keys of multilabel heads (labels above threshold) and regression heads ({value, unit})."""
+    multilabel, values = p.get("multilabel", {}), p.get("values", {})
+    if not isinstance(multilabel, dict) or not isinstance(values, dict):
+        raise WireError(f"payload.{'multilabel' if not isinstance(multilabel, dict) else 'values'}: expected a map")
+    for head, on in multilabel.items():
+        scores = p["scores"].get(head)
+        if not isinstance(on, list) or scores is None or any(not isinstance(x, str) or x not in scores for x in on):
+            raise WireError(f"payload.multilabel.{_key(head)}: expected a list of labels of scores.{_key(head)}")
+    for head, v in values.items():
+        ok = isinstance(v, dict) and isinstance(v.get("unit"), str) and isinstance(v.get("value"), _NUM)
+        if not ok or isinstance(v["value"], bool) or not math.isfinite(v["value"]):
+            raise WireError(f"payload.values.{_key(head)}: expected {{value: finite number, unit: str}}")
 
 
 def decode(frames: list[bytes]) -> Message:

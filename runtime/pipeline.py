@@ -26,13 +26,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgefuse.errors import BundleError
+from edgefuse.heads import clip_value, labels_on
 from edgefuse.runtime.clock import Sample, monotonic_ns
 from edgefuse.runtime.queues import BoundedQueue, Drops, SampleQueue
 from edgefuse.runtime.stats import Accuracy, Recorders
@@ -58,8 +59,10 @@ class BoundModel:
     spec: ScenarioSpec  # the spec the bundle was trained with
     input_dtypes: dict[str, np.dtype]
     mask_order: list[str]
-    heads: list[tuple[str, str, list[str]]]  # (output tensor, head, labels)
+    heads: list[tuple[str, str, list[str]]]  # (output tensor, head, labels) of the class and multilabel heads
     text_settings: dict[str, tuple[int, int]]
+    # the manifest's OutputSpecs of the multilabel and regression heads (edgefuse/heads.py): thresholds, unit, range
+    other_heads: list[Any] = field(default_factory=list)
 
     @classmethod
     def load(
@@ -81,8 +84,9 @@ class BoundModel:
             spec=man.scenario(),
             input_dtypes={t.name: np.dtype(t.dtype) for t in be.inputs},
             mask_order=list(man.mask.modalities),
-            heads=[(o.name, o.head, list(o.labels)) for o in man.outputs],
+            heads=[(o.name, o.head, list(o.labels)) for o in man.outputs if o.kind != "regression"],
             text_settings=text,
+            other_heads=[o for o in man.outputs if o.kind != "class"],
         )
 
     def feeds(self, batch: list[Tick], names: list[str]) -> dict[str, np.ndarray]:
@@ -102,6 +106,18 @@ class BoundModel:
         """Row i of the outputs as {head: {label: probability}}."""
         return {head: dict(zip(labels, outputs[name][i].tolist(), strict=True)) for name, head, labels in self.heads}
 
+    def head_results(self, outputs: dict[str, np.ndarray], i: int) -> dict[str, Any]:
+        """Row i's result keys beyond `scores`: "multilabel" {head: [labels at or above their threshold]} and
+        "values" {head: {value (clipped to the head's range), unit}}, each only when the bundle has such heads."""
+        out: dict[str, Any] = {}
+        for o in self.other_heads:
+            if o.kind == "multilabel":
+                out.setdefault("multilabel", {})[o.head] = labels_on(outputs[o.name][i], o.labels, o.thresholds)
+            elif o.kind == "regression":
+                value = clip_value(float(outputs[o.name][i, 0]), o.min, o.max)
+                out.setdefault("values", {})[o.head] = {"value": value, "unit": o.unit or ""}
+        return out
+
     def close(self) -> None:
         self.backend.close()
 
@@ -120,6 +136,9 @@ def check_compatible(spec: ScenarioSpec, trained: ScenarioSpec, where: str) -> N
                 problems.append(f"modalities.{name}.{key}: {getattr(m, key)!r}, the bundle has {getattr(t, key)!r}")
     if spec.labels != trained.labels:
         problems.append("labels differ from the bundle's")
+    for section in ("multilabel", "regression"):
+        if getattr(spec, section) != getattr(trained, section):
+            problems.append(f"{section} heads differ from the bundle's")
     if problems:
         raise BundleError(f"{where}: the config does not match the bundle: " + "; ".join(problems))
 
@@ -339,9 +358,9 @@ class Pipeline:
             self.metrics.observe_inference((t_done - t_infer) / 1e9, len(batch), self.model.backend.name)
         for i, tick in enumerate(batch):
             tick.stamps.update(batched=t_batched, infer_start=t_infer, infer_end=t_done)
-            self._emit(tick, self.model.scores(outputs, i))
+            self._emit(tick, self.model.scores(outputs, i), self.model.head_results(outputs, i))
 
-    def _emit(self, tick: Tick, scores: dict[str, dict[str, float]]) -> None:
+    def _emit(self, tick: Tick, scores: dict[str, dict[str, float]], heads: dict[str, Any] | None = None) -> None:
         st = tick.stamps
         labels = tick.labels
         world = self.worlds.get(tick.group)
@@ -349,7 +368,7 @@ class Pipeline:
             labels = world.labels_at(tick.t_tick_ns)
         elif labels is None and self.label_segments:
             labels = label_at(self.label_segments, self._label_starts, tick.t_tick_ns)
-        extra = {"truth": labels} if labels else None
+        extra = {"truth": labels, **(heads or {})} if labels else heads
         mask = {m: bool(tick.mask[i]) for i, m in enumerate(self.names)}
         payload = result_payload(tick.t_tick_ns, tick.capture_ns, mask, scores, {}, extra)
         t_pub = monotonic_ns()
@@ -373,6 +392,13 @@ class Pipeline:
         if labels:
             for head, label in payload["top"].items():
                 self.accuracy.add(head, label, labels.get(head))
+            for head, on in payload.get("multilabel", {}).items():  # exact match of the label set
+                truth = labels.get(head)
+                self.accuracy.add(
+                    head,
+                    "|".join(sorted(on)),
+                    None if truth is None else "|".join(sorted(filter(None, truth.split("|")))),
+                )
         if self.metrics is not None:
             self.metrics.observe_tick(tick.group, {k: v / 1e3 for k, v in lat.items()}, mask)
         if self.on_result is not None:

@@ -107,13 +107,13 @@ class TorchBackend(Backend):
         self._graphs: dict[int, _Graph] = {}
 
     def _forward(self, tensors: dict[str, Any]) -> dict[str, Any]:
-        """Probabilities "scores_<head>" -> (B, C) from input tensors on the device."""
+        """The bundle's outputs ("scores_<head>" probabilities, "value_<head>" values) from input tensors."""
         fp16 = self.precision == "fp16"
         # autocast's weight cache must stay off: cached casts made during capture would be freed under the graph
         amp = torch.autocast("cuda", dtype=torch.float16, cache_enabled=False) if fp16 else contextlib.nullcontext()
         with amp:
             logits = self.model({m: tensors[m] for m in self.modalities}, tensors["mask"])  # head -> (B, C)
-        return {f"scores_{h}": z.float().softmax(dim=1) for h, z in logits.items()}
+        return self.model.bundle_outputs(logits)
 
     def execute(self, prepared: Feeds) -> Feeds:
         n = len(prepared["mask"])

@@ -202,3 +202,43 @@ def test_thresholds_come_from_the_validation_split_only(heads_data: Path, tmp_pa
             assert got == base
         else:
             assert got != base
+
+
+# -- export ------------------------------------------------------------------------------------------------------------
+
+
+def test_export_writes_each_head_kind_with_parity_and_int8(heads_run, heads_data: Path, tmp_path: Path):
+    """ONNX outputs per kind (softmax, sigmoid, value in km/h) match torch; the manifest carries the kind, the
+    validation thresholds and the unit; fp16 and INT8 variants are scored per kind on the test split."""
+    import onnxruntime as ort
+
+    from edgefuse.deploy.export import export_bundle
+    from edgefuse.deploy.export import load_checkpoint as load
+    from edgefuse.manifest import load_manifest
+
+    spec, run, metrics = heads_run
+    m = export_bundle(run, tmp_path / "bundle", heads_data, ["fp32", "fp16", "int8"])
+    outs = {o.head: o for o in load_manifest(tmp_path / "bundle" / "manifest.json").outputs}
+    assert [(o.name, o.kind) for o in outs.values()] == [
+        ("scores_mode", "class"),
+        ("scores_events", "multilabel"),
+        ("value_speed", "regression"),
+    ]
+    assert outs["events"].thresholds == pytest.approx(list(metrics["thresholds"]["events"].values()))
+    assert (outs["speed"].unit, outs["speed"].min, outs["speed"].max, outs["speed"].shape) == ("km/h", 0, 100, [-1, 1])
+    assert m.parity.max_abs_diff <= 1e-4
+    for v in m.variants.values():
+        assert set(v.accuracy) == {"mode", "events", "speed"}
+    assert m.variants["fp32"].accuracy["events"] > 0.7  # held-out mAP
+    # the graph itself: sigmoid rows do not sum to 1, the value is in km/h
+    ds = load_dataset(spec, heads_data, progress=False).subset("test")
+    feeds = {"imu": ds.inputs["imu"], "mask": ds.mask}
+    sess = ort.InferenceSession(str(tmp_path / "bundle" / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds), strict=True))
+    assert np.allclose(got["scores_mode"].sum(1), 1, atol=1e-5)
+    assert ((got["scores_events"] >= 0) & (got["scores_events"] <= 1)).all()
+    assert not np.allclose(got["scores_events"].sum(1), 1)
+    known = ~np.isnan(ds.extra["speed"])
+    assert np.abs(got["value_speed"][known, 0] - ds.extra["speed"][known]).mean() < 12  # km/h
+    _, model, _ = load(run)
+    assert outs["events"].thresholds == pytest.approx(model.head_thresholds("events"))

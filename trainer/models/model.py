@@ -95,6 +95,13 @@ class FusionModel(nn.Module):
             state_dict.setdefault(prefix + name, torch.full_like(getattr(self, name), value))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def bundle_outputs(self, out: dict[str, Tensor]) -> dict[str, Tensor]:
+        """forward's outputs -> what a bundle outputs, by output name: "scores_<head>" softmax (class) or sigmoid
+        (multilabel) probabilities, "value_<head>" (B, 1) values (regression); float32."""
+        return {
+            HEAD_KINDS[k].output_prefix + h: HEAD_KINDS[k].activation(out[h].float()) for h, k in self.kinds.items()
+        }
+
     def head_thresholds(self, head: str) -> list[float]:
         """The tuned per-label thresholds of a multilabel head."""
         a, b = self.label_slices[head]

@@ -1,4 +1,6 @@
-"""Export a FusionModel to ONNX for deploy/: one input per modality plus "mask", one softmax output per head.
+"""Export a FusionModel to ONNX for deploy/: one input per modality plus "mask", one output per head (class heads:
+softmax "scores_<head>"; multilabel heads: sigmoid "scores_<head>"; regression heads: "value_<head>" (B, 1) in the
+head's unit; edgefuse/heads.py).
 
 Exporter: the TorchScript-based tracer (`torch.onnx.export(..., dynamo=False)`). In torch 2.13 it still ships
 (with a deprecation warning, silenced here), exports these small static graphs in about a second, emits opset 17
@@ -18,12 +20,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from edgefuse.heads import HEAD_KINDS
 from edgefuse.spec import ScenarioSpec
 from edgefuse.trainer.models.model import FusionModel
 
 
 class _ScoresGraph(nn.Module):
-    """Positional inputs in spec order, softmax scores out: the calling convention of the exported graph."""
+    """Positional inputs in spec order, one output per head (FusionModel.bundle_outputs): the exported graph."""
 
     def __init__(self, model: FusionModel):
         super().__init__()
@@ -31,8 +34,8 @@ class _ScoresGraph(nn.Module):
 
     def forward(self, *tensors: Tensor) -> tuple[Tensor, ...]:
         inputs = dict(zip(self.model.modalities, tensors[:-1], strict=True))
-        logits = self.model(inputs, tensors[-1])
-        return tuple(logits[h].softmax(dim=1) for h in self.model.heads)  # each (B, C)
+        outputs = self.model.bundle_outputs(self.model(inputs, tensors[-1]))
+        return tuple(outputs.values())  # each (B, C); spec head order
 
 
 def describe(spec: ScenarioSpec) -> dict:
@@ -42,10 +45,13 @@ def describe(spec: ScenarioSpec) -> dict:
         for name, m in spec.modalities.items()
     ]
     inputs.append({"name": "mask", "dtype": "float32", "shape": ["batch", len(spec.modalities)]})
-    outputs = [
-        {"name": f"scores_{head}", "head": head, "labels": list(labels), "shape": ["batch", len(labels)]}
-        for head, labels in spec.labels.items()
-    ]
+    outputs = []
+    for head, k in spec.head_kinds.items():
+        kind = HEAD_KINDS[k]
+        labels = kind.labels(spec, head)
+        outputs.append(
+            {"name": f"{kind.output_prefix}{head}", "head": head, "labels": labels, "shape": ["batch", len(labels)]}
+        )
     return {"inputs": inputs, "outputs": outputs}
 
 
@@ -65,8 +71,8 @@ def example_inputs(spec: ScenarioSpec, batch: int = 2, seed: int = 0) -> tuple[T
 def to_onnx(model: FusionModel, spec: ScenarioSpec, path: Path, opset: int = 17) -> dict:
     """Write `model` (evaluated in eval mode) as an ONNX graph at `path`; returns describe(spec).
 
-    Inputs are named after the modalities (spec order) plus "mask"; outputs "scores_<head>" are softmax
-    probabilities (B, C); every input and output has the dynamic batch axis "batch".
+    Inputs are named after the modalities (spec order) plus "mask"; outputs one per head (see the module
+    docstring); every input and output has the dynamic batch axis "batch".
     """
     desc = describe(spec)
     names_in = [t["name"] for t in desc["inputs"]]
