@@ -18,6 +18,13 @@ Definitions used throughout the report (all computed with NumPy):
                   of accuracy and macro F1
   calibration     expected calibration error (15 equal-width confidence bins) and NLL, mean over heads, of the
                   scores before (temperature 1) and after the temperature fitted on the validation split
+  multilabel[h]   per multilabel head: mAP (mean over labels with a positive test sample of scikit-learn's average
+                  precision), per-label AP and precision/recall/F1 at the thresholds tuned on the validation split
+                  (stored in the model), macro F1 (mean of per-label F1) and exact-match ratio (edgefuse/heads.py)
+  regression[h]   per regression head: MAE and RMSE (scikit-learn) in the head's unit over the test samples with a
+                  known target, and the MAE of always predicting the training mean, for reference
+  The class-only parts (accuracy, joint_accuracy, macro_f1, ci95, calibration, ablation, robustness, baselines)
+  cover the class heads; a spec without class heads leaves them empty.
   latency_ms      batch-1 forward in torch on the CPU, in the inference form the torch backend runs (BatchNorm
                   folded, channels-last weights), inference_mode, after warm-up; p50/p99 over `iters` calls with
                   `threads` torch threads
@@ -33,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from edgefuse.errors import DataError
+from edgefuse.heads import HEAD_KINDS
 from edgefuse.spec import ScenarioSpec
 from edgefuse.trainer.checkpoint import load_run
 from edgefuse.trainer.train import check_dataset, predict_logits, to_tensors, torch, train
@@ -239,6 +247,21 @@ def bootstrap_ci(
     }
 
 
+def other_heads(model: Any, spec: ScenarioSpec, inputs: dict[str, Any], mask: Any, part: Any) -> dict[str, Any]:
+    """The "multilabel" and "regression" report sections (see the module docstring)."""
+    logits = predict_logits(model, inputs, mask)
+    out: dict[str, Any] = {"multilabel": {}, "regression": {}}
+    for h, names in spec.multilabel.items():
+        p = logits[h].sigmoid().numpy()
+        metrics = HEAD_KINDS["multilabel"].metrics(part.extra[h], p, names, thresholds=model.head_thresholds(h))
+        out["multilabel"][h] = {"labels": names, **metrics}
+    for k, h in enumerate(model.regression_heads):
+        unit, mean = spec.regression[h].unit, float(model.target_mean[k])
+        metrics = HEAD_KINDS["regression"].metrics(part.extra[h], logits[h].numpy(), [h], unit=unit, train_mean=mean)
+        out["regression"][h] = metrics
+    return out
+
+
 def calibration(model: Any, inputs: dict[str, Any], mask: Any, targets: dict[str, np.ndarray]) -> dict[str, float]:
     """ECE and NLL (means over heads) of the scores with temperature 1 ("before") and the fitted one ("after")."""
     from edgefuse.trainer.calibrate import expected_calibration_error, nll
@@ -287,6 +310,8 @@ def evaluate(
     inputs, _, _ = to_tensors(part)
     mask = run_mask(spec, ckpt, part.mask)  # (N, M)
     preds = predict(model, inputs, mask)
+    if not spec.heads:  # no class head: only the multilabel/regression sections and latency
+        return _report_without_class_heads(spec, model, ckpt, run_dir, data_dir, split, part, inputs, mask, report_path)
     heads = {h: head_metrics(part.targets[h], preds[h], spec.labels[h]) for h in spec.heads}
     joint = np.all([preds[h] == part.targets[h] for h in spec.heads], axis=0)
     report: dict[str, Any] = {
@@ -309,9 +334,44 @@ def evaluate(
         "unimodal": {},
         "without": {},
         "train": {k: ckpt["metrics"].get(k) for k in ("epochs_run", "best_epoch", "val_accuracy", "train_time_s")},
+        **other_heads(model, spec, inputs, mask, part),
     }
     if with_baselines:
         report.update(baselines(spec, run_dir, data_dir, ds, part, progress))
+    if report_path is not None:
+        from edgefuse.trainer.report import write_report
+
+        write_report(report, report_path)
+    return report
+
+
+def _report_without_class_heads(
+    spec: ScenarioSpec,
+    model: Any,
+    ckpt: dict,
+    run_dir: Path,
+    data_dir: Any,
+    split: str,
+    part: Any,
+    inputs: dict,
+    mask: Any,
+    report_path: Any,
+) -> dict[str, Any]:
+    from edgefuse.trainer.models import count_params
+
+    report: dict[str, Any] = {
+        "scenario": spec.name,
+        "fusion": spec.model.fusion.method,
+        "run": str(run_dir),
+        "data": str(data_dir),
+        "split": split,
+        "n_test": len(part),
+        "heads": {},
+        "params": count_params(model),
+        "latency_ms": latency_ms(model, inputs, mask),
+        "train": {k: ckpt["metrics"].get(k) for k in ("epochs_run", "best_epoch", "val_accuracy", "train_time_s")},
+        **other_heads(model, spec, inputs, mask, part),
+    }
     if report_path is not None:
         from edgefuse.trainer.report import write_report
 

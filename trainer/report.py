@@ -49,6 +49,16 @@ def _pts(delta: float) -> str:
 
 def render_markdown(r: dict[str, Any], pngs: dict[str, str]) -> str:
     """The report as markdown; `pngs` maps head -> confusion PNG file name (relative to the .md)."""
+    if not r["heads"]:  # no class head: the multilabel and regression sections only
+        lat = r["latency_ms"]
+        lines = [
+            f"# Evaluation: {r['scenario']} ({r['fusion']} fusion)",
+            "",
+            f"Run `{r['run']}`, data `{r['data']}`, split `{r['split']}` ({r['n_test']} samples); {r['params']:,} "
+            f"params; latency p50 / p99 {lat['p50']:.2f} / {lat['p99']:.2f} ms (batch 1, {lat['threads']} threads).",
+            "",
+        ]
+        return "\n".join(lines + other_heads_markdown(r))
     lat = r["latency_ms"]
     lines = [
         f"# Evaluation: {r['scenario']} ({r['fusion']} fusion)",
@@ -93,7 +103,45 @@ def render_markdown(r: dict[str, Any], pngs: dict[str, str]) -> str:
         )
         if head in pngs:
             lines += [f"![confusion matrix {head}]({pngs[head]})", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + other_heads_markdown(r))
+
+
+def other_heads_markdown(r: dict[str, Any]) -> list[str]:
+    """The multilabel heads' per-label table (AP, threshold tuned on validation, precision, recall, F1) and the
+    regression heads' MAE / RMSE."""
+    lines: list[str] = []
+    for head, h in r.get("multilabel", {}).items():
+        lines += [
+            f"## Multilabel head `{head}`: mAP {h['mAP']:.3f}, macro F1 {h['macro_f1']:.3f}, "
+            f"exact match {h['exact_match']:.3f}",
+            "",
+            "Thresholds were tuned on the validation split (max F1 per label); F1 here is on the evaluated split.",
+            "",
+        ]
+        lines += _table(
+            ["label", "AP", "threshold", "precision", "recall", "F1", "support"],
+            [
+                [
+                    lb,
+                    "n/a" if s["ap"] is None else s["ap"],
+                    s["threshold"],
+                    s["precision"],
+                    s["recall"],
+                    s["f1"],
+                    s["support"],
+                ]
+                for lb, s in h["per_label"].items()
+            ],
+        )
+    rows = [
+        [head, h["unit"] or "-", h["mae"], h["rmse"], h.get("mae_predicting_train_mean", ""), h["n"]]
+        for head, h in r.get("regression", {}).items()
+        if h["n"]
+    ]
+    if rows:
+        lines += ["## Regression heads", ""]
+        lines += _table(["head", "unit", "MAE", "RMSE", "MAE of predicting the training mean", "samples"], rows)
+    return lines
 
 
 def write_report(r: dict[str, Any], json_path: str | Path) -> list[Path]:

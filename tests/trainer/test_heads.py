@@ -242,3 +242,40 @@ def test_export_writes_each_head_kind_with_parity_and_int8(heads_run, heads_data
     assert np.abs(got["value_speed"][known, 0] - ds.extra["speed"][known]).mean() < 12  # km/h
     _, model, _ = load(run)
     assert outs["events"].thresholds == pytest.approx(model.head_thresholds("events"))
+
+
+# -- evaluation --------------------------------------------------------------------------------------------------------
+
+
+def test_eval_report_has_map_per_label_f1_mae_and_rmse(heads_run, heads_data: Path, tmp_path: Path):
+    import json
+
+    from edgefuse.trainer.evaluate import evaluate
+
+    spec, run, _ = heads_run
+    r = evaluate(run, heads_data, tmp_path / "report.json", with_baselines=False, progress=False)
+    ml, reg = r["multilabel"]["events"], r["regression"]["speed"]
+    ds = load_dataset(spec, heads_data, progress=False).subset("test")
+    assert ml["mAP"] > ds.extra["events"].mean() + 0.3 and set(ml["per_label"]) == set(EVENTS)
+    assert all(
+        0 <= s["f1"] <= 1 and s["support"] == int(ds.extra["events"][:, k].sum())
+        for k, s in enumerate(ml["per_label"].values())
+    )
+    assert reg["unit"] == "km/h" and reg["n"] == int((~np.isnan(ds.extra["speed"])).sum())
+    assert reg["rmse"] >= reg["mae"] > 0 and reg["mae"] < 0.5 * reg["mae_predicting_train_mean"]
+    assert r["heads"]["mode"]["accuracy"] > 0.5  # the class head alongside
+    assert json.loads((tmp_path / "report.json").read_text())["multilabel"]["events"]["mAP"] == ml["mAP"]
+    md = (tmp_path / "report.md").read_text()
+    assert "## Multilabel head `events`: mAP" in md and "| speed | km/h |" in md
+
+
+def test_a_spec_without_class_heads_trains_and_evaluates(heads_data: Path, tmp_path: Path):
+    from edgefuse.trainer.evaluate import evaluate
+    from edgefuse.trainer.train import train
+
+    spec = heads_spec(labels={}, train={"epochs": 3, "batch_size": 32, "threads": 1, "ema_epochs": 0})
+    metrics = train(spec, heads_data, tmp_path / "run", progress=False)
+    assert set(metrics["val_heads"]) == {"events", "speed"} and "temperature" not in metrics
+    r = evaluate(tmp_path / "run", heads_data, tmp_path / "r.json", with_baselines=False, progress=False)
+    assert r["heads"] == {} and r["multilabel"]["events"]["mAP"] > 0 and r["regression"]["speed"]["mae"] > 0
+    assert "Regression heads" in (tmp_path / "r.md").read_text()
