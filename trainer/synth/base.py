@@ -38,13 +38,20 @@ class Generator:
     """Renders labelled episodes of one scenario.
 
     Subclasses declare what they can render (`modalities`: name -> kind, `channels` for series, `heads`: head ->
-    classes) and implement `episode()` (latent parameters) and one `render_<modality>()` per modality.
+    classes) and implement `episode()` (latent parameters) and one `render_<modality>()` per modality. Optional heads
+    of the other kinds, rendered only when the spec declares them: `multilabel` (head -> labels that may happen
+    together, each drawn independently with probability `multilabel_p`, and rendered by the subclass from
+    `labels[head]`) and `regression` (head -> unit; `targets()` derives the values from the episode's latent
+    parameters).
     """
 
     name: ClassVar[str] = ""
     modalities: ClassVar[dict[str, str]] = {}
     channels: ClassVar[dict[str, tuple[str, ...]]] = {}
     heads: ClassVar[dict[str, tuple[str, ...]]] = {}
+    multilabel: ClassVar[dict[str, tuple[str, ...]]] = {}
+    multilabel_p: ClassVar[float] = 0.3
+    regression: ClassVar[dict[str, str]] = {}
 
     def __init__(self, spec: ScenarioSpec, seed: int = 0):
         self.spec = spec
@@ -79,6 +86,17 @@ class Generator:
         for head in self.heads:
             if head not in self.spec.labels:
                 problems.append((f"labels.{head}", f"generator '{self.name}' needs this head"))
+        for head, names in self.spec.multilabel.items():
+            known = self.multilabel.get(head)
+            if known is None:
+                problems.append((f"multilabel.{head}", f"generator '{self.name}' renders {list(self.multilabel)}"))
+            elif unknown := [n for n in names if n not in known]:
+                problems.append(
+                    (f"multilabel.{head}", f"unknown labels {unknown}; '{self.name}' renders {list(known)}")
+                )
+        for head in self.spec.regression:
+            if head not in self.regression:
+                problems.append((f"regression.{head}", f"generator '{self.name}' renders {list(self.regression)}"))
         if problems:
             raise SpecError(f"spec '{self.spec.name}'", problems)
 
@@ -86,6 +104,17 @@ class Generator:
     def sample_labels(self, rng: np.random.Generator) -> dict[str, str]:
         """Labels of one episode: head -> class name, uniform over the spec's classes."""
         return {head: str(classes[rng.integers(len(classes))]) for head, classes in self.spec.labels.items()}
+
+    def sample_multilabel(self, rng: np.random.Generator) -> dict[str, str]:
+        """The spec's multilabel heads: each label present with probability `multilabel_p`, joined by "|"."""
+        return {
+            head: "|".join(n for n in names if rng.random() < self.multilabel_p)
+            for head, names in self.spec.multilabel.items()
+        }
+
+    def targets(self, p: dict[str, Any], duration_s: float) -> dict[str, float]:
+        """Regression targets at the episode's end (the tick), from its latent parameters: head -> value."""
+        return {}
 
     # -- rendering ------------------------------------------------------------------------------------------------
     def episode(self, labels: dict[str, str], rng: np.random.Generator, duration_s: float) -> dict[str, Any]:
@@ -105,9 +134,18 @@ class Generator:
         order; text list[(t_s, utterance)]. A modality absent from the dict is missing in this episode.
         `start_s` (one value, or per modality) renders only [start_s, duration_s]: the rows keep their absolute
         grid, so a span is the same kind of signal as the matching rows of a full render.
+
+        `labels` is completed in place with the spec's multilabel heads (drawn here unless given) and regression
+        heads (derived from the episode: targets()), as text cells of labels.csv. A spec without such heads draws
+        nothing extra, so its episodes are exactly what they were before these head kinds existed.
         """
+        if any(h not in labels for h in self.spec.multilabel):
+            labels.update(self.sample_multilabel(rng))
         p = self.episode(labels, rng, duration_s)
         p["labels"] = labels
+        if self.spec.regression:
+            values = self.targets(p, duration_s)
+            labels.update({h: f"{values[h]:.4g}" for h in self.spec.regression})
         # one independent stream per modality, in the generator's fixed order: a modality's values do not depend
         # on which other modalities are rendered or how many rows they have
         seeds = rng.integers(0, 2**63, size=len(self.modalities))

@@ -8,6 +8,9 @@ voice       carries the sentiment through prosody: a glottal pulse train through
             sentiment moves them, so the voice is informative, never decisive.
 camera      (about 40% of calls) a face whose mouth curve and brows carry the sentiment.
 escalate    a rule of both: "yes" if angry, or frustrated and the intent is cancel or complaint.
+escalation_risk  (optional regression head, 0-1) the graded version: 0.7 x the voice's arousal (the call's pitch
+            factor, speaking rate and loudness, each placed in its range over all sentiments) + 0.3 if the intent
+            is cancel or complaint.
 """
 
 from __future__ import annotations
@@ -120,6 +123,7 @@ class CustomerService(Generator):
 
     modalities = {"voice": "audio", "transcript": "text", "camera": "image"}
     heads = {"intent": INTENTS, "sentiment": SENTIMENTS, "escalate": ("no", "yes")}
+    regression = {"escalation_risk": ""}
 
     def sample_labels(self, rng: np.random.Generator) -> dict[str, str]:
         """Intent and sentiment uniform over the spec's classes; escalate follows from them (escalate())."""
@@ -138,7 +142,13 @@ class CustomerService(Generator):
         p["utterances"] = _script(rng, labels["intent"], mood, duration_s)
         p["video"] = rng.random() < VIDEO_P
         p["face"] = _face(rng, mood)
+        # how aroused the voice sounds, each prosody draw placed in its range over all sentiments (0 calm .. 1)
+        p["arousal"] = float(np.mean([(pf - 0.95) / 0.5, (rate - 3.2) / 3.0, (loud - 0.35) / 0.7]))
         return p
+
+    def targets(self, p: dict[str, Any], duration_s: float) -> dict[str, float]:
+        risk = 0.7 * p["arousal"] + 0.3 * (p["intent"] in ("cancel", "complaint"))
+        return {"escalation_risk": float(np.clip(risk, 0.0, 1.0))}
 
     # -- voice ------------------------------------------------------------------------------------------------------
     def render_voice(self, p: dict, span: tuple[float, float], m: ModalitySpec, rng: np.random.Generator):

@@ -7,6 +7,9 @@ left from right but not a lane change from a turn; the camera sees the differenc
 vs the road bending away). An emergency vehicle behind makes the driver slow down and move right: on the IMU, the
 CAN bus and the camera it is a lane change to the right; only the microphone hears the siren. Hard braking shows
 on the IMU and CAN (and a close lead car on the camera, which also appears in ordinary traffic).
+
+Optional regression head `speed` (km/h): the car's speed at the tick, from the same dynamics the CAN speed channel,
+the engine's pitch and the camera's road motion render.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ class Driving(Generator):
     modalities = {"front_cam": "image", "imu": "series", "can": "series", "mic": "audio"}
     channels = {"imu": IMU, "can": CAN}
     heads = {"maneuver": MANEUVERS}
+    regression = {"speed": "km/h"}
+
+    def targets(self, p: dict[str, Any], duration_s: float) -> dict[str, float]:
+        return {"speed": float(self._dynamics(p, np.array([duration_s]))["v"][0] * 3.6)}  # m/s -> km/h
 
     def episode(self, labels: dict[str, str], rng: np.random.Generator, duration_s: float) -> dict[str, Any]:
         ev = labels["maneuver"]

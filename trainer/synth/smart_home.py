@@ -8,6 +8,11 @@ Each stream alone leaves events confusable, and the three together tell them apa
           ~ idle).
   env     door contact + motion (person_entering), motion alone (fall), a steam plume's humidity and temperature
           rise (cooking), smoke (alarm); knock, doorbell, glass_break and idle all read as a quiet house.
+
+Optional multilabel head `activities` (tv, kettle, pet): things going on at the same time as the event, each in
+~30% of episodes, any combination: a TV in another room (speech-band noise with a syllable-rate envelope on the
+mic), a kettle whistling (a steady 1.8-2.6 kHz tone with vibrato on the mic), a cat crossing the hallway floor (on
+the camera). Without the head the TV is random background (30%) and kettle and cat never appear.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class SmartHome(Generator):
     modalities = {"camera": "image", "mic": "audio", "env": "series"}
     channels = {"env": ENV}
     heads = {"event": EVENTS}
+    multilabel = {"activities": ("tv", "kettle", "pet")}
 
     def episode(self, labels: dict[str, str], rng: np.random.Generator, duration_s: float) -> dict[str, Any]:
         ev = labels["event"]
@@ -59,6 +65,10 @@ class SmartHome(Generator):
         p["steam"] = (rng.uniform(0.04, 0.12), rng.uniform(0.5, 1.5))  # degC/s, %RH/s
         p["t_smoke"] = rng.uniform(-3.0, 0.5)  # alarm: smoke reaches the detector
         p["smoke"] = (rng.uniform(0.12, 0.3), rng.uniform(0.01, 0.05))  # level, rise per second
+        acts = labels.get("activities")
+        p["activities"] = None if acts is None else set(filter(None, acts.split("|")))
+        if p["activities"] is not None:  # the cat: start on the floor, speed (frame widths/s), colour, size
+            p["pet"] = (rng.uniform(0.15, 0.85), rng.choice([-1, 1]) * rng.uniform(0.05, 0.15), rng.uniform(20, 200, 3))
         return p
 
     # -- camera -----------------------------------------------------------------------------------------------------
@@ -82,9 +92,16 @@ class SmartHome(Generator):
         # room: pink noise (ventilation, traffic outside) and mains hum at 50 or 60 Hz
         x = sg.colored_noise(rng, n, 1.0) * rng.uniform(0.004, 0.02) * max(self.noise, 0.05)
         x += sg.mains_hum(t, rng.choice([50.0, 60.0]), rng.uniform(0.001, 0.01), rng.uniform(0, sg.TAU))
-        if rng.random() < 0.3:  # a TV in another room: speech-band noise with a syllable-rate envelope
+        acts = p.get("activities")
+        tv = rng.random() < 0.3 if acts is None else "tv" in acts
+        if tv:  # a TV in another room: speech-band noise with a syllable-rate envelope
             env = 0.5 + 0.5 * np.sin(sg.TAU * rng.uniform(3, 5) * t + rng.uniform(0, sg.TAU))
-            x += sg.band_noise(rng, n, r, 300, 3000) * env * rng.uniform(0.003, 0.012)
+            amp = rng.uniform(0.003, 0.012) if acts is None else rng.uniform(0.01, 0.03)  # a labelled TV is audible
+            x += sg.band_noise(rng, n, r, 300, 3000) * env * amp
+        if acts is not None and "kettle" in acts:  # a whistling kettle: a steady tone with a little vibrato
+            f = rng.uniform(1800, min(2600, 0.45 * r))
+            phase = sg.TAU * f * t + 8 * np.sin(sg.TAU * rng.uniform(4, 7) * t)
+            x += (np.sin(phase) * rng.uniform(0.01, 0.04)).astype(np.float32)
         for onset in p["thuds"][(p["thuds"] > span[0] - 0.25) & (p["thuds"] < span[1])]:
             sg.overlay(x, k0, r, onset, _thud(rng, r, loud=ev == "fall" and onset == p["t_fall"]))
         if ev == "doorbell":
@@ -302,7 +319,21 @@ def _draw_hallway(p: dict, t: float, h: int, w: int) -> np.ndarray:
         _standing_person(c, s, u, 0.62 + 0.33 * z, 1.0 + 1.4 * z, t)
     elif ev == "fall" and t >= p["t_fall"]:
         _lying_person(c, s, t)
+    if p.get("activities") and "pet" in p["activities"]:
+        _cat(c, p["pet"], t)
     return c.out(h, w)
+
+
+def _cat(c: _Canvas, pet: tuple, t: float) -> None:
+    """A cat walking back and forth across the hallway floor: body, head and tail."""
+    u0, speed, color = pet
+    u = 0.15 + abs((u0 - 0.15 + speed * t) % 1.4 - 0.7)  # bounces between u = 0.15 and 0.85
+    v = 0.8 + 0.01 * math.sin(sg.TAU * 2 * t)
+    color = tuple(float(x) for x in color)
+    c.ellipse((u, v), (0.08, 0.04), 0, color)
+    side = 1 if speed > 0 else -1
+    c.ellipse((u + side * 0.08, v - 0.035), (0.03, 0.03), 0, color)
+    c.line((u - side * 0.07, v - 0.01), (u - side * 0.12, v - 0.07), color, 0.012)
 
 
 def _door(c: _Canvas, p: dict, t: float) -> None:

@@ -1,0 +1,234 @@
+"""Multilabel and regression heads on synthetic data: mAP, per-label F1, MAE/RMSE, classification kept, latency.
+
+    python benchmarks/bench_heads.py                      # ~2-3 min on 2 cores
+    python benchmarks/bench_heads.py --samples 600 --epochs 6 --parts smart_home
+
+smart_home      the shipped spec at test scale (32x32 frames, 0.5 s of 8 kHz audio, narrower encoders, as the test
+                suite's tiny spec) plus the multilabel head `activities` (tv, kettle, pet: overlapping the event,
+                any combination). Trained twice on the same data: with the head, and without it (the event head
+                alone), so "classification kept" compares like with like. Targets: mAP >= 0.95; event accuracy
+                with the extra head within 2 points of without; ONNX Runtime batch-1 latency (1 thread, CPU) of
+                the graph with the head within 1 ms of the graph without (p50 of interleaved calls).
+driving         the shipped spec plus the regression head `speed` (km/h at the tick): MAE / RMSE.
+customer_service the shipped spec plus the regression head `escalation_risk` (0-1): MAE / RMSE.
+
+Writes runs/bench/heads/heads.json and the `heads` section of BENCHMARKS.md (between its markers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+from _sections import write_section
+
+from edgefuse.spec import load_spec, parse_spec, spec_to_dict
+from edgefuse.trainer.data import load_dataset
+from edgefuse.trainer.evaluate import evaluate
+from edgefuse.trainer.synth import write_dataset
+from edgefuse.trainer.train import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"mAP": 0.95, "accuracy_drop": 0.02, "latency_ms": 1.0}
+EXTRA = {
+    "smart_home": {"multilabel": {"activities": ["tv", "kettle", "pet"]}},
+    "driving": {"regression": {"speed": {"unit": "km/h", "min": 0, "max": 200}}},
+    "customer_service": {"regression": {"escalation_risk": {"unit": "", "min": 0, "max": 1}}},
+}
+
+
+def spec_for(name: str, epochs: int, with_extra: bool = True):
+    d = spec_to_dict(load_spec(ROOT / "configs" / f"{name}.yaml"))
+    if name == "smart_home":  # test scale (tests/trainer/_trainer_tiny.py)
+        d["modalities"]["camera"]["shape"] = [32, 32]
+        d["modalities"]["mic"].update(rate_hz=8000, window_s=0.5)
+        enc = d["model"]["encoders"]
+        enc["camera"].update(width=8, stages=2)
+        enc["mic"].update(n_fft=256, hop=128, n_mels=24, width=8)
+        enc["env"].update(width=16, layers=2)
+        d["model"]["dim"] = 32
+    d["train"].update(epochs=epochs, patience=epochs)
+    if with_extra:
+        d.update(EXTRA[name])
+    return parse_spec(d, f"{name} + {list(EXTRA[name].values())[0]}")
+
+
+def ort_latency(paths: dict[str, Path], feeds: dict[str, np.ndarray], rounds: int = 30, calls: int = 20) -> dict:
+    """Batch-1 ONNX Runtime p50 per graph (1 intra-op thread), the graphs interleaved round by round."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sessions = {k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    for s in sessions.values():
+        for _ in range(20):
+            s.run(None, feeds)
+    for _ in range(rounds):
+        for k, s in sessions.items():
+            for _ in range(calls):
+                t = time.perf_counter_ns()
+                s.run(None, feeds)
+                times[k].append((time.perf_counter_ns() - t) / 1e6)
+    return {k: float(np.percentile(v, 50)) for k, v in times.items()}
+
+
+def bench_smart_home(out: Path, samples: int, epochs: int) -> dict:
+    from edgefuse.trainer.checkpoint import load_run
+    from edgefuse.trainer.models.onnx import to_onnx
+
+    spec = spec_for("smart_home", epochs)
+    plain = spec_for("smart_home", epochs, with_extra=False)
+    data = out / "data" / "smart_home"
+    if not data.exists():
+        write_dataset(spec, data, samples, seed=0, progress=False)
+    ds, ds_plain = load_dataset(spec, data, progress=False), load_dataset(plain, data, progress=False)
+    row: dict = {"scenario": "smart_home", "samples": len(ds)}
+    for tag, s, d in (("with", spec, ds), ("without", plain, ds_plain)):
+        m = train(s, data, out / "smart_home" / tag, progress=False, dataset=d)
+        r = evaluate(out / "smart_home" / tag, data, None, with_baselines=False, progress=False, dataset=d)
+        row[f"event_accuracy_{tag}"] = r["heads"]["event"]["accuracy"]
+        row[f"train_time_s_{tag}"] = m["train_time_s"]
+        if tag == "with":
+            ml = r["multilabel"]["activities"]
+            row["mAP"] = ml["mAP"]
+            row["per_label"] = {
+                k: {"ap": v["ap"], "f1": v["f1"], "threshold": v["threshold"]} for k, v in ml["per_label"].items()
+            }
+            row["exact_match"] = ml["exact_match"]
+            row["n_test"] = r["n_test"]
+    paths = {}
+    for tag in ("with", "without"):
+        s, model, _ = load_run(out / "smart_home" / tag)
+        paths[tag] = out / "smart_home" / f"{tag}.onnx"
+        to_onnx(model, s, paths[tag])
+    test = ds.subset("test")
+    feeds = {k: np.ascontiguousarray(v[:1]) for k, v in test.inputs.items()}
+    feeds["mask"] = np.ascontiguousarray(test.mask[:1], dtype=np.float32)
+    lat = ort_latency(paths, feeds)
+    row["ort_p50_ms"] = lat
+    row["latency_delta_ms"] = lat["with"] - lat["without"]
+    row["accuracy_drop"] = row["event_accuracy_without"] - row["event_accuracy_with"]
+    return row
+
+
+def bench_regression(name: str, out: Path, samples: int, epochs: int) -> dict:
+    spec = spec_for(name, epochs)
+    data = out / "data" / name
+    if not data.exists():
+        write_dataset(spec, data, samples, seed=0, progress=False)
+    ds = load_dataset(spec, data, progress=False)
+    m = train(spec, data, out / name, progress=False, dataset=ds)
+    r = evaluate(out / name, data, None, with_baselines=False, progress=False, dataset=ds)
+    ((head, reg),) = r["regression"].items()
+    return {
+        "scenario": name,
+        "samples": len(ds),
+        "n_test": r["n_test"],
+        "head": head,
+        "unit": reg["unit"],
+        "mae": reg["mae"],
+        "rmse": reg["rmse"],
+        "mae_predicting_train_mean": reg["mae_predicting_train_mean"],
+        "accuracy": r["accuracy"],
+        "train_time_s": m["train_time_s"],
+    }
+
+
+def render(rows: list[dict], meta: dict) -> str:
+    lines = [
+        "## Multilabel and regression heads",
+        "",
+        f"Measured {meta['date']} on {meta['cpu']}, {meta['cores']} cores, {meta['wall_s']:.0f} s wall, 1-min load "
+        f"average during the run {meta['load']}; command: `{meta['command']}`. Synthetic data (seed 0) split "
+        "70/15/15; thresholds of the multilabel head tuned on the validation split, every number on the test split.",
+        "",
+    ]
+    for r in rows:
+        if r["scenario"] == "smart_home":
+            ok = lambda c: "met" if c else "NOT met"  # noqa: E731
+            lines += [
+                f"**smart_home + `activities` (tv, kettle, pet; multilabel)**, {r['samples']} samples "
+                f"({r['n_test']} test), test-scale spec:",
+                "",
+                "| | value | target |",
+                "|---|---|---|",
+                f"| mAP | {r['mAP']:.3f} | >= {TARGETS['mAP']} ({ok(r['mAP'] >= TARGETS['mAP'])}) |",
+                f"| exact match (all 3 labels right) | {r['exact_match']:.3f} | |",
+                f"| event accuracy with / without the head (same data) | {r['event_accuracy_with']:.3f} / "
+                f"{r['event_accuracy_without']:.3f} | drop <= {100 * TARGETS['accuracy_drop']:.0f} pts "
+                f"({ok(r['accuracy_drop'] <= TARGETS['accuracy_drop'])}) |",
+                f"| ONNX Runtime batch-1 p50 with / without (1 thread, interleaved) | {r['ort_p50_ms']['with']:.3f} / "
+                f"{r['ort_p50_ms']['without']:.3f} ms | within {TARGETS['latency_ms']} ms "
+                f"({ok(abs(r['latency_delta_ms']) <= TARGETS['latency_ms'])}) |",
+                f"| training time with / without | {r['train_time_s_with']:.0f} / {r['train_time_s_without']:.0f} s | |",
+                "",
+                "| label | AP | F1 at the tuned threshold | threshold |",
+                "|---|---|---|---|",
+                *(f"| {k} | {v['ap']:.3f} | {v['f1']:.3f} | {v['threshold']:.3f} |" for k, v in r["per_label"].items()),
+                "",
+            ]
+    reg = [r for r in rows if r["scenario"] != "smart_home"]
+    if reg:
+        lines += [
+            "**Regression heads** (the shipped spec plus one regression head, value derived from the episode's latent "
+            "parameters and rendered in its signals):",
+            "",
+            "| scenario | head | MAE | RMSE | MAE predicting the train mean | classification accuracy | samples | train time |",
+            "|---|---|---|---|---|---|---|---|",
+            *(
+                f"| {r['scenario']} | {r['head']} ({r['unit'] or 'unitless'}) | {r['mae']:.3g} | {r['rmse']:.3g} | "
+                f"{r['mae_predicting_train_mean']:.3g} | {r['accuracy']:.3f} | {r['samples']} | {r['train_time_s']:.0f} s |"
+                for r in reg
+            ),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=int, default=800, help="samples per scenario")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--parts", default="smart_home,driving,customer_service")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "heads")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md as it is")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0, loads = time.time(), [os.getloadavg()[0]]
+    rows = []
+    for part in args.parts.split(","):
+        if part == "smart_home":
+            rows.append(bench_smart_home(args.out, args.samples, args.epochs))
+        else:
+            rows.append(bench_regression(part, args.out, args.samples, args.epochs))
+        loads.append(os.getloadavg()[0])
+        print(json.dumps(rows[-1], indent=1), flush=True)
+    info = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), "?")
+    meta = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "wall_s": time.time() - t0,
+        "load": f"{min(loads):.1f}-{max(loads):.1f}",
+        "command": "python benchmarks/bench_heads.py " + " ".join(sys.argv[1:]),
+        "python": platform.python_version(),
+    }
+    (args.out / "heads.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    text = render(rows, meta)
+    print(text)
+    if not args.no_write:
+        write_section(ROOT / "BENCHMARKS.md", "heads", text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
