@@ -29,6 +29,8 @@ def format_line(msg: Message) -> str:
     p, h = msg.payload, msg.header
     if msg.type == "result":
         tops = "  ".join(f"{head}={label} ({p['scores'][head][label]:.2f})" for head, label in p["top"].items())
+        tops += "".join(f"  {head}={'+'.join(on) or '-'}" for head, on in p.get("multilabel", {}).items())
+        tops += "".join(f"  {head}={v['value']:.3g} {v['unit']}".rstrip() for head, v in p.get("values", {}).items())
         mask = " ".join(f"{m}:{int(v)}" for m, v in p["mask"].items())
         lat = p["latency_ms"].get("e2e")
         lat_s = f"  e2e {lat:.1f} ms" if isinstance(lat, (int, float)) else ""

@@ -80,6 +80,9 @@ class MonitorState:
             "mask": p["mask"],
             "latency_ms": p["latency_ms"],
         }
+        for key in ("multilabel", "values"):  # multilabel and regression heads (docs/wire.md), when the bundle has them
+            if isinstance(p.get(key), dict):
+                result[key] = p[key]
         for key in ("truth", "labels"):  # synthetic sources may attach the ground truth
             if isinstance(p.get(key), dict):
                 result["truth"] = p[key]

@@ -112,9 +112,11 @@ function drawResult() {
   const box = el("div");
   for (const [head, scores] of Object.entries(r.scores)) {
     const top = r.top[head];
+    const on = r.multilabel && r.multilabel[head];  // a multilabel head: the labels above their thresholds
     const block = el("div", { class: "head", "data-head": head },
       el("div", { class: "title" }, el("span", { class: "hname" }, head),
-        el("span", { class: "top" }, top), el("span", { class: "pct" }, fmt(100 * scores[top], 0) + "%")));
+        el("span", { class: "top" }, on ? (on.join(" + ") || "none") : top),
+        el("span", { class: "pct" }, on ? "" : fmt(100 * scores[top], 0) + "%")));
     const sorted = Object.entries(scores).sort((a, b) => b[1] - a[1]);
     for (const [label, p] of sorted) {
       block.append(el("div", { class: "bar-row" + (label === top ? " best" : ""), "data-label": label },
@@ -123,6 +125,10 @@ function drawResult() {
         el("span", { class: "v" }, fmt(p, 2))));
     }
     box.append(block);
+  }
+  for (const [head, v] of Object.entries(r.values || {})) {  // regression heads: the value and its unit
+    box.append(el("div", { class: "head", "data-head": head },
+      el("div", { class: "title" }, el("span", { class: "hname" }, head), el("span", { class: "top" }, `${fmt(v.value, 2)} ${v.unit}`))));
   }
   const mask = el("div", { class: "mask" });
   for (const [m, present] of Object.entries(r.mask)) mask.append(el("span", { class: "chip" + (present ? "" : " off") }, m));
