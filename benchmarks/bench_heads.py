@@ -1,13 +1,13 @@
 """Multilabel and regression heads on synthetic data: mAP, per-label F1, MAE/RMSE, classification kept, latency.
 
-    python benchmarks/bench_heads.py                      # ~2-3 min on 2 cores
+    python benchmarks/bench_heads.py                      # ~5 min on 2 idle cores
     python benchmarks/bench_heads.py --samples 600 --epochs 6 --parts smart_home
 
 smart_home      the shipped spec at test scale (32x32 frames, 0.5 s of 8 kHz audio, narrower encoders, as the test
-                suite's tiny spec) plus the multilabel head `activities` (tv, kettle, pet: overlapping the event,
+                suite's tiny spec) plus the multilabel head `activities` (tv, kettle, washer: overlapping the event,
                 any combination). Trained twice on the same data: with the head, and without it (the event head
                 alone), so "classification kept" compares like with like. Targets: mAP >= 0.95; event accuracy
-                with the extra head within 2 points of without; ONNX Runtime batch-1 latency (1 thread, CPU) of
+                with the extra head within 2 points of without (on ~150 test samples one sample is 0.7 points); ONNX Runtime batch-1 latency (1 thread, CPU) of
                 the graph with the head within 1 ms of the graph without (p50 of interleaved calls).
 driving         the shipped spec plus the regression head `speed` (km/h at the tick): MAE / RMSE.
 customer_service the shipped spec plus the regression head `escalation_risk` (0-1): MAE / RMSE.
@@ -38,7 +38,7 @@ from edgefuse.trainer.train import train
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {"mAP": 0.95, "accuracy_drop": 0.02, "latency_ms": 1.0}
 EXTRA = {
-    "smart_home": {"multilabel": {"activities": ["tv", "kettle", "pet"]}},
+    "smart_home": {"multilabel": {"activities": ["tv", "kettle", "washer"]}},
     "driving": {"regression": {"speed": {"unit": "km/h", "min": 0, "max": 200}}},
     "customer_service": {"regression": {"escalation_risk": {"unit": "", "min": 0, "max": 1}}},
 }
@@ -155,7 +155,7 @@ def render(rows: list[dict], meta: dict) -> str:
         if r["scenario"] == "smart_home":
             ok = lambda c: "met" if c else "NOT met"  # noqa: E731
             lines += [
-                f"**smart_home + `activities` (tv, kettle, pet; multilabel)**, {r['samples']} samples "
+                f"**smart_home + `activities` (tv, kettle, washer; multilabel)**, {r['samples']} samples "
                 f"({r['n_test']} test), test-scale spec:",
                 "",
                 "| | value | target |",
@@ -195,8 +195,10 @@ def render(rows: list[dict], meta: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--samples", type=int, default=800, help="samples per scenario")
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--samples", type=int, default=1000, help="smart_home samples")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--reg-samples", type=int, default=600, help="samples of the regression scenarios")
+    ap.add_argument("--reg-epochs", type=int, default=8)
     ap.add_argument("--parts", default="smart_home,driving,customer_service")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "heads")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md as it is")
@@ -208,7 +210,7 @@ def main() -> int:
         if part == "smart_home":
             rows.append(bench_smart_home(args.out, args.samples, args.epochs))
         else:
-            rows.append(bench_regression(part, args.out, args.samples, args.epochs))
+            rows.append(bench_regression(part, args.out, args.reg_samples, args.reg_epochs))
         loads.append(os.getloadavg()[0])
         print(json.dumps(rows[-1], indent=1), flush=True)
     info = Path("/proc/cpuinfo").read_text().splitlines()

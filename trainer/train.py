@@ -178,14 +178,21 @@ def loss_of(
     logits: dict[str, Any], targets: dict[str, Any], idx: Any, smoothing: float = 0.0, model: Any = None
 ) -> Any:
     """Sum over heads of each head kind's loss (edgefuse/heads.py); without `model` every head is a class head."""
-    net = getattr(model, "module", model)  # DDP wraps the model
+    net = unwrap(model)
     kinds = net.kinds if net is not None else {}
     total = 0
     for h, y in targets.items():
         kind = kinds.get(h, "class")
-        scale = net.target_std[net.regression_heads.index(h)] if kind == "regression" else None
+        scale = net.target_std[net.regression_heads.index(h)].to(y.device) if kind == "regression" else None
         total = total + HEAD_KINDS[kind].loss(logits[h], y[idx], smoothing, scale)
     return total
+
+
+def unwrap(model: Any) -> Any:
+    """The FusionModel inside DDP (`.module`) or rank 0's on-device validation adapter (`.model`)."""
+    while model is not None and not hasattr(model, "kinds"):
+        model = getattr(model, "module", None) or getattr(model, "model", None)
+    return model
 
 
 def schedule(cfg: Any, steps_per_epoch: int) -> tuple[int, int]:
@@ -250,10 +257,10 @@ def validate(model: Any, inputs: dict[str, Any], mask: Any, targets: dict[str, A
     heads, max(0, 1 - MAE / train std) for regression heads (edgefuse/heads.py)."""
     logits = predict_logits(model, inputs, mask)
     loss = float(loss_of(logits, targets, slice(None), 0.0, model))
-    score = {}
+    score, net = {}, unwrap(model)
     for h, y in targets.items():
-        kind = HEAD_KINDS[model.kinds.get(h, "class")]
-        std = float(model.target_std[model.regression_heads.index(h)]) if kind.name == "regression" else None
+        kind = HEAD_KINDS[net.kinds.get(h, "class")]
+        std = float(net.target_std[net.regression_heads.index(h)]) if kind.name == "regression" else None
         score[h] = kind.score(y.numpy(), kind.activation(logits[h]).numpy(), std=std)
     return loss, score
 

@@ -28,7 +28,7 @@ def rows_of(data: Path) -> list[dict[str, str]]:
 
 
 def test_smart_home_activities_overlap_and_the_kettle_is_heard(tmp_path: Path):
-    spec = spec_with("smart_home", multilabel={"activities": ["tv", "kettle", "pet"]})
+    spec = spec_with("smart_home", multilabel={"activities": ["tv", "kettle", "washer"]})
     data = write_dataset(spec, tmp_path / "d", 24, seed=3, progress=False)
     rows = rows_of(data)
     sets = [set(filter(None, r["activities"].split("|"))) for r in rows]

@@ -9,10 +9,11 @@ Each stream alone leaves events confusable, and the three together tell them apa
   env     door contact + motion (person_entering), motion alone (fall), a steam plume's humidity and temperature
           rise (cooking), smoke (alarm); knock, doorbell, glass_break and idle all read as a quiet house.
 
-Optional multilabel head `activities` (tv, kettle, pet): things going on at the same time as the event, each in
-~30% of episodes, any combination: a TV in another room (speech-band noise with a syllable-rate envelope on the
-mic), a kettle whistling (a steady 1.8-2.6 kHz tone with vibrato on the mic), a cat crossing the hallway floor (on
-the camera). Without the head the TV is random background (30%) and kettle and cat never appear.
+Optional multilabel head `activities` (tv, kettle, washer): things going on at the same time as the event, each in
+~30% of episodes, any combination: a TV in another room (speech-band noise with a syllable-rate envelope on the mic,
+and its glow moving the light sensor by 30-80 lux at each scene cut), a kettle whistling (a steady 1.8-2.4 kHz tone with vibrato on the
+mic), a washing machine spinning (a 100-160 Hz motor hum with its harmonic, swelling with the drum's turns, on the
+mic). Without the head the TV is random background (30%, no glow) and kettle and washer never appear.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class SmartHome(Generator):
     modalities = {"camera": "image", "mic": "audio", "env": "series"}
     channels = {"env": ENV}
     heads = {"event": EVENTS}
-    multilabel = {"activities": ("tv", "kettle", "pet")}
+    multilabel = {"activities": ("tv", "kettle", "washer")}
 
     def episode(self, labels: dict[str, str], rng: np.random.Generator, duration_s: float) -> dict[str, Any]:
         ev = labels["event"]
@@ -67,8 +68,8 @@ class SmartHome(Generator):
         p["smoke"] = (rng.uniform(0.12, 0.3), rng.uniform(0.01, 0.05))  # level, rise per second
         acts = labels.get("activities")
         p["activities"] = None if acts is None else set(filter(None, acts.split("|")))
-        if p["activities"] is not None:  # the cat: start on the floor, speed (frame widths/s), colour, size
-            p["pet"] = (rng.uniform(0.15, 0.85), rng.choice([-1, 1]) * rng.uniform(0.05, 0.15), rng.uniform(20, 200, 3))
+        if p["activities"] is not None:  # the TV's glow on the light sensor: lux swing, scene-cut rate (1/s)
+            p["tv_glow"] = (rng.uniform(30, 80), rng.uniform(1.5, 3.0))
         return p
 
     # -- camera -----------------------------------------------------------------------------------------------------
@@ -96,12 +97,17 @@ class SmartHome(Generator):
         tv = rng.random() < 0.3 if acts is None else "tv" in acts
         if tv:  # a TV in another room: speech-band noise with a syllable-rate envelope
             env = 0.5 + 0.5 * np.sin(sg.TAU * rng.uniform(3, 5) * t + rng.uniform(0, sg.TAU))
-            amp = rng.uniform(0.003, 0.012) if acts is None else rng.uniform(0.01, 0.03)  # a labelled TV is audible
+            amp = rng.uniform(0.003, 0.012) if acts is None else rng.uniform(0.015, 0.04)  # a labelled TV is audible
             x += sg.band_noise(rng, n, r, 300, 3000) * env * amp
         if acts is not None and "kettle" in acts:  # a whistling kettle: a steady tone with a little vibrato
-            f = rng.uniform(1800, min(2600, 0.45 * r))
+            f = rng.uniform(1800, min(2400, 0.45 * r))
             phase = sg.TAU * f * t + 8 * np.sin(sg.TAU * rng.uniform(4, 7) * t)
-            x += (np.sin(phase) * rng.uniform(0.01, 0.04)).astype(np.float32)
+            x += (np.sin(phase) * rng.uniform(0.03, 0.08)).astype(np.float32)
+        if acts is not None and "washer" in acts:  # a spinning washer: motor hum + harmonic, swelling per drum turn
+            f, turn = rng.uniform(100, 160), rng.uniform(0.8, 1.5)
+            swell = 0.7 + 0.3 * np.sin(sg.TAU * turn * t + rng.uniform(0, sg.TAU))
+            hum = np.sin(sg.TAU * f * t) + 0.6 * np.sin(sg.TAU * 2 * f * t + 1.0)
+            x += (hum * swell * rng.uniform(0.06, 0.12)).astype(np.float32)
         for onset in p["thuds"][(p["thuds"] > span[0] - 0.25) & (p["thuds"] < span[1])]:
             sg.overlay(x, k0, r, onset, _thud(rng, r, loud=ev == "fall" and onset == p["t_fall"]))
         if ev == "doorbell":
@@ -145,6 +151,10 @@ class SmartHome(Generator):
         elif ev == "person_entering":  # outside air through the open door
             temp -= 0.02 * np.maximum(t - p["t_open"], 0)
         light = np.array([_lux(p, float(ti)) for ti in t]) * (1 + 0.01 * q * rng.standard_normal(n))
+        if p.get("activities") and "tv" in p["activities"]:  # the TV's glow: its brightness jumps at each scene cut
+            swing, rate = p["tv_glow"]
+            cuts = np.floor(t * rate)  # the scene index at each row; a fixed pseudo-random brightness per scene
+            light = light + swing * np.sin(cuts * 12.9898 + swing * 78.233) ** 2
         cols = {
             "motion": motion,
             "door": door,
@@ -319,21 +329,7 @@ def _draw_hallway(p: dict, t: float, h: int, w: int) -> np.ndarray:
         _standing_person(c, s, u, 0.62 + 0.33 * z, 1.0 + 1.4 * z, t)
     elif ev == "fall" and t >= p["t_fall"]:
         _lying_person(c, s, t)
-    if p.get("activities") and "pet" in p["activities"]:
-        _cat(c, p["pet"], t)
     return c.out(h, w)
-
-
-def _cat(c: _Canvas, pet: tuple, t: float) -> None:
-    """A cat walking back and forth across the hallway floor: body, head and tail."""
-    u0, speed, color = pet
-    u = 0.15 + abs((u0 - 0.15 + speed * t) % 1.4 - 0.7)  # bounces between u = 0.15 and 0.85
-    v = 0.8 + 0.01 * math.sin(sg.TAU * 2 * t)
-    color = tuple(float(x) for x in color)
-    c.ellipse((u, v), (0.08, 0.04), 0, color)
-    side = 1 if speed > 0 else -1
-    c.ellipse((u + side * 0.08, v - 0.035), (0.03, 0.03), 0, color)
-    c.line((u - side * 0.07, v - 0.01), (u - side * 0.12, v - 0.07), color, 0.012)
 
 
 def _door(c: _Canvas, p: dict, t: float) -> None:
