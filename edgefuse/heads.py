@@ -11,6 +11,10 @@ One registry (HEAD_KINDS) is the only list of head kinds; a spec declares heads 
 Shared by trainer, deploy and runtime: nothing here imports torch or scikit-learn at module level (the runtime has
 neither); the training-side methods import them when called.
 
+Calibration: class heads get a softmax temperature fitted on the validation split (trainer/calibrate.py); multilabel
+heads get no Platt/temperature scaling: their per-label thresholds, tuned on the same split, are what turns a
+probability into a decision. Regression heads publish the value only (no interval).
+
 A per-head validation score in [0, 1] (higher is better) lets early stopping compare epochs over mixed heads:
 accuracy (class), mAP (multilabel), max(0, 1 - MAE / std) with std the training targets' standard deviation
 (regression: 0 = no better than predicting the mean's typical error, 1 = exact).

@@ -475,6 +475,14 @@ def cli_eval(args: argparse.Namespace) -> int:
             print(f"  only {m}: {v['mean']:.3f} +- {v['std']:.3f}")
         return 0
     r = evaluate(args.run, args.data, args.report, with_baselines=not args.no_baselines, split=args.split)
+    for h, m in r["multilabel"].items():
+        print(f"  {h} (multilabel): mAP {m['mAP']:.3f}, macro F1 {m['macro_f1']:.3f} at the validation thresholds")
+    for h, m in r["regression"].items():
+        if m["n"]:
+            print(f"  {h} (regression): MAE {m['mae']:.4g} {m['unit']}, RMSE {m['rmse']:.4g} {m['unit']}".rstrip())
+    if not r["heads"]:
+        print(f"{args.report}: {r['n_test']} {r['split']} samples; latency p50 {r['latency_ms']['p50']:.2f} ms")
+        return 0
     print(
         f"{args.report}: accuracy {r['accuracy']:.3f}, joint {r['joint_accuracy']:.3f}, macro F1 {r['macro_f1']:.3f} "
         f"on {r['n_test']} {r['split']} samples; {r['params']:,} params; "

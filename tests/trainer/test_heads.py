@@ -279,3 +279,26 @@ def test_a_spec_without_class_heads_trains_and_evaluates(heads_data: Path, tmp_p
     r = evaluate(tmp_path / "run", heads_data, tmp_path / "r.json", with_baselines=False, progress=False)
     assert r["heads"] == {} and r["multilabel"]["events"]["mAP"] > 0 and r["regression"]["speed"]["mae"] > 0
     assert "Regression heads" in (tmp_path / "r.md").read_text()
+
+
+def test_eval_command_prints_the_new_heads(heads_run, heads_data: Path, tmp_path: Path, capsys):
+    from edgefuse.cli import main
+
+    _, run, _ = heads_run
+    assert (
+        main(
+            [
+                "eval",
+                "--run",
+                str(run),
+                "--data",
+                str(heads_data),
+                "--report",
+                str(tmp_path / "r.json"),
+                "--no-baselines",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "events (multilabel): mAP" in out and "speed (regression): MAE" in out and "km/h" in out

@@ -11,9 +11,10 @@ Each stream alone leaves events confusable, and the three together tell them apa
 
 Optional multilabel head `activities` (tv, kettle, washer): things going on at the same time as the event, each in
 ~30% of episodes, any combination: a TV in another room (speech-band noise with a syllable-rate envelope on the mic,
-and its glow moving the light sensor by 30-80 lux at each scene cut), a kettle whistling (a steady 1.8-2.4 kHz tone with vibrato on the
-mic), a washing machine spinning (a 100-160 Hz motor hum with its harmonic, swelling with the drum's turns, on the
-mic). Without the head the TV is random background (30%, no glow) and kettle and washer never appear.
+and its glow moving the light sensor by 30-80 lux at each scene cut), a kettle whistling (a steady 1.8-2.4 kHz tone
+with vibrato on the mic), a washing machine spinning (a 100-160 Hz motor hum with its harmonic, swelling with the
+drum's turns, on the mic). Without the head the TV is random background (30%, no glow) and kettle and washer never
+appear.
 """
 
 from __future__ import annotations
