@@ -11,10 +11,10 @@ Each stream alone leaves events confusable, and the three together tell them apa
 
 Optional multilabel head `activities` (tv, kettle, washer): things going on at the same time as the event, each in
 ~30% of episodes, any combination: a TV in another room (speech-band noise with a syllable-rate envelope on the mic,
-and its glow moving the light sensor by 30-80 lux at each scene cut), a kettle whistling (a steady 1.8-2.4 kHz tone
-with vibrato on the mic), a washing machine spinning (a 100-160 Hz motor hum with its harmonic, swelling with the
-drum's turns, on the mic). Without the head the TV is random background (30%, no glow) and kettle and washer never
-appear.
+and its glow moving the light sensor at each scene cut by 30-80 lux, or 15-30 % of the room light when more), a
+kettle whistling (a steady 1.8-2.4 kHz tone with vibrato on the mic), a washing machine spinning (a 100-160 Hz
+motor hum with its harmonic, swelling with the drum's turns, on the mic). Without the head the TV is random
+background (30%, no glow) and kettle and washer never appear.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ class SmartHome(Generator):
         p["smoke"] = (rng.uniform(0.12, 0.3), rng.uniform(0.01, 0.05))  # level, rise per second
         acts = labels.get("activities")
         p["activities"] = None if acts is None else set(filter(None, acts.split("|")))
-        if p["activities"] is not None:  # the TV's glow on the light sensor: lux swing, scene-cut rate (1/s)
-            p["tv_glow"] = (rng.uniform(30, 80), rng.uniform(1.5, 3.0))
+        if p["activities"] is not None:  # the TV's glow on the light sensor: swing (lux, share), scene cuts per s
+            p["tv_glow"] = (rng.uniform(30, 80), rng.uniform(0.15, 0.3), rng.uniform(1.5, 3.0))
         return p
 
     # -- camera -----------------------------------------------------------------------------------------------------
@@ -153,9 +153,10 @@ class SmartHome(Generator):
             temp -= 0.02 * np.maximum(t - p["t_open"], 0)
         light = np.array([_lux(p, float(ti)) for ti in t]) * (1 + 0.01 * q * rng.standard_normal(n))
         if p.get("activities") and "tv" in p["activities"]:  # the TV's glow: its brightness jumps at each scene cut
-            swing, rate = p["tv_glow"]
+            swing, share, rate = p["tv_glow"]
             cuts = np.floor(t * rate)  # the scene index at each row; a fixed pseudo-random brightness per scene
-            light = light + swing * np.sin(cuts * 12.9898 + swing * 78.233) ** 2
+            # at least `share` of the room's light: well above the sensor's 1 % noise in a bright room too
+            light = light + max(swing, share * p["lux"]) * np.sin(cuts * 12.9898 + swing * 78.233) ** 2
         cols = {
             "motion": motion,
             "door": door,
