@@ -202,7 +202,12 @@ def main() -> int:
     ap.add_argument("--parts", default="smart_home,driving,customer_service")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "heads")
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md as it is")
+    ap.add_argument("--render", action="store_true", help="write the section from OUT/heads.json of an earlier run")
     args = ap.parse_args()
+    if args.render:
+        done = json.loads((args.out / "heads.json").read_text())
+        write_section(ROOT / "BENCHMARKS.md", "heads", render(done["rows"], done["meta"]))
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     t0, loads = time.time(), [os.getloadavg()[0]]
     rows = []

@@ -10,11 +10,11 @@ Each stream alone leaves events confusable, and the three together tell them apa
           rise (cooking), smoke (alarm); knock, doorbell, glass_break and idle all read as a quiet house.
 
 Optional multilabel head `activities` (tv, kettle, washer): things going on at the same time as the event, each in
-~30% of episodes, any combination: a TV in another room (speech-band noise with a syllable-rate envelope on the mic,
-and its glow moving the light sensor at each scene cut by 30-80 lux, or 15-30 % of the room light when more), a
-kettle whistling (a steady 1.8-2.4 kHz tone with vibrato on the mic), a washing machine spinning (a 100-160 Hz
-motor hum with its harmonic, swelling with the drum's turns, on the mic). Without the head the TV is random
-background (30%, no glow) and kettle and washer never appear.
+~30% of episodes, any combination: a TV in another room (speech-band noise with a syllable-rate envelope and music, a
+major triad whose root changes at each scene cut, on the mic; its glow moving the light sensor at each scene cut by
+30-80 lux, or 15-30 % of the room light when more), a kettle whistling (a steady 1.8-2.4 kHz tone with vibrato on
+the mic), a washing machine spinning (a 100-160 Hz motor hum with its harmonic, swelling with the drum's turns, on
+the mic). Without the head the TV is random background (30%, no music, no glow) and kettle and washer never appear.
 """
 
 from __future__ import annotations
@@ -100,6 +100,11 @@ class SmartHome(Generator):
             env = 0.5 + 0.5 * np.sin(sg.TAU * rng.uniform(3, 5) * t + rng.uniform(0, sg.TAU))
             amp = rng.uniform(0.003, 0.012) if acts is None else rng.uniform(0.015, 0.04)  # a labelled TV is audible
             x += sg.band_noise(rng, n, r, 300, 3000) * env * amp
+            if acts is not None:  # a labelled TV also plays music: a major triad whose root changes at scene cuts
+                _, _, rate = p["tv_glow"]
+                root = 350 * 2 ** ((np.floor(t * rate) * 7 % 12) / 12)  # (N,) Hz, one root per scene
+                chord = sum(np.sin(sg.TAU * np.cumsum(root * k) / r) for k in (1.0, 1.26, 1.5))
+                x += (chord * rng.uniform(0.015, 0.03)).astype(np.float32)
         if acts is not None and "kettle" in acts:  # a whistling kettle: a steady tone with a little vibrato
             f = rng.uniform(1800, min(2400, 0.45 * r))
             phase = sg.TAU * f * t + 8 * np.sin(sg.TAU * rng.uniform(4, 7) * t)
