@@ -1,16 +1,28 @@
 """Compact per-modality encoders; each maps one modality's batch to a (B, dim) embedding.
 
 Every encoder is built as `cls(modality_spec, encoder_spec, dim)` and registered in ENCODERS by the `type` name the
-scenario YAML uses. The last layer of each is Linear + LayerNorm, so all modality tokens reach fusion on one scale.
+scenario YAML uses; `register_encoder` adds one (its config model goes into edgefuse.spec's registry, so a config can
+select it without editing spec.py). The last layer of each is Linear + LayerNorm, so all modality tokens reach fusion on one scale.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
+from pydantic import BaseModel
 from torch import Tensor, nn
 
-from edgefuse.spec import CNN1DEncoder, DWCNNEncoder, GRUEncoder, HashedTextEncoder, LogMelEncoder, ModalitySpec
+from edgefuse.spec import (
+    CNN1DEncoder,
+    DWCNNEncoder,
+    GRUEncoder,
+    HashedTextEncoder,
+    LogMelEncoder,
+    ModalitySpec,
+    register_encoder_config,
+)
 from edgefuse.trainer.models.logmel import LogMel
 
 
@@ -178,3 +190,15 @@ ENCODERS: dict[str, type[nn.Module]] = {
     "gru": SeriesGRU,
     "hashed_embedding": HashedBagOfTokens,
 }
+
+
+def register_encoder(config: type[BaseModel], kinds: tuple[str, ...]) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: register an encoder module for modalities of `kinds`, configured by `config` (a pydantic model
+    with `type: Literal["<name>"]` and the encoder's parameters). Built as cls(modality_spec, config, dim) and maps a
+    modality's batch to (B, dim); `<name>` is then a valid model.encoders.<m>.type in any spec."""
+
+    def add(cls: type[nn.Module]) -> type[nn.Module]:
+        ENCODERS[register_encoder_config(config, kinds)] = cls
+        return cls
+
+    return add
