@@ -250,6 +250,9 @@ class CNN1DEncoder(Strict):
     width: int = Field(32, gt=0)
     kernel: int = Field(5, gt=0)
     layers: int = Field(3, ge=1)
+    # the last feature map is averaged over this many equal stretches of the window, concatenated: keeps the coarse
+    # order of what happened (a swipe to the left vs to the right); 1 = one mean over the whole window
+    segments: int = Field(1, ge=1, le=16)
 
 
 class GRUEncoder(Strict):
@@ -558,7 +561,15 @@ def default_encoder(m: dict[str, Any]) -> dict[str, Any]:
         return {"type": "logmel_cnn", "n_fft": n_fft, "hop": n_fft // 2, "n_mels": min(40, n_fft // 8), "stages": 2}
     if kind == "series":
         steps = float(m.get("rate_hz") or 1) * float(m.get("window_s") or 1)
-        return {"type": "cnn1d", "width": 32, "kernel": 5, "layers": 3 if steps >= 32 else 2}
+        width = 64 if len(m.get("channels") or []) > 16 else 32  # many channels (a skeleton, an array): wider
+        # segments: a window of 32+ steps keeps its coarse time order (4 stretches), a short one is averaged
+        return {
+            "type": "cnn1d",
+            "width": width,
+            "kernel": 5,
+            "layers": 3 if steps >= 32 else 2,
+            "segments": 4 if steps >= 32 else 1,
+        }
     if kind == "text":
         return {"type": "hashed_embedding"}
     return {}

@@ -126,7 +126,8 @@ class Standardize(nn.Module):
 
 
 class TemporalCNN(nn.Module):
-    """Series (B, C, T) in raw units: standardize, `layers` Conv1d+BN+ReLU (stride 2 after the first), mean pool."""
+    """Series (B, C, T) in raw units: standardize, `layers` Conv1d+BN+ReLU (stride 2 after the first), mean pool
+    (over the whole window, or over `segments` equal stretches of it, concatenated)."""
 
     def __init__(self, m: ModalitySpec, cfg: CNN1DEncoder, dim: int):
         super().__init__()
@@ -139,11 +140,21 @@ class TemporalCNN(nn.Module):
             layers += [nn.BatchNorm1d(cfg.width), nn.ReLU(inplace=True)]
             c_in = cfg.width
         self.features = nn.Sequential(*layers)
-        self.proj = _projection(cfg.width, dim)
+        n = m.n_steps  # the feature map's length, known from the spec: static stretch bounds (ONNX-friendly)
+        for i in range(cfg.layers):
+            n = (n + 2 * (cfg.kernel // 2) - cfg.kernel) // (1 if i == 0 else 2) + 1
+        s = cfg.segments
+        self.cuts = [min(i * n // s, max(n - 1, 0)) for i in range(s)] + [n]
+        self.segments = s
+        self.proj = _projection(cfg.width * cfg.segments, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.features(self.standardize(x))  # (B, width, T')
-        return self.proj(h.mean(dim=2))  # (B, dim)
+        if self.segments == 1:
+            return self.proj(h.mean(dim=2))  # (B, dim)
+        cuts = self.cuts
+        parts = [h[:, :, a : max(b, a + 1)].mean(dim=2) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        return self.proj(torch.cat(parts, dim=1))  # (B, width * segments) -> (B, dim)
 
 
 class SeriesGRU(nn.Module):
