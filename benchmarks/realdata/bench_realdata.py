@@ -46,6 +46,8 @@ PUBLISHED = {
     "utdmhad": "Chen, Jafari and Kehtarnavaz, ICIP 2015, same cross-subject protocol (odd subjects train, even test): "
     "inertial 67.2 %, depth 66.1 %, depth + inertial 79.1 % (collaborative representation classifier); this split "
     "also holds subject 7 out of training for validation",
+    "dsads": "Altun, Barshan and Tunçel, Pattern Recognition 43(10), 2010, and Barshan and Yüksek 2014 evaluate all "
+    "five units together (10-fold and leave-one-subject-out); not this two-modality person split, no figure quoted",
 }
 
 
