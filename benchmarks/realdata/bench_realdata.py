@@ -215,27 +215,33 @@ def section(rows: list[dict], seeds: int, cmd: str) -> str:
 
 
 def with_carried(text: str, measured: list[str]) -> str:
-    """This run's section plus the rows, targets and command of datasets measured in an earlier run."""
+    """This run's section plus the rows and targets of datasets measured in earlier runs, each earlier run named by
+    its command and date."""
     path = ROOT / "BENCHMARKS.md"
-    rows, targets, heads = carried(path.read_text() if path.exists() else "", measured)
+    rows, targets, runs = carried(path.read_text() if path.exists() else "", measured)
     if not rows:
         return text
     lines = text.splitlines()
     table_end = max(i for i, line in enumerate(lines) if line.startswith("| "))
     lines[table_end + 1 : table_end + 1] = rows
-    lines += [*targets, "", "Earlier: " + heads[0] if heads else "Earlier: (command not recorded)"]
-    names = ", ".join(r.split(" | ")[0][2:] for r in rows)
-    lines += [f"(the rows of {names} are from that run, with the default recipe of its day)"]
+    lines += targets
+    for cmd, names in runs.items():
+        lines += [
+            "",
+            f"Earlier: {cmd}",
+            f"(the rows of {', '.join(names)} are from that run, with the default recipe of its day)",
+        ]
     return "\n".join(lines)
 
 
-def carried(text: str, measured: list[str]) -> tuple[list[str], list[str], list[str]]:
-    """From the current section: (table rows, target lines, their header line) of the datasets this run did not
-    measure, so that re-measuring one dataset keeps the others' last figures (marked with when they were taken)."""
+def carried(text: str, measured: list[str]) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """From the current section: the table rows and target lines of the datasets this run did not measure, and
+    {earlier command line: [its datasets]}, so that re-measuring one dataset keeps the others' last figures."""
     m = re.search(r"<!-- realdata:begin -->(.*?)<!-- realdata:end -->", text, flags=re.S)
     if not m:
-        return [], [], []
-    rows, targets, heads, keep = [], [], [], False
+        return [], [], {}
+    rows, targets, keep, head, pending = [], [], False, None, None
+    origin: dict[str, str] = {}  # dataset -> the command line of the run that measured it
     for line in m.group(1).splitlines():
         name = re.match(r"^\| (\w+) \| \d", line)
         if name and name.group(1) not in measured:
@@ -247,9 +253,18 @@ def carried(text: str, measured: list[str]) -> tuple[list[str], list[str], list[
             keep = False
         if keep:
             targets.append(line)
-        if line.startswith("`python benchmarks/realdata/bench_realdata.py") or line.startswith("Earlier: "):
-            heads.append(re.sub(r"\); .*", ")", line.removeprefix("Earlier: ")))
-    return rows, targets, heads[:1] if rows else []
+        if line.startswith("`python benchmarks/realdata/bench_realdata.py") and head is None:
+            head = re.sub(r"\); .*", ")", line)
+        if line.startswith("Earlier: "):
+            pending = line.removeprefix("Earlier: ")
+        listed = re.match(r"^\(the rows of (.*?) are from that run", line)
+        if listed and pending:
+            origin.update({n: pending for n in listed.group(1).split(", ")})
+    runs: dict[str, list[str]] = {}
+    for r in rows:
+        n = r.split(" | ")[0][2:]
+        runs.setdefault(origin.get(n, head or "(command not recorded)"), []).append(n)
+    return rows, targets, runs
 
 
 def main() -> int:
