@@ -12,7 +12,9 @@ Per dataset (its spec is benchmarks/realdata/<name>.yaml, its data data/realdata
              better of the two on validation is reported
 Targets (issue 10): fused >= reference + 3 points and >= best edgefuse unimodal + 5 points; seed std <= 1.5 points;
 ECE <= 0.05 after calibration; <= 500k params; ONNX Runtime batch-1 <= 1 ms; training <= 10 min per dataset.
-Writes runs/realdata/<name>/ and the "Real data" section of BENCHMARKS.md.
+Writes runs/realdata/<name>/ and the "Real data" section of BENCHMARKS.md; the rows of datasets not measured in this
+run stay there, under the command and date of the run that measured them.
+Datasets: barbell, signlang, utdmhad, dsads (converters and their sources: benchmarks/realdata/<name>.py).
 """
 
 from __future__ import annotations
