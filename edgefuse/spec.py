@@ -327,6 +327,38 @@ class TrainSpec(Strict):
     threads: int = Field(2, gt=0)  # torch CPU threads
 
 
+class AnomalyTargetSpec(Strict):
+    """The fixed (not learned) compact view of each modality the anomaly model reconstructs."""
+
+    image_size: int = Field(8, gt=0)  # image: average-pooled to image_size x image_size pixels per channel
+    audio_bands: int = Field(16, gt=0)  # audio: log-mel bands (at most the encoder's n_mels) ...
+    audio_frames: int = Field(8, gt=0)  # ... averaged into this many frames per window
+    series_steps: int = Field(16, gt=0)  # series: standardized, averaged into this many steps (+ each channel's noise)
+    text_bins: int = Field(32, gt=1)  # text: histogram of token ids folded into this many bins
+
+
+class AnomalySpec(Strict):
+    """The unsupervised multimodal anomaly model (trainer/models/anomaly.py): an autoencoder over the same encoders,
+    trained on normal data only; per tick a score per modality and a fused score, alerting above a threshold."""
+
+    latent: int = Field(16, gt=0)  # the fused bottleneck's size
+    hidden: int = Field(128, gt=0)  # width of the bottleneck MLP and of each decoder
+    # training epochs; unset = train.epochs (or its data-sized default); patience unset = train.patience's rule
+    epochs: int | None = Field(None, gt=0)
+    patience: int | None = Field(None, gt=0)
+    # probability of hiding each present modality from the encoders in training (it is still reconstructed, from
+    # the others): the model learns what each modality should look like given the rest
+    modality_dropout: float = Field(0.25, ge=0, lt=1)
+    # the alert thresholds: this quantile of the validation split's (normal) scores, per modality and fused
+    quantile: float = Field(0.99, gt=0.5, lt=1)
+    # fused score = the max (a fault in any one modality alerts) or the mean of the present modalities' scores
+    fuse: Literal["max", "mean"] = "max"
+    # head -> classes left out of "normal" (the train and validation data of the anomaly model): e.g. an event
+    # the model must flag as never seen; the rest of the train split is normal
+    exclude: dict[str, list[str]] = {}
+    target: AnomalyTargetSpec = AnomalyTargetSpec()
+
+
 class SynthSpec(Strict):
     generator: str  # name of a generator registered in trainer/synth (the three built-ins use their own name)
     samples: int = Field(2400, gt=0)  # default sample count for `edgefuse synth`
@@ -416,7 +448,9 @@ class ScenarioSpec(Strict):
     modalities: dict[str, ModalitySpec]  # modality name -> its kind, rate, window, shape, channels (spec order)
     # head name -> class names; a spec with several heads trains one classifier per head. Numbers are allowed and
     # kept as strings (labels.csv holds text): [0, 1, 2] means the classes "0", "1", "2"
-    labels: dict[str, list[str]]
+    labels: dict[str, list[str]] = {}
+    # optional: the unsupervised anomaly model (needs no labels; `edgefuse train` trains it after the classifier)
+    anomaly: AnomalySpec | None = None
     # optional: unset, every modality gets default_encoder() and the defaults below
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()  # optional: the training recipe (trainer/train.py)
@@ -503,14 +537,14 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
     Runs on raw data so that these problems are reported together with field errors, not only after them.
     """
     d = lambda x: x if isinstance(x, dict) else {}  # noqa: E731 - tolerate malformed parts: they have own errors
-    modalities, model, labels = d(data.get("modalities")), d(data.get("model")), data.get("labels")
+    modalities, model, labels = d(data.get("modalities")), d(data.get("model")), data.get("labels", {})
     encoders = d(model.get("encoders"))
     problems: list[tuple[str, str]] = []
     if "modalities" in data and not modalities:
         problems.append(("modalities", "at least one modality is required"))
     if isinstance(labels, dict):
-        if not labels:
-            problems.append(("labels", "at least one head is required"))
+        if not labels and not isinstance(data.get("anomaly"), dict):
+            problems.append(("labels", "at least one head is required (or an `anomaly` section)"))
         for head, classes in labels.items():
             if isinstance(classes, list) and len(classes) < 2:
                 problems.append((f"labels.{head}", "a head needs at least two classes"))
@@ -528,6 +562,7 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
             if kind in _ENCODERS_FOR_KIND and etype not in _ENCODERS_FOR_KIND[kind]:
                 allowed = ", ".join(_ENCODERS_FOR_KIND[kind])
                 problems.append((f"model.encoders.{m}.type", f"'{etype}' cannot encode {kind}; use one of: {allowed}"))
+    problems += _anomaly_problems(d(data.get("anomaly")), d(labels))
     problems += _model_choice_problems(d(d(data.get("runtime")).get("model")))
     trigger = d(data.get("runtime")).get("trigger")
     if trigger is not None and trigger not in modalities:
@@ -551,6 +586,23 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
     if numeric and abs(sum(splits.values()) - 1.0) > 1e-6:  # type: ignore[union-attr]
         problems.append(("synth.splits", "fractions must sum to 1"))
     return problems
+
+
+def _anomaly_problems(a: dict[str, Any], labels: dict[str, Any]) -> list[tuple[str, str]]:
+    """anomaly.exclude must name heads and classes of `labels`, and leave some normal data."""
+    out = []
+    exclude = a.get("exclude")
+    for head, classes in (exclude if isinstance(exclude, dict) else {}).items():
+        if head not in labels:
+            out.append((f"anomaly.exclude.{head}", f"no head named '{head}' in labels"))
+            continue
+        known = [str(c) for c in labels[head]] if isinstance(labels[head], list) else []
+        for c in classes if isinstance(classes, list) else []:
+            if str(c) not in known:
+                out.append((f"anomaly.exclude.{head}", f"'{c}' is not a class of labels.{head}"))
+        if isinstance(classes, list) and known and set(map(str, classes)) >= set(known):
+            out.append((f"anomaly.exclude.{head}", "every class is excluded: no normal data would be left"))
+    return out
 
 
 def _model_choice_problems(m: dict[str, Any]) -> list[tuple[str, str]]:

@@ -31,6 +31,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("model.encoders.<name> (type: hashed_embedding)", S.HashedTextEncoder),
     ("model.fusion", S.FusionSpec),
     ("train", S.TrainSpec),
+    ("anomaly", S.AnomalySpec),
+    ("anomaly.target", S.AnomalyTargetSpec),
     ("synth", S.SynthSpec),
     ("runtime", S.RuntimeSpec),
     ("runtime.publish", S.PublishSpec),

@@ -31,4 +31,4 @@ def test_spec_schema_is_json_schema_of_the_spec(capsys):
     assert main(["spec", "--schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert schema["title"] == "ScenarioSpec"
-    assert set(schema["required"]) == {"name", "modalities", "labels"}
+    assert set(schema["required"]) == {"name", "modalities"}  # labels: optional with an anomaly section
