@@ -222,6 +222,21 @@ def _check_result(p: dict[str, Any]) -> None:
     for stage, ms in p["latency_ms"].items():
         if not isinstance(ms, _NUM) or isinstance(ms, bool) or not math.isfinite(ms):
             raise WireError(f"payload.latency_ms.{_key(stage)}: expected a finite number")
+    if "anomaly" in p:
+        _check_anomaly(p["anomaly"])
+
+
+ANOMALY_FIELDS = {"score": _NUM, "threshold": _NUM, "alert": bool, "modalities": dict}
+
+
+def _check_anomaly(a: Any) -> None:
+    """The optional `anomaly` key of a result (issue 14; docs/wire.md)."""
+    _check_fields(a, ANOMALY_FIELDS, "payload.anomaly")
+    if isinstance(a["score"], bool) or isinstance(a["threshold"], bool):
+        raise WireError("payload.anomaly.score/threshold: expected numbers, got bool")
+    for m, v in a["modalities"].items():
+        if not isinstance(v, _NUM) or isinstance(v, bool) or not math.isfinite(v):
+            raise WireError(f"payload.anomaly.modalities.{_key(m)}: expected a finite number")
 
 
 def decode(frames: list[bytes]) -> Message:

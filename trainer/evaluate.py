@@ -312,6 +312,10 @@ def evaluate(
     }
     if with_baselines:
         report.update(baselines(spec, run_dir, data_dir, ds, part, progress))
+    if (run_dir / "anomaly.pt").is_file():  # the run's anomaly model: ROC-AUC per injected fault (trainer/anomaly.py)
+        from edgefuse.trainer.anomaly import evaluate_anomaly
+
+        report["anomaly"] = evaluate_anomaly(run_dir, ds, split, seed=spec.train.seed)
     if report_path is not None:
         from edgefuse.trainer.report import write_report
 
@@ -423,4 +427,7 @@ def cli_eval(args: argparse.Namespace) -> int:
     )
     for m, acc in r["unimodal"].items():
         print(f"  only {m}: {acc:.3f}   without {m}: {r['without'].get(m, float('nan')):.3f}")
+    if "anomaly" in r:
+        aucs = ", ".join(f"{k} {v['roc_auc']:.3f}" for k, v in r["anomaly"]["kinds"].items())
+        print(f"  anomaly ROC-AUC: {aucs}; false alarms {100 * r['anomaly']['false_alarm_rate']:.1f}%")
     return 0

@@ -93,6 +93,10 @@ def render_markdown(r: dict[str, Any], pngs: dict[str, str]) -> str:
         )
         if head in pngs:
             lines += [f"![confusion matrix {head}]({pngs[head]})", ""]
+    if "anomaly" in r:
+        from edgefuse.trainer.anomaly import anomaly_markdown
+
+        lines += anomaly_markdown(r["anomaly"])
     return "\n".join(lines)
 
 
