@@ -85,12 +85,13 @@ def _tensors(inputs: dict[str, np.ndarray], mask: np.ndarray) -> tuple[dict[str,
 
 
 @torch.inference_mode()
-def raw_errors(model: Any, inputs: dict[str, np.ndarray], mask: np.ndarray) -> np.ndarray:
-    """(N, M) reconstruction errors in eval mode (masked modalities included: callers mask them)."""
+def raw_errors(model: Any, inputs: dict[str, np.ndarray], mask: np.ndarray, tail: bool = False) -> np.ndarray:
+    """(N, M) reconstruction errors in eval mode (masked modalities included: callers mask them); `tail`: the
+    scored error (AnomalyModel.errors)."""
     model.eval()
     x, mk = _tensors(inputs, mask)
     out = [
-        model.errors({m: v[s : s + EVAL_BATCH] for m, v in x.items()}, mk[s : s + EVAL_BATCH])
+        model.errors({m: v[s : s + EVAL_BATCH] for m, v in x.items()}, mk[s : s + EVAL_BATCH], tail=tail)
         for s in range(0, len(mk), EVAL_BATCH)
     ]
     return torch.cat(out).numpy() if out else np.zeros((0, len(model.modalities)), np.float32)
@@ -137,7 +138,7 @@ def _mean_error(model: Any, ds: Any) -> float:
 
 def fit_thresholds(model: Any, val: Any, quantile: float) -> dict[str, Any]:
     """Set the score statistics and thresholds from the (normal) validation samples; returns them."""
-    err = raw_errors(model, val.inputs, val.mask)  # (N, M)
+    err = raw_errors(model, val.inputs, val.mask, tail=True)  # (N, M)
     log_err = np.log(err + 1e-8)
     for j in range(len(model.modalities)):
         rows = val.mask[:, j] > 0.5

@@ -12,12 +12,14 @@ one small MLP decoder per modality reconstructs a FIXED compact view of that mod
     audio   log-mel energies, target.audio_bands bands x target.audio_frames frames (absolute level: clipping and
             dropouts change it)
     series  per channel on the standardized series: the window mean, the shape (target.series_steps bin means
-            minus the window mean) and the log noise level per bin (RMS of first differences: none when stuck)
+            minus the window mean) and the log noise level in target.series_noise_bins bins (RMS of first
+            differences: none when stuck)
     text    histogram of token ids folded into target.text_bins bins
 
 The targets are computed inside the graph (no learned layer: a learned target could collapse to a constant and
-reconstruct perfectly), then standardized per element with training-split statistics. A modality's error is the
-mean squared error of its standardized target; its score is (log error - mean) / std over the validation split, so
+reconstruct perfectly), then standardized per element with training-split statistics. The model trains on the mean
+squared error of the standardized targets; a modality's scored error is the mean of its largest eighth of squared
+element errors (a fault often shows in a few elements only); its score is (log error - mean) / std over the validation split, so
 a normal sample scores about 0 and a score of 3 is three validation standard deviations above normal. A masked
 modality scores 0 and is left out of the fused score (the max or the mean of the present modalities' scores).
 """
@@ -65,15 +67,18 @@ class AudioTarget(nn.Module):
 
 
 class SeriesTarget(nn.Module):
-    """(B, C, T) raw units -> (B, C + 2 * C * steps), all on the standardized series: each channel's window mean,
-    its shape (bin means minus the window mean: drift and dropouts stand out against the small normal movement
-    within a window), and its log noise level per bin (RMS of first differences: a stuck sensor has none)."""
+    """(B, C, T) raw units -> (B, C * (1 + steps + noise bins)), all on the standardized series: each channel's
+    window mean, its shape (bin means minus the window mean: drift and dropouts stand out against the small normal
+    movement within a window), and its log noise level per noise bin (RMS of first differences: a stuck sensor has
+    none)."""
 
     def __init__(self, m: ModalitySpec, cfg: AnomalySpec):
         super().__init__()
         self.standardize = Standardize(m.n_channels)
         self.kernel = _pool_kernel(m.n_steps, cfg.target.series_steps)
         self.skip = m.n_steps % self.kernel  # the oldest samples that do not fill a bin; the newest are kept
+        # the noise level needs several differences per bin to be a steady estimate: fewer, longer bins
+        self.noise_kernel = _pool_kernel(m.n_steps - self.skip, cfg.target.series_noise_bins)
 
     def forward(self, x: Tensor) -> Tensor:
         z = self.standardize(x)[:, :, self.skip :]  # (B, C, T')
@@ -83,7 +88,7 @@ class SeriesTarget(nn.Module):
         if z.shape[2] >= 2:
             d = z[:, :, 1:] - z[:, :, :-1]  # (B, C, T' - 1)
             d = torch.cat([d, d[:, :, -1:]], dim=2)  # (B, C, T'): one difference per sample, bins line up
-            rms = torch.sqrt(nn.functional.avg_pool1d(d * d, self.kernel))  # (B, C, S)
+            rms = torch.sqrt(nn.functional.avg_pool1d(d * d, self.noise_kernel))  # (B, C, noise bins)
             parts.append(torch.log(rms + NOISE_EPS).flatten(1))
         return torch.cat(parts, dim=1)
 
@@ -174,16 +179,21 @@ class AnomalyModel(nn.Module):
         z = self.bottleneck(torch.stack(tokens, dim=1).flatten(1))  # (B, latent)
         return {m: self.decoders[m](z) for m in self.modalities}
 
-    def errors(self, inputs: dict[str, Tensor], mask: Tensor, seen: Tensor | None = None) -> Tensor:
-        """Mean squared reconstruction error per modality (B, M) of the targets; the encoders see `seen` (default
-        `mask`). Masked modalities' errors are computed too: the caller masks them."""
+    def errors(self, inputs: dict[str, Tensor], mask: Tensor, seen: Tensor | None = None, tail: bool = False) -> Tensor:
+        """Reconstruction error per modality (B, M): the mean squared error over the target's elements (the training
+        loss), or with `tail` the mean of its largest eighth (the score: a fault often shows in a few elements, a
+        stuck channel or a dark frame, which the mean over all of them would dilute). The encoders see `seen`
+        (default `mask`). Masked modalities' errors are computed too: the caller masks them."""
         recon = self.reconstruct(inputs, mask if seen is None else seen)
-        cols = [((recon[m] - self.target(m, inputs[m])) ** 2).mean(dim=1) for m in self.modalities]
+        cols = []
+        for m in self.modalities:
+            sq = (recon[m] - self.target(m, inputs[m])) ** 2  # (B, K)
+            cols.append(sq.topk(max(1, sq.shape[1] // 8), dim=1).values.mean(dim=1) if tail else sq.mean(dim=1))
         return torch.stack(cols, dim=1)  # (B, M)
 
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
         present = mask > 0.5  # (B, M)
-        err = self.errors(inputs, mask)  # (B, M)
+        err = self.errors(inputs, mask, tail=True)  # (B, M)
         scores = (torch.log(err + 1e-8) - self.err_mean) / self.err_std  # (B, M)
         scores = torch.where(present, scores, torch.zeros_like(scores))
         if self.fuse == "max":
