@@ -3,7 +3,8 @@
 Training uses normal data only and no labels: the train split minus the classes `anomaly.exclude` names (those
 are the "never seen" events of the evaluation). The recipe is the classifier's (trainer/train.py): same seeding,
 AdamW with warm-up and cosine decay, seeded batch order, series normalization from the training split, early
-stopping on the validation split's mean reconstruction error. Then, on the (normal) validation split only, the
+stopping on the validation split's mean reconstruction error. Then the typical residual of each target element on
+the normal training samples (the scale scores measure residuals in), and, on the (normal) validation split only, the
 log-error statistics that turn errors into scores, and the thresholds: `anomaly.quantile` of the validation scores
 per modality and fused. The run folder gets anomaly.pt (plain values, like checkpoint.pt) and anomaly.json.
 
@@ -131,6 +132,30 @@ def target_stats(model: Any, ds: Any) -> dict[str, tuple[Any, Any]]:
     return stats
 
 
+@torch.no_grad()
+def residual_scale(model: Any, ds: Any) -> dict[str, Any]:
+    """Per-element RMS of each modality's residual over the samples where it is present (eval mode), floored like
+    target_stats: the scale the scores measure residuals in."""
+    model.eval()
+    x, mk = _tensors(ds.inputs, ds.mask)
+    sums: dict[str, Any] = {}
+    counts = {m: 0 for m in model.modalities}
+    for s in range(0, len(mk), EVAL_BATCH):
+        mb = mk[s : s + EVAL_BATCH]
+        res = model.residuals({m: v[s : s + EVAL_BATCH] for m, v in x.items()}, mb)
+        for j, m in enumerate(model.modalities):
+            rows = mb[:, j] > 0.5
+            sq = (res[m][rows] ** 2).sum(dim=0)
+            sums[m] = sq if m not in sums else sums[m] + sq
+            counts[m] += int(rows.sum())
+    out = {}
+    for m in model.modalities:
+        if counts[m]:
+            rms = torch.sqrt(sums[m] / counts[m])
+            out[m] = rms.clamp(min=max(1e-3, 0.1 * float(rms.median())))
+    return out
+
+
 def _mean_error(model: Any, ds: Any) -> float:
     err = raw_errors(model, ds.inputs, ds.mask)
     return float((err * ds.mask).sum() / max(1.0, ds.mask.sum()))
@@ -210,6 +235,7 @@ def train_anomaly(
             break
     model.load_state_dict(best_state)
     model.eval()
+    model.set_residual_scale(residual_scale(model, train_ds))
     thresholds = fit_thresholds(model, val_ds, a.quantile)
     metrics = {
         "scenario": spec.name,

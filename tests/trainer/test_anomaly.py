@@ -194,3 +194,25 @@ def test_train_verb_trains_an_anomaly_only_spec(trained, tmp_path, capsys):
     _, model, ckpt = load_anomaly(tmp_path / "run")
     assert ckpt["metrics"]["excluded"] == {} and ckpt["metrics"]["n_train"] > 0
     assert np.isfinite(float(model.fused_threshold))
+
+
+@pytest.mark.slow
+def test_train_then_eval_reports_roc_auc_in_json_and_markdown(trained, tmp_path):
+    from edgefuse.trainer.evaluate import evaluate
+    from edgefuse.trainer.train import train
+
+    spec, ds, _, _ = trained
+    data = tmp_path / "data"
+    from edgefuse.trainer.synth import write_dataset
+
+    write_dataset(spec, data, 160, seed=0, progress=False)  # the fixture's samples, again (same seed)
+    m = train(spec, data, tmp_path / "run", epochs=1, progress=False, dataset=ds)
+    assert (tmp_path / "run" / "checkpoint.pt").is_file() and (tmp_path / "run" / "anomaly.pt").is_file()
+    assert m["anomaly"]["n_train"] < m["n_train"]  # the classifier saw the excluded class, the anomaly model did not
+    r = evaluate(tmp_path / "run", data, tmp_path / "report.json", with_baselines=False, dataset=ds)
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["anomaly"]["kinds"].keys() == r["anomaly"]["kinds"].keys() == {*FAULTS, "unseen"}
+    md = (tmp_path / "report.md").read_text()
+    assert "## Anomaly scores" in md
+    auc = r["anomaly"]["kinds"]["covered"]["roc_auc"]
+    assert f"| covered | {auc:.3f} |" in md

@@ -18,8 +18,9 @@ one small MLP decoder per modality reconstructs a FIXED compact view of that mod
 
 The targets are computed inside the graph (no learned layer: a learned target could collapse to a constant and
 reconstruct perfectly), then standardized per element with training-split statistics. The model trains on the mean
-squared error of the standardized targets; a modality's scored error is the mean of its largest eighth of squared
-element errors (a fault often shows in a few elements only); its score is (log error - mean) / std over the validation split, so
+squared error of the standardized targets; a modality's scored error divides each element's residual by its typical
+size on the normal training samples and takes the mean of the largest 1/32 of their squares (a fault often shows
+in a few elements only); its score is (log error - mean) / std over the validation split, so
 a normal sample scores about 0 and a score of 3 is three validation standard deviations above normal. A masked
 modality scores 0 and is left out of the fused score (the max or the mean of the present modalities' scores).
 """
@@ -34,6 +35,7 @@ from edgefuse.trainer.models.encoders import ENCODERS, Standardize
 from edgefuse.trainer.models.logmel import LogMel, n_frames
 
 NOISE_EPS = 1e-4  # floor of a series channel's noise level (RMS of its standardized first differences)
+TAIL = 32  # the scored error is the mean of the largest 1/TAIL of a modality's squared residuals
 LOG_EPS = 1e-10  # floor of the audio target's power: digital silence (a dropout) sits far below any room noise
 
 
@@ -147,6 +149,7 @@ class AnomalyModel(nn.Module):
         for m in self.modalities:  # per-element standardization of each target (training-split statistics)
             self.register_buffer(f"t_mean_{m}", torch.zeros(sizes[m]))
             self.register_buffer(f"t_std_{m}", torch.ones(sizes[m]))
+            self.register_buffer(f"r_std_{m}", torch.ones(sizes[m]))  # residual std per element: the score's scale
         # validation statistics of log error per modality, and the alert thresholds (in score units)
         self.register_buffer("err_mean", torch.zeros(n))
         self.register_buffer("err_std", torch.ones(n))
@@ -181,15 +184,25 @@ class AnomalyModel(nn.Module):
 
     def errors(self, inputs: dict[str, Tensor], mask: Tensor, seen: Tensor | None = None, tail: bool = False) -> Tensor:
         """Reconstruction error per modality (B, M): the mean squared error over the target's elements (the training
-        loss), or with `tail` the mean of its largest eighth (the score: a fault often shows in a few elements, a
-        stuck channel or a dark frame, which the mean over all of them would dilute). The encoders see `seen`
-        (default `mask`). Masked modalities' errors are computed too: the caller masks them."""
+        loss), or with `tail` the score's error: each element's residual in units of its typical size on normal
+        training samples, and the mean of the largest 1/TAIL (at least one) of their squares (a fault often shows in
+        a few elements only, a stuck channel's noise bins, which a mean over all would dilute). The encoders see
+        `seen` (default `mask`). Masked modalities' errors are computed too: the caller masks them."""
         recon = self.reconstruct(inputs, mask if seen is None else seen)
         cols = []
         for m in self.modalities:
-            sq = (recon[m] - self.target(m, inputs[m])) ** 2  # (B, K)
-            cols.append(sq.topk(max(1, sq.shape[1] // 8), dim=1).values.mean(dim=1) if tail else sq.mean(dim=1))
+            res = recon[m] - self.target(m, inputs[m])  # (B, K)
+            if tail:  # in units of each element's typical (training) residual: what the model usually misses
+                sq = (res / getattr(self, f"r_std_{m}")) ** 2
+                cols.append(sq.topk(max(1, sq.shape[1] // TAIL), dim=1).values.mean(dim=1))
+            else:
+                cols.append((res * res).mean(dim=1))
         return torch.stack(cols, dim=1)  # (B, M)
+
+    def residuals(self, inputs: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
+        """Reconstruction minus target, modality -> (B, K), in standardized target units."""
+        recon = self.reconstruct(inputs, mask)
+        return {m: recon[m] - self.target(m, inputs[m]) for m in self.modalities}
 
     def forward(self, inputs: dict[str, Tensor], mask: Tensor) -> tuple[Tensor, Tensor]:
         present = mask > 0.5  # (B, M)
@@ -213,6 +226,11 @@ class AnomalyModel(nn.Module):
             ):
                 if isinstance(module, Standardize):
                     module.set(mean, std)
+
+    def set_residual_scale(self, scale: dict[str, Tensor]) -> None:
+        """Per-element std (K,) of each modality's residual over the normal training samples."""
+        for m, std in scale.items():
+            getattr(self, f"r_std_{m}").copy_(std)
 
     def set_target_stats(self, stats: dict[str, tuple[Tensor, Tensor]]) -> None:
         """Per-element (mean (K,), std (K,)) of each modality's raw target over the normal training samples."""
