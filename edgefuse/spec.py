@@ -334,7 +334,7 @@ class AnomalyTargetSpec(Strict):
     audio_bands: int = Field(16, gt=0)  # audio: log-mel bands (at most the encoder's n_mels) ...
     audio_frames: int = Field(8, gt=0)  # ... averaged into this many frames per window
     series_steps: int = Field(16, gt=0)  # series: standardized, averaged into this many steps (minus the mean) ...
-    series_noise_bins: int = Field(4, gt=0)  # ... and each channel's log noise level (RMS of differences) per bin
+    series_noise_bins: int = Field(8, gt=0)  # ... and each channel's log noise level (RMS of differences) per bin
     text_bins: int = Field(32, gt=1)  # text: histogram of token ids folded into this many bins
 
 

@@ -438,6 +438,25 @@ def evaluate_anomaly(run_dir: str | Path, ds: Any, split: str = "test", seed: in
     }
 
 
+def evaluate_anomaly_run(
+    run_dir: Path, data_dir: str | Path, report_path: str | Path | None, *, split: str, progress: bool, dataset: Any
+) -> dict[str, Any]:
+    """`edgefuse eval` on a run with an anomaly model and no classifier: the anomaly section alone (JSON + .md)."""
+    from edgefuse.trainer.data import load_data
+
+    spec, _, _ = load_anomaly(run_dir)
+    ds = dataset if dataset is not None else load_data(spec, data_dir, progress=progress)
+    report = {"scenario": spec.name, "run": str(run_dir), "data": str(data_dir), "split": split}
+    report["anomaly"] = evaluate_anomaly(run_dir, ds, split, seed=spec.train.seed)
+    if report_path is not None:
+        path = Path(report_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+        title = [f"# Evaluation: {spec.name} (anomaly model only)", "", f"Run `{run_dir}`, data `{data_dir}`.", ""]
+        path.with_suffix(".md").write_text("\n".join(title + anomaly_markdown(report["anomaly"])) + "\n")
+    return report
+
+
 def anomaly_markdown(a: dict[str, Any]) -> list[str]:
     """The eval report's anomaly section (markdown lines)."""
     lines = [

@@ -275,6 +275,10 @@ def evaluate(
     from edgefuse.trainer.models import count_params
 
     run_dir = Path(run_dir)
+    if not (run_dir / "checkpoint.pt").exists() and (run_dir / "anomaly.pt").is_file():  # an anomaly-only run
+        from edgefuse.trainer.anomaly import evaluate_anomaly_run
+
+        return evaluate_anomaly_run(run_dir, data_dir, report_path, split=split, progress=progress, dataset=dataset)
     spec, model, ckpt = load_run(run_dir)
     torch.set_num_threads(spec.train.threads)
     ds = dataset if dataset is not None else load_data(spec, data_dir, progress=progress)
@@ -419,6 +423,10 @@ def cli_eval(args: argparse.Namespace) -> int:
             print(f"  only {m}: {v['mean']:.3f} +- {v['std']:.3f}")
         return 0
     r = evaluate(args.run, args.data, args.report, with_baselines=not args.no_baselines, split=args.split)
+    if "accuracy" not in r:  # an anomaly-only run
+        aucs = ", ".join(f"{k} {v['roc_auc']:.3f}" for k, v in r["anomaly"]["kinds"].items())
+        print(f"{args.report}: anomaly ROC-AUC {aucs}; false alarms {100 * r['anomaly']['false_alarm_rate']:.1f}%")
+        return 0
     print(
         f"{args.report}: accuracy {r['accuracy']:.3f}, joint {r['joint_accuracy']:.3f}, macro F1 {r['macro_f1']:.3f} "
         f"on {r['n_test']} {r['split']} samples; {r['params']:,} params; "

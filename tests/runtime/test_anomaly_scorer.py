@@ -105,3 +105,26 @@ def test_a_bundle_without_anomaly_publishes_as_before(tmp_path):
     assert results and all("anomaly" not in p for p in results)
     assert pipe.summary()["anomaly_alerts"] is None
     model.close()
+
+
+def test_the_scorer_runs_where_torch_cannot_be_imported(bundle):
+    import subprocess
+    import sys
+
+    out, _, _ = bundle
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import numpy as np\n"
+        "from edgefuse.runtime.pipeline import BoundModel\n"
+        f"m = BoundModel.load({str(out)!r}, backend='onnxruntime')\n"
+        "rng = np.random.default_rng(0)\n"
+        "feeds = {t.name: (rng.integers(1, 60, [2, *t.shape[1:]]) if t.dtype == 'int64' else "
+        "rng.random([2, *t.shape[1:]])).astype(t.dtype) for t in m.backend.inputs}\n"
+        "feeds['mask'][:] = 1\n"
+        "res = m.anomaly.result(m.anomaly.run(feeds), 0, feeds['mask'][0])\n"
+        "assert set(res['modalities']) == {'cam', 'mic', 'env', 'txt'}, res\n"
+        "assert 'torch' not in [k for k in sys.modules if sys.modules[k] is not None], 'torch was imported'\n"
+        "assert not [k for k in sys.modules if k.startswith('edgefuse.trainer')], 'the trainer was imported'\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -194,6 +194,12 @@ def test_train_verb_trains_an_anomaly_only_spec(trained, tmp_path, capsys):
     _, model, ckpt = load_anomaly(tmp_path / "run")
     assert ckpt["metrics"]["excluded"] == {} and ckpt["metrics"]["n_train"] > 0
     assert np.isfinite(float(model.fused_threshold))
+    report = tmp_path / "report.json"
+    assert main(["eval", "--run", str(tmp_path / "run"), "--data", str(data), "--report", str(report)]) == 0
+    assert "anomaly ROC-AUC stuck" in capsys.readouterr().out
+    r = json.loads(report.read_text())
+    assert "accuracy" not in r and set(r["anomaly"]["kinds"]) == set(FAULTS)  # no labels: no unseen class
+    assert "| covered |" in report.with_suffix(".md").read_text()
 
 
 @pytest.mark.slow
