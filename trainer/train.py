@@ -348,6 +348,9 @@ def train(
     if not spec.heads:  # an anomaly-only spec: no classifier to train (trainer/anomaly.py)
         from edgefuse.trainer.anomaly import train_anomaly
 
+        if ddp is not None:
+            raise SpecError(spec.name, [("--nproc", "an anomaly-only spec trains in one process")])
+
         return {"anomaly": train_anomaly(spec, ds, out_dir, data_dir, progress=progress)}
 
     norm = series_normalization(spec, train_ds)
