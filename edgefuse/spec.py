@@ -420,6 +420,39 @@ class RegressionSpec(Strict):
         return self
 
 
+class AnomalyTargetSpec(Strict):
+    """The fixed (not learned) compact view of each modality the anomaly model reconstructs."""
+
+    image_size: int = Field(8, gt=0)  # image: average-pooled to image_size x image_size pixels per channel
+    audio_bands: int = Field(16, gt=0)  # audio: log-mel bands (at most the encoder's n_mels) ...
+    audio_frames: int = Field(8, gt=0)  # ... averaged into this many frames per window
+    series_steps: int = Field(16, gt=0)  # series: standardized, averaged into this many steps (minus the mean) ...
+    series_noise_bins: int = Field(8, gt=0)  # ... and each channel's log noise level (RMS of differences) per bin
+    text_bins: int = Field(32, gt=1)  # text: histogram of token ids folded into this many bins
+
+
+class AnomalySpec(Strict):
+    """The unsupervised multimodal anomaly model (trainer/models/anomaly.py): an autoencoder over the same encoders,
+    trained on normal data only; per tick a score per modality and a fused score, alerting above a threshold."""
+
+    latent: int = Field(16, gt=0)  # the fused bottleneck's size
+    hidden: int = Field(128, gt=0)  # width of the bottleneck MLP and of each decoder
+    # training epochs; unset = train.epochs (or its data-sized default); patience unset = train.patience's rule
+    epochs: int | None = Field(None, gt=0)
+    patience: int | None = Field(None, gt=0)
+    # probability of hiding each present modality from the encoders in training (it is still reconstructed, from
+    # the others): the model learns what each modality should look like given the rest
+    modality_dropout: float = Field(0.25, ge=0, lt=1)
+    # the alert thresholds: this quantile of the validation split's (normal) scores, per modality and fused
+    quantile: float = Field(0.99, gt=0.5, lt=1)
+    # fused score = the max (a fault in any one modality alerts) or the mean of the present modalities' scores
+    fuse: Literal["max", "mean"] = "max"
+    # head -> classes left out of "normal" (the train and validation data of the anomaly model): e.g. an event
+    # the model must flag as never seen; the rest of the train split is normal
+    exclude: dict[str, list[str]] = {}
+    target: AnomalyTargetSpec = AnomalyTargetSpec()
+
+
 class SynthSpec(Strict):
     generator: str  # name of a generator registered in trainer/synth (the three built-ins use their own name)
     samples: int = Field(2400, gt=0)  # default sample count for `edgefuse synth`
@@ -515,6 +548,8 @@ class ScenarioSpec(Strict):
     multilabel: dict[str, list[str]] = {}
     # regression heads: head name -> unit and optional range; labels.csv holds a number (empty = unknown)
     regression: dict[str, RegressionSpec] = {}
+    # optional: the unsupervised anomaly model (needs no labels; `edgefuse train` trains it after the classifier)
+    anomaly: AnomalySpec | None = None
     # optional: unset, every modality gets default_encoder() and the defaults below
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()  # optional: the training recipe (trainer/train.py)
@@ -610,7 +645,7 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
     Runs on raw data so that these problems are reported together with field errors, not only after them.
     """
     d = lambda x: x if isinstance(x, dict) else {}  # noqa: E731 - tolerate malformed parts: they have own errors
-    modalities, model, labels = d(data.get("modalities")), d(data.get("model")), data.get("labels")
+    modalities, model, labels = d(data.get("modalities")), d(data.get("model")), data.get("labels", {})
     encoders = d(model.get("encoders"))
     problems: list[tuple[str, str]] = []
     if "modalities" in data and not modalities:
@@ -634,6 +669,7 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
             if kind in for_kind and etype not in for_kind[kind]:
                 allowed = ", ".join(for_kind[kind])
                 problems.append((f"model.encoders.{m}.type", f"'{etype}' cannot encode {kind}; use one of: {allowed}"))
+    problems += _anomaly_problems(d(data.get("anomaly")), d(labels))
     problems += _model_choice_problems(d(d(data.get("runtime")).get("model")))
     trigger = d(data.get("runtime")).get("trigger")
     if trigger is not None and trigger not in modalities:
@@ -666,9 +702,11 @@ def _head_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
     """At least one head over all head sections; head names unique across them; multilabel label lists valid."""
     sections = {k: data[k] for k in HEAD_SECTIONS if isinstance(data.get(k), dict)}
     problems: list[tuple[str, str]] = []
-    # 14b/14c sections (anomaly, captions) count as heads too once merged: a spec may have no class labels at all
+    # an anomaly (or captions) section stands alone: a spec may have no class labels at all
     if "modalities" in data and not any(sections.values()) and not data.get("anomaly") and not data.get("captions"):
-        problems.append(("labels", "at least one head is required (labels, multilabel or regression)"))
+        problems.append(
+            ("labels", "at least one head is required (labels, multilabel or regression) or an `anomaly` section")
+        )
     seen: dict[str, str] = {}
     for section, heads in sections.items():
         for head in heads:
@@ -683,6 +721,23 @@ def _head_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(names, list) and any("|" in str(n) or not str(n).strip() for n in names):
             problems.append((f"multilabel.{head}", "label names must be non-empty and without '|' (the separator)"))
     return problems
+
+
+def _anomaly_problems(a: dict[str, Any], labels: dict[str, Any]) -> list[tuple[str, str]]:
+    """anomaly.exclude must name heads and classes of `labels`, and leave some normal data."""
+    out = []
+    exclude = a.get("exclude")
+    for head, classes in (exclude if isinstance(exclude, dict) else {}).items():
+        if head not in labels:
+            out.append((f"anomaly.exclude.{head}", f"no head named '{head}' in labels"))
+            continue
+        known = [str(c) for c in labels[head]] if isinstance(labels[head], list) else []
+        for c in classes if isinstance(classes, list) else []:
+            if str(c) not in known:
+                out.append((f"anomaly.exclude.{head}", f"'{c}' is not a class of labels.{head}"))
+        if isinstance(classes, list) and known and set(map(str, classes)) >= set(known):
+            out.append((f"anomaly.exclude.{head}", "every class is excluded: no normal data would be left"))
+    return out
 
 
 def _model_choice_problems(m: dict[str, Any]) -> list[tuple[str, str]]:

@@ -28,6 +28,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     # model.encoders.<name>, one section per registered encoder type: see sections()
     ("model.fusion", S.FusionSpec),
     ("train", S.TrainSpec),
+    ("anomaly", S.AnomalySpec),
+    ("anomaly.target", S.AnomalyTargetSpec),
     ("synth", S.SynthSpec),
     ("runtime", S.RuntimeSpec),
     ("runtime.publish", S.PublishSpec),
