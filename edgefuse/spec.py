@@ -327,6 +327,20 @@ class TrainSpec(Strict):
     threads: int = Field(2, gt=0)  # torch CPU threads
 
 
+class CaptionSpec(Strict):
+    """The caption head: an LSTM decoder over the fused representation, trained on DATA/captions.csv.
+
+    It trains with the classifier heads (trainer/caption.py) and exports as an ONNX step model the runtime decodes
+    greedily (runtime/caption.py)."""
+
+    max_tokens: int = Field(24, gt=0)  # longest published caption in words (decoding stops earlier at end-of-caption)
+    hidden: int = Field(128, gt=0)  # decoder LSTM size = size of the fused context vector the main model outputs
+    embed: int = Field(64, gt=0)  # word embedding size
+    # vocabulary: the words seen at least this often in the train split's captions; the others read as <unk>
+    min_count: int = Field(1, gt=0)
+    weight: float = Field(1.0, gt=0)  # weight of the caption cross-entropy in the training loss
+
+
 class SynthSpec(Strict):
     generator: str  # name of a generator registered in trainer/synth (the three built-ins use their own name)
     samples: int = Field(2400, gt=0)  # default sample count for `edgefuse synth`
@@ -417,6 +431,7 @@ class ScenarioSpec(Strict):
     # head name -> class names; a spec with several heads trains one classifier per head. Numbers are allowed and
     # kept as strings (labels.csv holds text): [0, 1, 2] means the classes "0", "1", "2"
     labels: dict[str, list[str]]
+    captions: CaptionSpec | None = None  # optional: a caption head trained on DATA/captions.csv (docs/dataset.md)
     # optional: unset, every modality gets default_encoder() and the defaults below
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()  # optional: the training recipe (trainer/train.py)
@@ -516,6 +531,8 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
                 problems.append((f"labels.{head}", "a head needs at least two classes"))
             if isinstance(classes, list) and len(set(map(str, classes))) != len(classes):
                 problems.append((f"labels.{head}", "class names must be unique"))
+    if data.get("captions") is not None and isinstance(labels, dict) and "caption" in labels:
+        problems.append(("labels.caption", "'caption' is the caption head's name (captions:); rename this head"))
     if "encoders" in model:
         for m in modalities:
             if m not in encoders:

@@ -23,6 +23,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("modalities.<name>", S.ModalitySpec),
     ("modalities.<name>.sync", S.SyncSpec),
     ("modalities.<name>.source", S.SourceSpec),
+    ("captions", S.CaptionSpec),
     ("model", S.ModelSpec),
     ("model.encoders.<name> (type: dwcnn)", S.DWCNNEncoder),
     ("model.encoders.<name> (type: logmel_cnn)", S.LogMelEncoder),

@@ -2,6 +2,7 @@
 
     DATA/labels.csv                 sample,split,<head>...   (split: train, val or test)
     DATA/samples/<sample>/<modality>.png|.jpg|.wav|.csv|.npy|.txt
+    DATA/captions.csv               optional: sample,caption (several rows per sample; trainer/caption.py)
     DATA/dataset.json               optional: what wrote it
 
 Nothing here knows the built-in scenarios: the spec says which modalities, shapes and labels to expect. Every
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from edgefuse.errors import DataError
 from edgefuse.preprocess import prepare_image, prepare_text
 from edgefuse.spec import ModalitySpec, ScenarioSpec
+from edgefuse.trainer.caption import read_captions
 
 SPLITS = ("train", "val", "test")
 EXTENSIONS = {"image": (".png", ".jpg", ".jpeg"), "audio": (".wav",), "series": (".csv", ".npy"), "text": (".txt",)}
@@ -42,6 +44,8 @@ class Dataset:
     inputs: dict[str, np.ndarray]  # modality -> (N, *input_shape) float32 (text: int64 token ids)
     mask: np.ndarray  # (N, M) float32, 1 = present, spec modality order
     targets: dict[str, np.ndarray]  # head -> (N,) int64 class index into spec.labels[head]
+    # captions.csv (trainer/caption.py): the reference captions of each sample; None when the folder has none
+    captions: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -56,6 +60,7 @@ class Dataset:
             inputs={k: v[keep] for k, v in self.inputs.items()},
             mask=self.mask[keep],
             targets={k: v[keep] for k, v in self.targets.items()},
+            captions=[self.captions[i] for i in keep] if self.captions is not None else None,
         )
 
 
@@ -370,7 +375,8 @@ def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) ->
     else:
         inputs, mask = _decode(spec, files, progress)
         _write_cache(cache, inputs, mask)
-    return Dataset(spec=spec, ids=ids, split=split, inputs=inputs, mask=mask, targets=targets)
+    captions = read_captions(root, ids) if spec.captions is not None else None
+    return Dataset(spec=spec, ids=ids, split=split, inputs=inputs, mask=mask, targets=targets, captions=captions)
 
 
 def _read_cache(path: Path, spec: ScenarioSpec) -> tuple[dict, np.ndarray] | None:
