@@ -139,6 +139,27 @@ class TrtCheckSpec(_Strict):
     variants: dict[str, TrtVariantCheck]
 
 
+class CaptionManifest(_Strict):
+    """The caption head: an ONNX step model the runtime runs once per word (runtime/caption.py)."""
+
+    file: str  # the step model, next to the main model
+    context_output: str  # the main model's output that conditions the decoder, (B, hidden)
+    vocab: list[str]  # word id -> word; ids bos/eos/pad/unk are the markers, never published
+    bos: int
+    eos: int
+    pad: int
+    unk: int
+    max_tokens: int  # decoding stops after this many words, or earlier at eos
+    hidden: int
+    inputs: list[str] = ["token", "h", "c", "context"]  # (B,) int64 previous word, (B, hidden) x3 float32
+    outputs: list[str] = ["logits", "h_out", "c_out"]  # (B, len(vocab)) next-word logits, new state
+    rule: str = (
+        "h = context, c = 0, token = bos; repeat max_tokens times: logits, h, c = step(token, h, c, context); "
+        "token = argmax(logits); stop at eos; the caption is the words joined by single spaces"
+    )
+    parity: str = ""  # the export-time check: ONNX Runtime greedy decoding equals torch's, token for token
+
+
 class Manifest(_Strict):
     """BUNDLE/manifest.json."""
 
@@ -159,6 +180,7 @@ class Manifest(_Strict):
     torch_file: str | None = "model.pt"  # state dict + spec, for the torch backend
     variants: dict[str, VariantSpec] = Field(default_factory=dict)  # one of VARIANTS -> its file
     trt_check: TrtCheckSpec | None = None  # the static TensorRT check, when run
+    caption: CaptionManifest | None = None  # the caption head's step model, when the model has one
     files: dict[str, str] = Field(default_factory=dict)  # every file but the manifest -> sha256
 
     def scenario(self) -> ScenarioSpec:

@@ -60,6 +60,8 @@ class BoundModel:
     mask_order: list[str]
     heads: list[tuple[str, str, list[str]]]  # (output tensor, head, labels)
     text_settings: dict[str, tuple[int, int]]
+    captioner: Any = None  # runtime/caption.py Captioner when the bundle has a caption head
+    context_output: str | None = None  # the backend output that feeds it
 
     @classmethod
     def load(
@@ -76,13 +78,21 @@ class BoundModel:
         text = {
             m: (p.tokenizer.buckets, p.tokenizer.ngrams) for m, p in man.preprocess.items() if p.tokenizer is not None
         }
+        context = man.caption.context_output if man.caption is not None else None
+        captioner = None
+        if man.caption is not None:
+            from edgefuse.runtime.caption import Captioner
+
+            captioner = Captioner(bundle_dir, man.caption)
         return cls(
             backend=be,
             spec=man.scenario(),
             input_dtypes={t.name: np.dtype(t.dtype) for t in be.inputs},
             mask_order=list(man.mask.modalities),
-            heads=[(o.name, o.head, list(o.labels)) for o in man.outputs],
+            heads=[(o.name, o.head, list(o.labels)) for o in man.outputs if o.name != context],
             text_settings=text,
+            captioner=captioner,
+            context_output=context,
         )
 
     def feeds(self, batch: list[Tick], names: list[str]) -> dict[str, np.ndarray]:
@@ -337,11 +347,15 @@ class Pipeline:
         self.rec.add("batch_size", len(batch))
         if self.metrics is not None:
             self.metrics.observe_inference((t_done - t_infer) / 1e9, len(batch), self.model.backend.name)
+        captions = None
+        if self.model.captioner is not None:  # greedy decoding of the caption step model, counted as inference
+            captions = self.model.captioner.captions(outputs[self.model.context_output])
+            t_done = monotonic_ns()
         for i, tick in enumerate(batch):
             tick.stamps.update(batched=t_batched, infer_start=t_infer, infer_end=t_done)
-            self._emit(tick, self.model.scores(outputs, i))
+            self._emit(tick, self.model.scores(outputs, i), captions[i] if captions is not None else None)
 
-    def _emit(self, tick: Tick, scores: dict[str, dict[str, float]]) -> None:
+    def _emit(self, tick: Tick, scores: dict[str, dict[str, float]], caption: str | None = None) -> None:
         st = tick.stamps
         labels = tick.labels
         world = self.worlds.get(tick.group)
@@ -350,6 +364,8 @@ class Pipeline:
         elif labels is None and self.label_segments:
             labels = label_at(self.label_segments, self._label_starts, tick.t_tick_ns)
         extra = {"truth": labels} if labels else None
+        if caption is not None:
+            extra = {**(extra or {}), "caption": caption}
         mask = {m: bool(tick.mask[i]) for i, m in enumerate(self.names)}
         payload = result_payload(tick.t_tick_ns, tick.capture_ns, mask, scores, {}, extra)
         t_pub = monotonic_ns()
