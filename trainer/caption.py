@@ -12,7 +12,8 @@ Metrics, on the decoded captions against all references of each sample (kept lib
   ROUGE-L  rouge_score's RougeScorer("rougeL").score_multi: F-measure against the best-matching reference, mean
            over samples
 CIDEr is not reported: its reference implementation (pycocoevalcap) ships as a ~100 MB wheel of Java jars for
-tokenizers and other metrics we do not use, plus pycocotools; no smaller maintained package implements it.
+tokenizers and other metrics we do not use, plus pycocotools; no smaller maintained package implements it. The
+report scores the best constant caption (the most frequent reference) beside the model's, for scale.
 """
 
 from __future__ import annotations
@@ -228,3 +229,42 @@ def token_accuracy(model: Any, inputs: dict[str, Any], mask: Any, refs: Any, cou
             right += int((pred[keep] == target[keep]).sum())
             total += int(keep.sum())
     return right / max(1, total)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the eval report
+
+
+def caption_report(model: Any, inputs: dict[str, Any], mask: Any, refs: list[list[str]], examples: int = 5) -> dict:
+    """The `captions` section of `edgefuse eval`: BLEU-4 and ROUGE-L of greedy captions, the best constant caption
+    (the most frequent reference) for scale, and a few examples."""
+    hyps = decode_captions(model, inputs, mask)
+    scored = caption_metrics(hyps, refs)
+    common = Counter(r for rs in refs for r in rs).most_common(1)
+    const = caption_metrics([common[0][0]] * len(hyps), refs) if common else {"bleu4": None, "rougeL": None}
+    return {
+        **scored,
+        "constant_caption": {"caption": common[0][0] if common else None, **{k: const[k] for k in ("bleu4", "rougeL")}},
+        "cider": "not computed: pycocoevalcap (its reference implementation) is a ~100 MB wheel of Java jars",
+        "examples": [{"caption": h, "references": rs} for h, rs in zip(hyps[:examples], refs[:examples], strict=True)],
+    }
+
+
+def caption_markdown(c: dict[str, Any]) -> list[str]:
+    """The report's captions section as markdown lines."""
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    lines = [
+        "## Captions",
+        "",
+        f"Greedy captions of {c['n']} samples against all their references (BLEU-4: sacrebleu; ROUGE-L: rouge-score).",
+        "",
+        "| captions | BLEU-4 | ROUGE-L |",
+        "|---|---|---|",
+        f"| the model's | {fmt(c['bleu4'])} | {fmt(c['rougeL'])} |",
+        f'| constant: "{c["constant_caption"]["caption"]}" | {fmt(c["constant_caption"]["bleu4"])} | '
+        f"{fmt(c['constant_caption']['rougeL'])} |",
+        "",
+    ]
+    for ex in c["examples"]:
+        lines += [f'- "{ex["caption"]}" (references: {"; ".join(ex["references"][:3])})']
+    return [*lines, ""]

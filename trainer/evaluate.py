@@ -21,6 +21,9 @@ Definitions used throughout the report (all computed with NumPy):
   latency_ms      batch-1 forward in torch on the CPU, in the inference form the torch backend runs (BatchNorm
                   folded, channels-last weights), inference_mode, after warm-up; p50/p99 over `iters` calls with
                   `threads` torch threads
+  captions        with a caption head (spec `captions:`) and captions.csv: BLEU-4 (sacrebleu) and ROUGE-L
+                  (rouge-score) of the greedy captions against every reference of each sample, beside the most
+                  frequent reference said for every sample (trainer/caption.py); no CIDEr (see there why)
 """
 
 from __future__ import annotations
@@ -310,6 +313,10 @@ def evaluate(
         "without": {},
         "train": {k: ckpt["metrics"].get(k) for k in ("epochs_run", "best_epoch", "val_accuracy", "train_time_s")},
     }
+    if getattr(model, "caption", None) is not None and part.captions is not None:
+        from edgefuse.trainer.caption import caption_report
+
+        report["captions"] = caption_report(model, inputs, mask, part.captions)
     if with_baselines:
         report.update(baselines(spec, run_dir, data_dir, ds, part, progress))
     if report_path is not None:

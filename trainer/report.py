@@ -93,6 +93,10 @@ def render_markdown(r: dict[str, Any], pngs: dict[str, str]) -> str:
         )
         if head in pngs:
             lines += [f"![confusion matrix {head}]({pngs[head]})", ""]
+    if r.get("captions"):
+        from edgefuse.trainer.caption import caption_markdown
+
+        lines += caption_markdown(r["captions"])
     return "\n".join(lines)
 
 

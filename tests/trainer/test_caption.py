@@ -131,3 +131,15 @@ def test_caption_head_learns_above_a_constant_caption(cap_run):
     assert ours["n"] == len(part) and ours["bleu4"] > const["bleu4"] + 0.1, (ours, const, hyps[:5])
     assert ours["rougeL"] > const["rougeL"] + 0.05, (ours, const)
     assert len(set(hyps)) >= 4  # it describes different episodes differently
+
+
+def test_eval_report_scores_captions(cap_run, tmp_path):
+    from edgefuse.trainer.evaluate import evaluate
+
+    _, data, run, ds, _ = cap_run
+    report = evaluate(run, data, tmp_path / "report.json", with_baselines=False, progress=False, dataset=ds)
+    c = report["captions"]
+    assert c["n"] == len(ds.subset("test")) and 0 <= c["bleu4"] <= 1 and 0 < c["rougeL"] <= 1
+    assert c["constant_caption"]["caption"] and len(c["examples"]) == 5
+    md = (tmp_path / "report.md").read_text()
+    assert "## Captions" in md and f"{c['bleu4']:.3f}" in md
