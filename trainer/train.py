@@ -10,6 +10,12 @@ accuracy then loss, and patience counts from that same epoch), then temperature 
 (trainer/calibrate.py). Seeds fix python, NumPy and torch, and the batch order comes from a seeded generator, so the
 same seed gives the same metrics.
 
+With a `captions:` section the caption head trains in the same loop (trainer/caption.py): its teacher-forced
+cross-entropy over every reference of each sample, times `captions.weight`, joins the loss; the decoder (and the
+fusion's context entry) learn at CAPTION_LR_SCALE times the rate, since a language takes more steps than a label;
+its teacher-forced next-word accuracy on validation counts as one more head in the early-stopping score. The
+classification heads' `val_accuracy` stays the mean over them alone. Captions train in one process (no --nproc).
+
 Baselines reuse the same encoders and settings: `only=m` masks every other modality always (and turns modality
 dropout off), `drop=m` masks m always. The run folder gets checkpoint.pt, metrics.json and TensorBoard logs (tb/).
 """
