@@ -53,7 +53,7 @@ def bench_spec(captions: bool) -> ScenarioSpec:
     d["model"]["dim"] = 32
     d["train"].update(batch_size=32, threads=2)
     if captions:
-        d["captions"] = {"max_tokens": 16, "hidden": 64, "embed": 32}
+        d["captions"] = {"max_tokens": 16, "hidden": 64, "embed": 32, "weight": 3.0}
     return parse_spec(d, "smart_home at test scale" + (" with captions" if captions else ""))
 
 
