@@ -430,4 +430,7 @@ def cli_eval(args: argparse.Namespace) -> int:
     )
     for m, acc in r["unimodal"].items():
         print(f"  only {m}: {acc:.3f}   without {m}: {r['without'].get(m, float('nan')):.3f}")
+    c = r.get("captions")
+    if c and c["n"]:
+        print(f"  captions: BLEU-4 {c['bleu4']:.3f}, ROUGE-L {c['rougeL']:.3f} on {c['n']} samples")
     return 0
