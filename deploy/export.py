@@ -199,6 +199,26 @@ def manifest_outputs(spec: ScenarioSpec, model: Any = None) -> list[OutputSpec]:
     return outs
 
 
+def caption_outputs(model: Any) -> list[OutputSpec]:
+    """The caption decoder's context output of the main graph (deploy/caption.py), when the model has one."""
+    if getattr(model, "caption", None) is None:
+        return []
+    from edgefuse.trainer.models.onnx import CONTEXT_OUTPUT
+
+    meaning = "the caption decoder's context (not probabilities): feed it to the step model in manifest.caption"
+    return [
+        OutputSpec(
+            name=CONTEXT_OUTPUT,
+            dtype="float32",
+            shape=[-1, model.caption.hidden],
+            head="caption",
+            labels=[],
+            meaning=meaning,
+            kind="context",
+        )
+    ]
+
+
 def _resample_rule(m: Any) -> str:
     s = m.sync
     stale = "3 periods or blocks" if s.max_staleness_s is None else f"{s.max_staleness_s}s"
@@ -387,6 +407,8 @@ def _int8_trt(tmp: Path, held: Held, fp32_acc: dict[str, float] | None, fp32_pro
 def _save_torch(model: Any, spec: ScenarioSpec, checkpoint: dict, path: Path) -> None:
     torch = require("torch", "export")
     record = {"spec": spec_to_dict(spec), "state_dict": model.state_dict()}
+    if getattr(model, "caption_vocab", None):
+        record["caption_vocab"] = list(model.caption_vocab)
     if "normalization" in checkpoint:
         record["normalization"] = checkpoint["normalization"]
     torch.save(record, path)
@@ -443,10 +465,15 @@ def _write(
 
     fp32 = tmp / VARIANT_FILES["fp32"]
     to_onnx(model, spec, fp32, opset=OPSET)
-    inputs, outputs = manifest_inputs(spec), manifest_outputs(spec, model)
+    inputs, outputs = manifest_inputs(spec), manifest_outputs(spec, model) + caption_outputs(model)
     session = ort_session(fp32)
     _check_graph(session, inputs, outputs, fp32)
     parity = _check_parity(spec, model, session, held, parity_n)
+    caption = None
+    if getattr(model, "caption", None) is not None:  # the caption step model, checked token for token
+        from edgefuse.deploy.caption import export_caption
+
+        caption = export_caption(tmp, model, spec, session, held.parity_feeds(parity_n), held.source, OPSET)
     variants = _variants(tmp, precisions, held)
     _save_torch(model, spec, checkpoint, tmp / "model.pt")
     anomaly = export_anomaly(run_dir, tmp, spec, held.parity_feeds(parity_n), OPSET) if run_dir else None
@@ -470,6 +497,7 @@ def _write(
         variants=variants,
         trt_check=trt,
         anomaly=anomaly,
+        caption=caption,
         files=files,
     )
     save_manifest(manifest, tmp / MANIFEST_NAME)

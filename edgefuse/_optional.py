@@ -16,6 +16,8 @@ EXTRAS = {
     "prometheus_client": "monitor",
     "aiohttp": "monitor",
     "cryptography": "sign",
+    "sacrebleu": "train",
+    "rouge_score": "train",
 }
 
 

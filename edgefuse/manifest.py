@@ -55,7 +55,7 @@ class OutputSpec(TensorSpec):
     head: str
     labels: list[str]  # class or label names in output order; a regression head: [head]
     meaning: str = "softmax probabilities over `labels`, in that order; each row sums to 1"
-    kind: str = "class"  # class | multilabel | regression
+    kind: str = "class"  # class | multilabel | regression | context (the caption decoder's input, not a head)
     thresholds: list[float] | None = None  # multilabel: per-label decision thresholds, tuned on the validation split
     unit: str | None = None  # regression: the value's unit
     min: float | None = None  # regression: the declared range; the runtime clips published values to it
@@ -165,6 +165,27 @@ class AnomalyManifest(_Strict):
     metrics: dict[str, Any] = {}  # the anomaly training metrics (anomaly.json, without the history)
 
 
+class CaptionManifest(_Strict):
+    """The caption head: an ONNX step model the runtime runs once per word (runtime/caption.py)."""
+
+    file: str  # the step model, next to the main model
+    context_output: str  # the main model's output that conditions the decoder, (B, hidden)
+    vocab: list[str]  # word id -> word; ids bos/eos/pad/unk are the markers, never published
+    bos: int
+    eos: int
+    pad: int
+    unk: int
+    max_tokens: int  # decoding stops after this many words, or earlier at eos
+    hidden: int
+    inputs: list[str] = ["token", "h", "c", "context"]  # (B,) int64 previous word, (B, hidden) x3 float32
+    outputs: list[str] = ["logits", "h_out", "c_out"]  # (B, len(vocab)) next-word logits, new state
+    rule: str = (
+        "h = context, c = 0, token = bos; repeat max_tokens times: logits, h, c = step(token, h, c, context); "
+        "token = argmax(logits); stop at eos; the caption is the words joined by single spaces"
+    )
+    parity: str = ""  # the export-time check: ONNX Runtime greedy decoding equals torch's, token for token
+
+
 class Manifest(_Strict):
     """BUNDLE/manifest.json."""
 
@@ -186,6 +207,7 @@ class Manifest(_Strict):
     variants: dict[str, VariantSpec] = Field(default_factory=dict)  # one of VARIANTS -> its file
     trt_check: TrtCheckSpec | None = None  # the static TensorRT check, when run
     anomaly: AnomalyManifest | None = None  # the anomaly model, when the run has one (issue 14)
+    caption: CaptionManifest | None = None  # the caption head's step model, when the model has one
     files: dict[str, str] = Field(default_factory=dict)  # every file but the manifest -> sha256
 
     def scenario(self) -> ScenarioSpec:

@@ -453,6 +453,20 @@ class AnomalySpec(Strict):
     target: AnomalyTargetSpec = AnomalyTargetSpec()
 
 
+class CaptionSpec(Strict):
+    """The caption head: an LSTM decoder over the fused representation, trained on DATA/captions.csv.
+
+    It trains with the classifier heads (trainer/caption.py) and exports as an ONNX step model the runtime decodes
+    greedily (runtime/caption.py)."""
+
+    max_tokens: int = Field(24, gt=0)  # longest published caption in words (decoding stops earlier at end-of-caption)
+    hidden: int = Field(128, gt=0)  # decoder LSTM size = size of the fused context vector the main model outputs
+    embed: int = Field(64, gt=0)  # word embedding size
+    # vocabulary: the words seen at least this often in the train split's captions; the others read as <unk>
+    min_count: int = Field(1, gt=0)
+    weight: float = Field(1.0, gt=0)  # weight of the caption cross-entropy in the training loss
+
+
 class SynthSpec(Strict):
     generator: str  # name of a generator registered in trainer/synth (the three built-ins use their own name)
     samples: int = Field(2400, gt=0)  # default sample count for `edgefuse synth`
@@ -548,6 +562,7 @@ class ScenarioSpec(Strict):
     multilabel: dict[str, list[str]] = {}
     # regression heads: head name -> unit and optional range; labels.csv holds a number (empty = unknown)
     regression: dict[str, RegressionSpec] = {}
+    captions: CaptionSpec | None = None  # optional: a caption head trained on DATA/captions.csv (docs/dataset.md)
     # optional: the unsupervised anomaly model (needs no labels; `edgefuse train` trains it after the classifier)
     anomaly: AnomalySpec | None = None
     # optional: unset, every modality gets default_encoder() and the defaults below
@@ -657,6 +672,12 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
                 problems.append((f"labels.{head}", "a head needs at least two classes"))
             if isinstance(classes, list) and len(set(map(str, classes))) != len(classes):
                 problems.append((f"labels.{head}", "class names must be unique"))
+    if data.get("captions") is not None:
+        for section in HEAD_SECTIONS:
+            if isinstance(data.get(section), dict) and "caption" in data[section]:
+                problems.append(
+                    (f"{section}.caption", "'caption' is the caption head's name (captions:); rename this head")
+                )
     if "encoders" in model:
         for m in modalities:
             if m not in encoders:
@@ -702,8 +723,8 @@ def _head_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
     """At least one head over all head sections; head names unique across them; multilabel label lists valid."""
     sections = {k: data[k] for k in HEAD_SECTIONS if isinstance(data.get(k), dict)}
     problems: list[tuple[str, str]] = []
-    # an anomaly (or captions) section stands alone: a spec may have no class labels at all
-    if "modalities" in data and not any(sections.values()) and not data.get("anomaly") and not data.get("captions"):
+    # an anomaly section stands alone (it needs no labels); a caption head rides on a classifier's fused context
+    if "modalities" in data and not any(sections.values()) and not data.get("anomaly"):
         problems.append(
             ("labels", "at least one head is required (labels, multilabel or regression) or an `anomaly` section")
         )

@@ -24,6 +24,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("modalities.<name>.sync", S.SyncSpec),
     ("modalities.<name>.source", S.SourceSpec),
     ("regression.<head>", S.RegressionSpec),
+    ("captions", S.CaptionSpec),
     ("model", S.ModelSpec),
     # model.encoders.<name>, one section per registered encoder type: see sections()
     ("model.fusion", S.FusionSpec),

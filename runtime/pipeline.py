@@ -64,6 +64,8 @@ class BoundModel:
     # the manifest's OutputSpecs of the multilabel and regression heads (edgefuse/heads.py): thresholds, unit, range
     other_heads: list[Any] = field(default_factory=list)
     anomaly: Any = None  # runtime/anomaly.py's AnomalyScorer when the bundle has an anomaly model
+    captioner: Any = None  # runtime/caption.py Captioner when the bundle has a caption head
+    context_output: str | None = None  # the backend output that feeds it
 
     @classmethod
     def load(
@@ -83,15 +85,23 @@ class BoundModel:
         text = {
             m: (p.tokenizer.buckets, p.tokenizer.ngrams) for m, p in man.preprocess.items() if p.tokenizer is not None
         }
+        context = man.caption.context_output if man.caption is not None else None
+        captioner = None
+        if man.caption is not None:
+            from edgefuse.runtime.caption import Captioner
+
+            captioner = Captioner(bundle_dir, man.caption)
         return cls(
             backend=be,
             spec=man.scenario(),
             input_dtypes={t.name: np.dtype(t.dtype) for t in be.inputs},
             mask_order=list(man.mask.modalities),
-            heads=[(o.name, o.head, list(o.labels)) for o in man.outputs if o.kind != "regression"],
+            heads=[(o.name, o.head, list(o.labels)) for o in man.outputs if o.kind in ("class", "multilabel")],
             text_settings=text,
-            other_heads=[o for o in man.outputs if o.kind != "class"],
+            other_heads=[o for o in man.outputs if o.kind in ("multilabel", "regression")],
             anomaly=AnomalyScorer.load(bundle, device, threads),
+            captioner=captioner,
+            context_output=context,
         )
 
     def feeds(self, batch: list[Tick], names: list[str]) -> dict[str, np.ndarray]:
@@ -360,6 +370,8 @@ class Pipeline:
         outputs = self.model.backend.run(feeds)
         scorer = self.model.anomaly  # the anomaly model runs on the same feeds; its time counts as inference
         anomaly = scorer.run(feeds) if scorer is not None else None
+        captioner = self.model.captioner  # greedy decoding of the caption step model, also counted as inference
+        captions = captioner.captions(outputs[self.model.context_output]) if captioner is not None else None
         t_done = monotonic_ns()
         self.counts["batches"] += 1
         self.rec.add("batch_size", len(batch))
@@ -370,6 +382,8 @@ class Pipeline:
             more = self.model.head_results(outputs, i)
             if anomaly is not None:
                 more["anomaly"] = scorer.result(anomaly, i, feeds["mask"][i])
+            if captions is not None:
+                more["caption"] = captions[i]
             self._emit(tick, self.model.scores(outputs, i), more)
 
     def _emit(self, tick: Tick, scores: dict[str, dict[str, float]], more: dict[str, Any] | None = None) -> None:

@@ -65,6 +65,8 @@ def save_run(
         "data": {"path": str(Path(data_dir).resolve()), "samples": int(n_samples)},
         "versions": library_versions(),
     }
+    if getattr(model, "caption_vocab", None):
+        ckpt["caption_vocab"] = list(model.caption_vocab)  # the caption decoder's words (trainer/caption.py)
     path = out / CHECKPOINT
     tmp = path.with_suffix(".pt.tmp")
     torch.save(ckpt, tmp)
@@ -120,7 +122,7 @@ def load_run(run_dir: str | Path) -> tuple[ScenarioSpec, Any, dict[str, Any]]:
     except SpecError as err:
         raise CheckpointError(path, f"stored spec fails validation:\n{err}") from None
     try:
-        model = build_model(spec)
+        model = build_model(spec, ckpt.get("caption_vocab"))
     except SpecError as err:
         raise CheckpointError(path, f"stored spec cannot build a model:\n{err}") from None
     try:

@@ -2,6 +2,7 @@
 
     DATA/labels.csv                 sample,split,<head>...   (split: train, val or test)
     DATA/samples/<sample>/<modality>.png|.jpg|.wav|.csv|.npy|.txt
+    DATA/captions.csv               optional: sample,caption (several rows per sample; trainer/caption.py)
     DATA/dataset.json               optional: what wrote it
 
 Nothing here knows the built-in scenarios: the spec says which modalities, shapes and labels to expect. Every
@@ -26,6 +27,7 @@ from tqdm import tqdm
 from edgefuse.errors import DataError
 from edgefuse.preprocess import prepare_image, prepare_text
 from edgefuse.spec import ModalitySpec, ScenarioSpec
+from edgefuse.trainer.caption import read_captions
 
 SPLITS = ("train", "val", "test")
 EXTENSIONS = {"image": (".png", ".jpg", ".jpeg"), "audio": (".wav",), "series": (".csv", ".npy"), "text": (".txt",)}
@@ -45,6 +47,8 @@ class Dataset:
     # multilabel head -> (N, K) float32 0/1 in spec.multilabel[head] order; regression head -> (N,) float32 in the
     # head's unit, NaN = unknown (masked out of the loss and the metrics)
     extra: dict[str, np.ndarray] = field(default_factory=dict)
+    # captions.csv (trainer/caption.py): the reference captions of each sample; None when the folder has none
+    captions: list[list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -60,6 +64,7 @@ class Dataset:
             mask=self.mask[keep],
             targets={k: v[keep] for k, v in self.targets.items()},
             extra={k: v[keep] for k, v in self.extra.items()},
+            captions=[self.captions[i] for i in keep] if self.captions is not None else None,
         )
 
 
@@ -422,8 +427,11 @@ def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) ->
     else:
         inputs, mask = _decode(spec, files, progress)
         _write_cache(cache, inputs, mask)
+    captions = read_captions(root, ids) if spec.captions is not None else None
     extra = head_targets(spec, [r[2] for r in rows])
-    return Dataset(spec=spec, ids=ids, split=split, inputs=inputs, mask=mask, targets=targets, extra=extra)
+    return Dataset(
+        spec=spec, ids=ids, split=split, inputs=inputs, mask=mask, targets=targets, extra=extra, captions=captions
+    )
 
 
 def _read_cache(path: Path, spec: ScenarioSpec) -> tuple[dict, np.ndarray] | None:

@@ -28,6 +28,9 @@ Definitions used throughout the report (all computed with NumPy):
   latency_ms      batch-1 forward in torch on the CPU, in the inference form the torch backend runs (BatchNorm
                   folded, channels-last weights), inference_mode, after warm-up; p50/p99 over `iters` calls with
                   `threads` torch threads
+  captions        with a caption head (spec `captions:`) and captions.csv: BLEU-4 (sacrebleu) and ROUGE-L
+                  (rouge-score) of the greedy captions against every reference of each sample, beside the most
+                  frequent reference said for every sample (trainer/caption.py); no CIDEr (see there why)
 """
 
 from __future__ import annotations
@@ -341,6 +344,10 @@ def evaluate(
         "train": {k: ckpt["metrics"].get(k) for k in ("epochs_run", "best_epoch", "val_accuracy", "train_time_s")},
         **other_heads(model, spec, inputs, mask, part),
     }
+    if getattr(model, "caption", None) is not None and part.captions is not None:
+        from edgefuse.trainer.caption import caption_report
+
+        report["captions"] = caption_report(model, inputs, mask, part.captions)
     if with_baselines:
         report.update(baselines(spec, run_dir, data_dir, ds, part, progress))
     return _finish_report(report, run_dir, ds, split, spec.train.seed, report_path)
@@ -507,7 +514,7 @@ def cli_eval(args: argparse.Namespace) -> int:
     )
     for m, acc in r["unimodal"].items():
         print(f"  only {m}: {acc:.3f}   without {m}: {r['without'].get(m, float('nan')):.3f}")
-    if "anomaly" in r:
-        aucs = ", ".join(f"{k} {v['roc_auc']:.3f}" for k, v in r["anomaly"]["kinds"].items())
-        print(f"  anomaly ROC-AUC: {aucs}; false alarms {100 * r['anomaly']['false_alarm_rate']:.1f}%")
+    c = r.get("captions")
+    if c and c["n"]:
+        print(f"  captions: BLEU-4 {c['bleu4']:.3f}, ROUGE-L {c['rougeL']:.3f} on {c['n']} samples")
     return 0

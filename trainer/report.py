@@ -58,7 +58,7 @@ def render_markdown(r: dict[str, Any], pngs: dict[str, str]) -> str:
             f"params; latency p50 / p99 {lat['p50']:.2f} / {lat['p99']:.2f} ms (batch 1, {lat['threads']} threads).",
             "",
         ]
-        return "\n".join(lines + other_heads_markdown(r) + _anomaly_lines(r))
+        return "\n".join(lines + other_heads_markdown(r) + _anomaly_lines(r) + _caption_lines(r))
     lat = r["latency_ms"]
     lines = [
         f"# Evaluation: {r['scenario']} ({r['fusion']} fusion)",
@@ -103,7 +103,16 @@ def render_markdown(r: dict[str, Any], pngs: dict[str, str]) -> str:
         )
         if head in pngs:
             lines += [f"![confusion matrix {head}]({pngs[head]})", ""]
-    return "\n".join(lines + other_heads_markdown(r) + _anomaly_lines(r))
+    return "\n".join(lines + other_heads_markdown(r) + _anomaly_lines(r) + _caption_lines(r))
+
+
+def _caption_lines(r: dict[str, Any]) -> list[str]:
+    """The caption head's section (BLEU-4, ROUGE-L, examples), when the run has one."""
+    if not r.get("captions"):
+        return []
+    from edgefuse.trainer.caption import caption_markdown
+
+    return caption_markdown(r["captions"])
 
 
 def _anomaly_lines(r: dict[str, Any]) -> list[str]:

@@ -2,16 +2,22 @@
 
 One loop, top to bottom: AdamW, linear warm-up then cosine decay per step over an epoch budget sized from the data,
 the sum of per-head losses (label-smoothed cross-entropy for class heads, BCE-with-logits for multilabel heads,
-smooth L1 on standardized targets for regression heads, missing targets masked; edgefuse/heads.py) plus the fusion's auxiliary (adversarial) loss plus the unimodal
-auxiliary heads' loss (the modality-imbalance remedy: every modality's embedding must classify on its own, so the
+smooth L1 on standardized targets for regression heads, missing targets masked; edgefuse/heads.py) plus the
+fusion's auxiliary (adversarial) loss plus the unimodal auxiliary heads' loss (the modality-imbalance remedy: every modality's embedding must classify on its own, so the
 fused model cannot lean on one; cf. Gradient-Blending, Wang, Tran & Feiszli, CVPR 2020), modality dropout and
 per-modality augmentation (trainer/augment.py) on training batches, an exponential moving average of the weights
 (validated and kept), early stopping on the mean validation score over heads (accuracy for class heads, mAP for
 multilabel heads, max(0, 1 - MAE / train std) for regression heads; reported as val_accuracy, which is the plain
 mean accuracy when every head is a class head; the kept epoch is the best by score then loss, and patience counts
 from that same epoch), then temperature scaling of the class heads and per-label F1-maximizing thresholds of the
-multilabel heads, both on the validation split only (trainer/calibrate.py, edgefuse/heads.py). Seeds fix python, NumPy and torch, and the batch order comes from a seeded generator, so the
-same seed gives the same metrics.
+multilabel heads, both on the validation split only (trainer/calibrate.py, edgefuse/heads.py). Seeds fix python,
+NumPy and torch, and the batch order comes from a seeded generator, so the same seed gives the same metrics.
+
+With a `captions:` section the caption head trains in the same loop (trainer/caption.py): its teacher-forced
+cross-entropy over every reference of each sample, times `captions.weight`, joins the loss; the decoder (and the
+fusion's context entry) learn at CAPTION_LR_SCALE times the rate, since a language takes more steps than a label;
+its teacher-forced next-word accuracy on validation counts as one more head in the early-stopping score. The
+reported `val_accuracy` stays the mean score over the other heads. Captions train in one process (no --nproc).
 
 Baselines reuse the same encoders and settings: `only=m` masks every other modality always (and turns modality
 dropout off), `drop=m` masks m always. The run folder gets checkpoint.pt, metrics.json and TensorBoard logs (tb/).
@@ -40,6 +46,7 @@ torch = require("torch", "training")
 F = torch.nn.functional
 
 EVAL_BATCH = 256  # inference batch for validation/test passes (memory, not accuracy)
+CAPTION_LR_SCALE = 5.0  # the caption decoder's learning rate relative to train.lr
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -325,6 +332,11 @@ def train_epoch(
         x = augment_batch({m: v[idx] for m, v in inputs.items()}, recipe["kinds"], recipe["augment"], drop_gen)
         logits = model(x, mask)  # head -> (B, C)
         loss = loss_of(logits, targets, idx, recipe["smoothing"], model) + model.aux_loss()
+        if recipe.get("captions") is not None:  # the caption head (trainer/caption.py), on this forward's context
+            from edgefuse.trainer.caption import caption_loss
+
+            refs, counts, weight_c = recipe["captions"]
+            loss = loss + weight_c * caption_loss(model, refs, counts, idx)
         if uni is not None:
             loss = loss + recipe["aux_weight"] * uni.loss(model.last_tokens, mask, targets, idx, recipe["smoothing"])
         opt.zero_grad(set_to_none=True)
@@ -382,6 +394,26 @@ def train_val_splits(ds: Any, spec: ScenarioSpec, data_dir: str | Path) -> tuple
     return train_ds, val_ds
 
 
+def caption_setup(spec: ScenarioSpec, ds: Any, train_ds: Any, val_ds: Any, data_dir: str | Path, ddp: Any) -> dict:
+    """The caption head's vocabulary (train split only) and (refs, counts) tensors per split; {} without captions."""
+    if spec.captions is None:
+        return {}
+    from edgefuse.trainer.caption import CAPTIONS_FILE, Vocabulary, reference_ids
+
+    if ds.captions is None:
+        raise DataError(Path(data_dir) / CAPTIONS_FILE, "missing: the spec has a captions: section (docs/dataset.md)")
+    if not any(train_ds.captions):
+        raise DataError(Path(data_dir) / CAPTIONS_FILE, "no caption for any sample of the train split")
+    if ddp is not None:
+        raise DataError(data_dir, "captions train in one process; run without --nproc")
+    vocab = Vocabulary.build(train_ds.captions, spec.captions.min_count)
+    out: dict[str, Any] = {"vocab": vocab}
+    for split, part in (("train", train_ds), ("val", val_ds)):
+        refs, counts = reference_ids(part.captions, vocab, spec.captions.max_tokens)
+        out[split] = (torch.from_numpy(refs), torch.from_numpy(counts))
+    return out
+
+
 def train(
     spec: ScenarioSpec,
     data_dir: str | Path,
@@ -422,7 +454,8 @@ def train(
         return {"anomaly": train_anomaly(spec, ds, out_dir, data_dir, progress=progress)}
 
     norm = series_normalization(spec, train_ds)
-    model = build_model(spec)
+    captions = caption_setup(spec, ds, train_ds, val_ds, data_dir, ddp)
+    model = build_model(spec, captions["vocab"].itos if captions else None)
     model.set_normalization(norm)
     stats = target_stats(spec, train_ds)
     model.set_targets_normalization(stats)
@@ -439,6 +472,7 @@ def train(
         "aux_weight": spec.model.unimodal_aux,
         "augment": spec.model.augment,
         "kinds": {m: spec.modalities[m].kind for m in spec.modality_names},
+        "captions": (captions["train"][0], captions["train"][1], spec.captions.weight) if captions else None,  # type: ignore[union-attr]
     }
     # one modality seen: its unimodal head would only repeat the fused one
     uni = UnimodalHeads(spec, stats) if spec.model.unimodal_aux > 0 and len(spec.modalities) - len(masked) > 1 else None
@@ -446,6 +480,11 @@ def train(
     steps_per_epoch = len(batches(len(train_ds), cfg.batch_size, torch.Generator()))
     n_epochs, patience = schedule(cfg, steps_per_epoch)
     params = list(model.parameters()) + (list(uni.parameters()) if uni is not None else [])
+    if captions:  # the caption decoder learns a language from few steps: CAPTION_LR_SCALE times the base rate
+        words = [p for n, p in model.named_parameters() if n.startswith(("caption.", "fusion.heads.caption."))]
+        ids = {id(p) for p in words}
+        params = [{"params": [p for p in params if id(p) not in ids]}]
+        params.append({"params": words, "lr": cfg.lr * CAPTION_LR_SCALE})
     opt, sched = make_optimizer(params, cfg, n_epochs, steps_per_epoch)
     ema = make_ema(model, cfg, steps_per_epoch)
     kept = ema.module if ema is not None else model  # the weights validated, kept and saved
@@ -466,14 +505,20 @@ def train(
         train_loss = train_epoch(net, step, data, cfg.batch_size, gens, recipe, ddp)
         val_loss, val_heads = validate(evaluated, x_va, m_va, y_va)
         val_acc = float(np.mean(list(val_heads.values())))
+        if captions:  # the caption head joins early stopping with its teacher-forced next-word accuracy
+            from edgefuse.trainer.caption import token_accuracy
+
+            val_heads = {**val_heads, "caption": token_accuracy(evaluated, x_va, m_va, *captions["val"])}
         lr = opt.param_groups[0]["lr"]
         history.append(
             {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr}
         )
+        if captions:
+            history[-1]["val_caption_token_accuracy"] = val_heads["caption"]
         for key in ("train_loss", "val_loss", "val_accuracy", "lr"):
             writer.add_scalar(key.replace("_", "/", 1), history[-1][key], epoch)
         bar.set_postfix(loss=f"{train_loss:.3f}", val_acc=f"{val_acc:.3f}")
-        stop = stopper.step(epoch, val_acc, val_loss, val_heads, kept)
+        stop = stopper.step(epoch, float(np.mean(list(val_heads.values()))), val_loss, val_heads, kept)
         if stop if ddp is None else ddp.agree(stop):
             break
     writer.close()
@@ -500,7 +545,7 @@ def train(
         "epochs_run": len(history),
         "stopped_early": len(history) < n_epochs,
         "best_epoch": stopper.epoch,
-        "val_accuracy": stopper.acc,
+        "val_accuracy": float(np.mean([a for h, a in stopper.heads.items() if h in spec.labels])),
         "val_loss": stopper.loss,
         "val_heads": stopper.heads,
         "params": count_params(model),
@@ -512,6 +557,8 @@ def train(
         **({"target_stats": {h: {"mean": m, "std": s} for h, (m, s) in stats.items()}} if stats else {}),
         "history": history,
     }
+    if captions:
+        metrics["caption_vocab_size"] = len(captions["vocab"])
     if ddp is not None:
         metrics["world_size"] = ddp.world
         ddp.close()

@@ -45,7 +45,7 @@ def load_torch_model(bundle: Bundle) -> Any:
     try:
         record = torch.load(path, map_location="cpu", weights_only=True)
         spec = parse_spec(record["spec"], f"{path}:spec")
-        model = build_model(spec)
+        model = build_model(spec, record.get("caption_vocab"))
         model.load_state_dict(record["state_dict"])
     except BundleError:
         raise
@@ -113,7 +113,10 @@ class TorchBackend(Backend):
         amp = torch.autocast("cuda", dtype=torch.float16, cache_enabled=False) if fp16 else contextlib.nullcontext()
         with amp:
             logits = self.model({m: tensors[m] for m in self.modalities}, tensors["mask"])  # head -> (B, C)
-        return self.model.bundle_outputs(logits)
+        out = self.model.bundle_outputs(logits)
+        if self.model.last_context is not None:  # the caption decoder's context (deploy/caption.py)
+            out["caption_context"] = self.model.last_context.float()
+        return out
 
     def execute(self, prepared: Feeds) -> Feeds:
         n = len(prepared["mask"])

@@ -3,7 +3,8 @@
     inputs  modality -> (B, *input_shape) float32 (text: int64), raw units as the spec's docstring describes
     mask    (B, M) float32, 1 = present, in spec order
     output  head -> class heads (B, n_classes) logits / temperature; multilabel heads (B, K) logits;
-            regression heads (B, 1) values in the head's unit (edgefuse/heads.py has the kinds)
+            regression heads (B, 1) values in the head's unit (edgefuse/heads.py has the kinds); with a caption
+            decoder also `last_context` (B, H), its conditioning
 
 A masked modality never influences the output: its embedding is replaced by the learned missing token. In training
 its input is also replaced by zeros before the encoder, so masked values do not reach BatchNorm's batch statistics
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from edgefuse.errors import InputError
 from edgefuse.heads import HEAD_KINDS
 from edgefuse.spec import GRUEncoder, LogMelEncoder, ScenarioSpec, SpecError
+from edgefuse.trainer.models.caption import CaptionDecoder
 from edgefuse.trainer.models.encoders import ENCODERS, Standardize
 from edgefuse.trainer.models.fusion import FUSIONS
 from edgefuse.trainer.models.logmel import mel_filterbank, n_frames
@@ -27,7 +29,7 @@ from edgefuse.trainer.models.logmel import mel_filterbank, n_frames
 class FusionModel(nn.Module):
     """The fused classifier a scenario spec describes; build it with build_model(spec)."""
 
-    def __init__(self, spec: ScenarioSpec):
+    def __init__(self, spec: ScenarioSpec, caption_vocab: list[str] | None = None):
         super().__init__()
         self.modalities: list[str] = spec.modality_names
         self.kinds: dict[str, str] = spec.head_kinds  # head -> kind, class heads first
@@ -44,6 +46,15 @@ class FusionModel(nn.Module):
         )
         self.missing = nn.Parameter(torch.randn(len(self.modalities), dim) * 0.02)  # (M, D)
         classes = {h: HEAD_KINDS[k].size(spec, h) for h, k in self.kinds.items()}
+        # the caption head (trainer/caption.py): a "caption" entry of the fusion's heads gives the decoder's context
+        self.caption_vocab: list[str] = list(caption_vocab or []) if spec.captions is not None else []
+        self.caption_max_tokens = spec.captions.max_tokens if spec.captions is not None else 0
+        self.caption: CaptionDecoder | None = None
+        if self.caption_vocab:
+            cap = spec.captions
+            classes["caption"] = cap.hidden  # type: ignore[union-attr]
+            self.caption = CaptionDecoder(len(self.caption_vocab), cap.hidden, cap.embed, spec.model.dropout)  # type: ignore[union-attr]
+        self.last_context: Tensor | None = None  # (B, H) context of the last forward, when captioning
         fusion = spec.model.fusion
         self.fusion = FUSIONS[fusion.method](len(self.modalities), dim, classes, fusion, spec.model.dropout)
         # per class head, the softmax temperature fitted on the validation split after training (trainer/calibrate.py);
@@ -80,6 +91,8 @@ class FusionModel(nn.Module):
         z = torch.stack(tokens, dim=1)  # (B, M, D)
         self.last_tokens = z if self.training else None
         logits = self.fusion(z, present.to(z.dtype))
+        context = logits.pop("caption", None)  # (B, H): the caption decoder's context, not a classifier
+        self.last_context = torch.tanh(context) if context is not None else None
         out = {h: logits[h] / self.temperature[k] for k, h in enumerate(self.class_heads)}
         for h in self.label_slices:
             out[h] = logits[h]  # (B, K) logits; sigmoid outside (loss, export)
@@ -191,12 +204,13 @@ def _logmel_problems(path: str, enc: LogMelEncoder, rate_hz: float, n_samples: i
     return []
 
 
-def build_model(spec: ScenarioSpec) -> FusionModel:
-    """The FusionModel for `spec`; raises SpecError naming every setting that cannot make a working model."""
+def build_model(spec: ScenarioSpec, caption_vocab: list[str] | None = None) -> FusionModel:
+    """The FusionModel for `spec` (with a caption decoder over `caption_vocab` when the spec has `captions:`);
+    raises SpecError naming every setting that cannot make a working model."""
     problems = spec_problems(spec)
     if problems:
         raise SpecError(spec.name, problems)
-    return FusionModel(spec)
+    return FusionModel(spec, caption_vocab)
 
 
 def modality_dropout(mask: Tensor, p: float, generator: torch.Generator | None = None) -> Tensor:

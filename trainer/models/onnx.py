@@ -35,11 +35,18 @@ class _ScoresGraph(nn.Module):
     def forward(self, *tensors: Tensor) -> tuple[Tensor, ...]:
         inputs = dict(zip(self.model.modalities, tensors[:-1], strict=True))
         outputs = self.model.bundle_outputs(self.model(inputs, tensors[-1]))
-        return tuple(outputs.values())  # each (B, C); spec head order
+        scores = tuple(outputs.values())  # each (B, C); spec head order
+        if self.model.caption is not None:  # the caption decoder's context, for the step model (deploy/caption.py)
+            return (*scores, self.model.last_context)  # (B, H)
+        return scores
 
 
-def describe(spec: ScenarioSpec) -> dict:
-    """The exported graph's interface: {inputs: [{name, dtype, shape}], outputs: [{name, head, labels, shape}]}."""
+CONTEXT_OUTPUT = "caption_context"  # the main graph's extra output when the model has a caption decoder
+
+
+def describe(spec: ScenarioSpec, caption: bool = False) -> dict:
+    """The exported graph's interface: {inputs: [{name, dtype, shape}], outputs: [{name, head, labels, shape}]};
+    with `caption`, a last output CONTEXT_OUTPUT (B, captions.hidden) feeds the caption step model."""
     inputs = [
         {"name": name, "dtype": m.input_dtype, "shape": ["batch", *m.input_shape]}
         for name, m in spec.modalities.items()
@@ -51,6 +58,10 @@ def describe(spec: ScenarioSpec) -> dict:
         labels = kind.labels(spec, head)
         outputs.append(
             {"name": f"{kind.output_prefix}{head}", "head": head, "labels": labels, "shape": ["batch", len(labels)]}
+        )
+    if caption and spec.captions is not None:
+        outputs.append(
+            {"name": CONTEXT_OUTPUT, "head": "caption", "labels": [], "shape": ["batch", spec.captions.hidden]}
         )
     return {"inputs": inputs, "outputs": outputs}
 
@@ -74,7 +85,7 @@ def to_onnx(model: FusionModel, spec: ScenarioSpec, path: Path, opset: int = 17)
     Inputs are named after the modalities (spec order) plus "mask"; outputs one per head (see the module
     docstring); every input and output has the dynamic batch axis "batch".
     """
-    desc = describe(spec)
+    desc = describe(spec, caption=model.caption is not None)
     names_in = [t["name"] for t in desc["inputs"]]
     names_out = [t["name"] for t in desc["outputs"]]
     was_training = model.training

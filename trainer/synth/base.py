@@ -121,6 +121,11 @@ class Generator:
         """Latent parameters of one episode (timings, positions, levels) shared by all modalities."""
         raise NotImplementedError
 
+    def caption_slots(self, p: dict[str, Any], duration_s: float) -> list[list[str]] | None:
+        """What happens in the rendered episode `p`, as slots of paraphrases (trainer/synth/captions.py); None
+        when this generator writes no captions. Called after render(), which may add what it drew to `p`."""
+        return None
+
     def render(
         self,
         labels: dict[str, str],
@@ -146,6 +151,7 @@ class Generator:
         if self.spec.regression:
             values = self.targets(p, duration_s)
             labels.update({h: f"{values[h]:.4g}" for h in self.spec.regression})
+        self.last_episode = p  # what the writer captions (caption_slots)
         # one independent stream per modality, in the generator's fixed order: a modality's values do not depend
         # on which other modalities are rendered or how many rows they have
         seeds = rng.integers(0, 2**63, size=len(self.modalities))

@@ -33,6 +33,36 @@ EVENTS = ("person_entering", "door_knock", "doorbell", "glass_break", "fall", "c
 ENV = ("motion", "door", "temperature", "humidity", "light", "smoke")
 THUDS = ("person_entering", "door_knock", "fall")  # one shared thud model: these sound alike
 
+# caption paraphrases (trainer/synth/captions.py combines one per slot and holds some combinations out of training)
+EVENT_PHRASES = {
+    "person_entering": (
+        "someone comes in through the front door",
+        "a person enters through the front door",
+        "somebody walks in through the front door",
+    ),
+    "door_knock": (
+        "someone knocks at the front door",
+        "a person knocks on the front door",
+        "somebody is knocking at the front door",
+    ),
+    "doorbell": ("someone rings the doorbell", "the doorbell rings", "a visitor rings the doorbell"),
+    "glass_break": ("glass breaks", "a window shatters", "the sound of breaking glass is heard"),
+    "fall": ("a person falls to the floor", "someone falls down in the hallway", "somebody has fallen on the floor"),
+    "cooking": (
+        "someone is cooking in the kitchen",
+        "food is being cooked in the kitchen",
+        "a meal is cooking in the kitchen",
+    ),
+    "alarm": ("the smoke alarm goes off", "the smoke alarm is beeping", "the fire alarm sounds"),
+    "idle": ("nothing happens", "the house is quiet", "all is calm in the house"),
+}
+LIGHT_PHRASES = {
+    "dark": ("in the dark", "with the lights low", "in a dim hallway"),
+    "bright": ("in a bright hallway", "with the lights on", "in good light"),
+}
+TV_PHRASES = ("while the tv is on", "with the tv playing in another room")
+DARK_LUX = 30.0
+
 
 @register("smart_home")
 class SmartHome(Generator):
@@ -73,6 +103,15 @@ class SmartHome(Generator):
             p["tv_glow"] = (rng.uniform(30, 80), rng.uniform(0.15, 0.3), rng.uniform(1.5, 3.0))
         return p
 
+    def caption_slots(self, p: dict[str, Any], duration_s: float) -> list[list[str]]:
+        """The event, the light at the tick (the light sensor and the camera's exposure: dark below 30 lux) and,
+        when one plays, the TV heard from another room."""
+        dark = _lux(p, duration_s) < DARK_LUX
+        slots = [list(EVENT_PHRASES[p["event"]]), list(LIGHT_PHRASES["dark" if dark else "bright"])]
+        if p.get("tv"):
+            slots.append(list(TV_PHRASES))
+        return slots
+
     # -- camera -----------------------------------------------------------------------------------------------------
     def render_camera(self, p: dict, span: tuple[float, float], m: ModalitySpec, rng: np.random.Generator):
         times = sg.grid(m, *span)
@@ -96,6 +135,7 @@ class SmartHome(Generator):
         x += sg.mains_hum(t, rng.choice([50.0, 60.0]), rng.uniform(0.001, 0.01), rng.uniform(0, sg.TAU))
         acts = p.get("activities")
         tv = rng.random() < 0.3 if acts is None else "tv" in acts
+        p["tv"] = bool(tv)  # kept for the caption
         if tv:  # a TV in another room: speech-band noise with a syllable-rate envelope
             env = 0.5 + 0.5 * np.sin(sg.TAU * rng.uniform(3, 5) * t + rng.uniform(0, sg.TAU))
             amp = rng.uniform(0.003, 0.012) if acts is None else rng.uniform(0.015, 0.04)  # a labelled TV is audible

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from edgefuse.errors import DataError
 from edgefuse.spec import ScenarioSpec, SpecError, load_spec
 from edgefuse.trainer.synth.base import Generator, dataset_starts, episode_duration_s, get_generator
+from edgefuse.trainer.synth.captions import references, split_references
 
 SPLITS = ("train", "val", "test")
 EXT = {"image": ".png", "audio": ".wav", "series": ".csv", "text": ".txt"}
@@ -109,16 +110,29 @@ def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _write_range(spec: ScenarioSpec, out: Path, seed: int, indices: range) -> list[dict[str, str]]:
-    """Render and write samples `indices`; returns their labels. Runs in the writer or in a worker process."""
+def _write_range(
+    spec: ScenarioSpec, out: Path, seed: int, indices: range
+) -> list[tuple[dict[str, str], list[tuple[str, bool]]]]:
+    """Render and write samples `indices`; returns their labels and, when the spec has `captions:`, their caption
+    references (trainer/synth/captions.py). Runs in the writer or in a worker process."""
     gen = get_generator(spec, seed)
-    labels = []
+    out_rows = []
     for i in indices:
         rng = np.random.default_rng([seed, i])
         lab = gen.sample_labels(rng)
         write_sample(out / "samples" / f"{i:06d}", spec, cut_sample(gen, lab, rng))
-        labels.append(lab)
-    return labels
+        slots = gen.caption_slots(gen.last_episode, episode_duration_s(spec)) if spec.captions is not None else None
+        out_rows.append((lab, references(slots) if slots else []))
+    return out_rows
+
+
+def write_captions(path: Path, refs: list[list[tuple[str, bool]]], splits: list[str]) -> None:
+    """captions.csv: sample,caption; test samples get the held-out template combinations, the others the rest."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["sample", "caption"])
+        for i, (r, split) in enumerate(zip(refs, splits, strict=True)):
+            w.writerows([f"{i:06d}", text] for text in split_references(r, split))
 
 
 def default_workers(samples: int) -> int:
@@ -143,22 +157,30 @@ def write_dataset(
     step = max(1, min(64, math.ceil(samples / (4 * max(1, workers)))))
     chunks = [range(a, min(a + step, samples)) for a in range(0, samples, step)]
     labels: list[dict[str, str]] = []
+    refs: list[list[tuple[str, bool]]] = []
     with tqdm(total=samples, desc=f"synth {spec.name}", unit="sample", disable=not progress) as bar:
         if workers <= 1:
             for chunk in chunks:
-                labels += _write_range(spec, out, seed, chunk)
+                rows = _write_range(spec, out, seed, chunk)
+                labels += [lab for lab, _ in rows]
+                refs += [r for _, r in rows]
                 bar.update(len(chunk))
         else:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                for chunk_labels in pool.map(_write_range, *zip(*[(spec, out, seed, c) for c in chunks], strict=True)):
-                    labels += chunk_labels
-                    bar.update(len(chunk_labels))
+                for rows in pool.map(_write_range, *zip(*[(spec, out, seed, c) for c in chunks], strict=True)):
+                    labels += [lab for lab, _ in rows]
+                    refs += [r for _, r in rows]
+                    bar.update(len(rows))
     rows = [[f"{i:06d}", splits[i]] + [lab[h] for h in heads] for i, lab in enumerate(labels)]
     with open(out / "labels.csv", "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["sample", "split", *heads])
         w.writerows(rows)
+    if any(refs):
+        write_captions(out / "captions.csv", refs, splits)
+    else:
+        (out / "captions.csv").unlink(missing_ok=True)  # a rewrite without captions leaves none behind
     meta = {
         "format": "edgefuse folder dataset",
         "version": 1,
