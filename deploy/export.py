@@ -27,6 +27,7 @@ import numpy as np
 from edgefuse import __version__
 from edgefuse._optional import require
 from edgefuse.deploy import quantize
+from edgefuse.deploy.anomaly import export_anomaly
 from edgefuse.deploy.bundle import sha256_file
 from edgefuse.deploy.trt_check import check_variants
 from edgefuse.errors import BundleError, DataError
@@ -421,7 +422,7 @@ def export_bundle(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        manifest = _write(tmp, spec, model, checkpoint, held, precisions, parity_samples)
+        manifest = _write(tmp, spec, model, checkpoint, held, precisions, parity_samples, run_dir)
         _publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -429,7 +430,14 @@ def export_bundle(
 
 
 def _write(
-    tmp: Path, spec: ScenarioSpec, model: Any, checkpoint: dict, held: Held, precisions: list[str], parity_n: int
+    tmp: Path,
+    spec: ScenarioSpec,
+    model: Any,
+    checkpoint: dict,
+    held: Held,
+    precisions: list[str],
+    parity_n: int,
+    run_dir: Path | None = None,
 ) -> Manifest:
     from edgefuse.trainer.models.onnx import to_onnx
 
@@ -441,6 +449,7 @@ def _write(
     parity = _check_parity(spec, model, session, held, parity_n)
     variants = _variants(tmp, precisions, held)
     _save_torch(model, spec, checkpoint, tmp / "model.pt")
+    anomaly = export_anomaly(run_dir, tmp, spec, held.parity_feeds(parity_n), OPSET) if run_dir else None
     files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
     for v in variants.values():
         v.sha256 = files[v.file]
@@ -460,6 +469,7 @@ def _write(
         parity=parity,
         variants=variants,
         trt_check=trt,
+        anomaly=anomaly,
         files=files,
     )
     save_manifest(manifest, tmp / MANIFEST_NAME)
@@ -485,6 +495,11 @@ def cli_export(args: argparse.Namespace) -> int:
         size = (Path(args.out) / v.file).stat().st_size / 1e6
         acc = ", ".join(f"{h} {100 * a:.2f}%" for h, a in v.accuracy.items()) if v.accuracy else "n/a (no --data)"
         print(f"  {p:8s} {v.file:20s} {size:7.2f} MB  accuracy {acc}  {v.notes}")
+    if m.anomaly is not None:
+        a = m.anomaly
+        print(
+            f"  anomaly  {a.file:20s} fused threshold {a.threshold:.3f} (q {a.quantile}), parity {a.parity_max_abs_diff:.2e}"
+        )
     if m.trt_check is not None:
         bad = [n for n, v in m.trt_check.variants.items() if v.engine_precision and not v.ok]
         verdict = f"problems in {', '.join(bad)}" if bad else "every engine variant passes"

@@ -145,6 +145,26 @@ class TrtCheckSpec(_Strict):
     variants: dict[str, TrtVariantCheck]
 
 
+class AnomalyManifest(_Strict):
+    """The bundle's anomaly model (deploy/anomaly.py): its own ONNX file, fed the same inputs and mask as the
+    classifier; published as the result's `anomaly` key (docs/wire.md)."""
+
+    file: str = "anomaly.onnx"
+    scores: str = "anomaly_scores"  # output (B, M): one score per modality, in mask order; 0 for a masked one
+    fused: str = "anomaly_fused"  # output (B,): the fused score (max or mean of the present modalities' scores)
+    modalities: list[str]  # the score columns, in mask order
+    fuse: Literal["max", "mean"]
+    quantile: float  # the validation quantile the thresholds sit at
+    threshold: float  # the fused score's alert threshold
+    thresholds: dict[str, float]  # per modality
+    meaning: str = (
+        "reconstruction error of a fixed compact view of each modality, as (log error - validation mean) / "
+        "validation std: about 0 on normal data; alert when the fused score exceeds `threshold`"
+    )
+    parity_max_abs_diff: float  # ONNX Runtime vs torch on the parity samples, in score units
+    metrics: dict[str, Any] = {}  # the anomaly training metrics (anomaly.json, without the history)
+
+
 class Manifest(_Strict):
     """BUNDLE/manifest.json."""
 
@@ -165,6 +185,7 @@ class Manifest(_Strict):
     torch_file: str | None = "model.pt"  # state dict + spec, for the torch backend
     variants: dict[str, VariantSpec] = Field(default_factory=dict)  # one of VARIANTS -> its file
     trt_check: TrtCheckSpec | None = None  # the static TensorRT check, when run
+    anomaly: AnomalyManifest | None = None  # the anomaly model, when the run has one (issue 14)
     files: dict[str, str] = Field(default_factory=dict)  # every file but the manifest -> sha256
 
     def scenario(self) -> ScenarioSpec:

@@ -13,9 +13,11 @@ Tensor conventions every part of edgefuse follows (batch dimension first, omitte
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -67,11 +69,23 @@ class SyncSpec(Strict):
 # ---------------------------------------------------------------------------------------------------------------------
 # Runtime sources, one per modality (runtime/sources/ implements them).
 
+# The source registry: source type name -> "module:Class" of its runtime class (imported on first use, so a host
+# without sounddevice can still run cameras and ZeroMQ sensors). The one list of the names source.type accepts;
+# edgefuse.runtime.sources.register_source adds one, selectable from a config without editing this file.
+SOURCE_TYPES: dict[str, str] = {
+    "camera": "edgefuse.runtime.sources.camera:CameraSource",
+    "microphone": "edgefuse.runtime.sources.microphone:MicrophoneSource",
+    "zmq": "edgefuse.runtime.sources.zmq_sensor:ZmqSensorSource",
+    "synthetic": "edgefuse.runtime.sources.synthetic:SyntheticSource",
+    "replay": "edgefuse.runtime.sources.replay:ReplaySource",
+}
+
 
 class SourceSpec(Strict):
-    # synthetic: paced streams from the scenario generator (with ground truth); camera: OpenCV VideoCapture;
-    # microphone: sounddevice InputStream; zmq: SUB to sensor publishers; replay: a recorded session
-    type: Literal["synthetic", "camera", "microphone", "zmq", "replay"] = "synthetic"
+    # a name in SOURCE_TYPES (the source registry). synthetic: paced streams from the scenario generator (with ground
+    # truth); camera: OpenCV VideoCapture; microphone: sounddevice InputStream; zmq: SUB to sensor publishers;
+    # replay: a recorded session
+    type: str = "synthetic"
     # camera: device index ("0") or path (/dev/video0), video file, rtsp:// or http:// URL, or GStreamer pipeline
     # ("... ! appsink"); microphone: device index, name or part of it ("USB", "pulse", "hw:1,0"), unset = default
     # input; zmq: endpoint to connect to (tcp://host:port); replay: session folder
@@ -109,6 +123,13 @@ class SourceSpec(Strict):
     curve_server_key: str | None = None
     # zmq CURVE: this runtime's secret certificate (NAME.key_secret); unset = a throwaway key pair (encryption only)
     curve_secret_key: str | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        if v not in SOURCE_TYPES:
+            raise ValueError(f"Input should be one of the registered source types: {', '.join(SOURCE_TYPES)}")
+        return v
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -229,6 +250,9 @@ class CNN1DEncoder(Strict):
     width: int = Field(32, gt=0)
     kernel: int = Field(5, gt=0)
     layers: int = Field(3, ge=1)
+    # the last feature map is averaged over this many equal stretches of the window, concatenated: keeps the coarse
+    # order of what happened (a swipe to the left vs to the right); 1 = one mean over the whole window
+    segments: int = Field(1, ge=1, le=16)
 
 
 class GRUEncoder(Strict):
@@ -251,9 +275,63 @@ class HashedTextEncoder(Strict):
     width: int = Field(64, gt=0)
 
 
-EncoderSpec = Annotated[
-    DWCNNEncoder | LogMelEncoder | CNN1DEncoder | GRUEncoder | HashedTextEncoder, Field(discriminator="type")
-]
+# The encoder registry, spec side: encoder type name -> (its config model, the modality kinds it encodes). This dict is
+# the one list of the names model.encoders.<m>.type accepts; the trainer's modules are looked up under the same names
+# (trainer/models/encoders.py), and register_encoder_config() adds one (the trainer's register_encoder calls it), so a
+# newly registered encoder is selectable from a config without editing this file. Kept here, not in the trainer, so
+# the runtime validates specs without torch.
+ENCODER_TYPES: dict[str, tuple[type[BaseModel], tuple[str, ...]]] = {}
+
+
+def _encoder_union() -> Any:
+    union = functools.reduce(operator.or_, (cls for cls, _ in ENCODER_TYPES.values()))  # A | B | ...
+    return Annotated[union, Field(discriminator="type")]
+
+
+def register_encoder_config(cls: type[BaseModel], kinds: tuple[str, ...] | list[str]) -> str:
+    """Make `cls` (a pydantic model with `type: Literal["<name>"]`) a valid model.encoders entry for modalities of
+    `kinds`; returns the name. The spec models are rebuilt, so configs parsed afterwards accept it."""
+    tag = get_args(cls.model_fields["type"].annotation) if "type" in cls.model_fields else ()
+    if len(tag) != 1 or not isinstance(tag[0], str):
+        raise ValueError(f"{cls.__name__}: an encoder config needs a field `type: Literal['<name>']`")
+    ENCODER_TYPES[tag[0]] = (cls, tuple(kinds))
+    _rebuild_encoder_field()
+    return tag[0]
+
+
+def unregister_encoder_config(name: str) -> None:
+    """Remove a registered encoder name (tests; a plug-in that is unloaded)."""
+    if ENCODER_TYPES.pop(name, None) is not None:
+        _rebuild_encoder_field()
+
+
+def encoders_for_kind() -> dict[str, list[str]]:
+    """Modality kind -> the encoder names that encode it, from the registry."""
+    out: dict[str, list[str]] = {}
+    for name, (_, kinds) in ENCODER_TYPES.items():
+        for k in kinds:
+            out.setdefault(k, []).append(name)
+    return out
+
+
+def _rebuild_encoder_field() -> None:
+    """After the spec models exist, point ModelSpec.encoders at the registry's current union and rebuild the models
+    that validate it (pydantic builds a model's validator once, at class creation)."""
+    if "ScenarioSpec" in globals():
+        ModelSpec.model_fields["encoders"].annotation = dict[str, _encoder_union()]
+        ModelSpec.model_rebuild(force=True)
+        ScenarioSpec.model_rebuild(force=True)
+
+
+for _cls, _kinds in (
+    (DWCNNEncoder, ("image",)),
+    (LogMelEncoder, ("audio",)),
+    (CNN1DEncoder, ("series",)),
+    (GRUEncoder, ("series",)),
+    (HashedTextEncoder, ("text",)),
+):
+    register_encoder_config(_cls, _kinds)
+EncoderSpec = _encoder_union()  # the built-ins; the field is rebuilt when one is registered later
 
 # The names model.fusion.method accepts: fusion method name -> one line about it. This dict is the one list; the
 # trainer's classes are looked up under these names (trainer/models/fusion.py), and register_fusion_name() adds one
@@ -340,6 +418,39 @@ class RegressionSpec(Strict):
         if self.min is not None and self.max is not None and self.min >= self.max:
             raise ValueError(f"min {self.min} must be below max {self.max}")
         return self
+
+
+class AnomalyTargetSpec(Strict):
+    """The fixed (not learned) compact view of each modality the anomaly model reconstructs."""
+
+    image_size: int = Field(8, gt=0)  # image: average-pooled to image_size x image_size pixels per channel
+    audio_bands: int = Field(16, gt=0)  # audio: log-mel bands (at most the encoder's n_mels) ...
+    audio_frames: int = Field(8, gt=0)  # ... averaged into this many frames per window
+    series_steps: int = Field(16, gt=0)  # series: standardized, averaged into this many steps (minus the mean) ...
+    series_noise_bins: int = Field(8, gt=0)  # ... and each channel's log noise level (RMS of differences) per bin
+    text_bins: int = Field(32, gt=1)  # text: histogram of token ids folded into this many bins
+
+
+class AnomalySpec(Strict):
+    """The unsupervised multimodal anomaly model (trainer/models/anomaly.py): an autoencoder over the same encoders,
+    trained on normal data only; per tick a score per modality and a fused score, alerting above a threshold."""
+
+    latent: int = Field(16, gt=0)  # the fused bottleneck's size
+    hidden: int = Field(128, gt=0)  # width of the bottleneck MLP and of each decoder
+    # training epochs; unset = train.epochs (or its data-sized default); patience unset = train.patience's rule
+    epochs: int | None = Field(None, gt=0)
+    patience: int | None = Field(None, gt=0)
+    # probability of hiding each present modality from the encoders in training (it is still reconstructed, from
+    # the others): the model learns what each modality should look like given the rest
+    modality_dropout: float = Field(0.25, ge=0, lt=1)
+    # the alert thresholds: this quantile of the validation split's (normal) scores, per modality and fused
+    quantile: float = Field(0.99, gt=0.5, lt=1)
+    # fused score = the max (a fault in any one modality alerts) or the mean of the present modalities' scores
+    fuse: Literal["max", "mean"] = "max"
+    # head -> classes left out of "normal" (the train and validation data of the anomaly model): e.g. an event
+    # the model must flag as never seen; the rest of the train split is normal
+    exclude: dict[str, list[str]] = {}
+    target: AnomalyTargetSpec = AnomalyTargetSpec()
 
 
 class SynthSpec(Strict):
@@ -437,6 +548,8 @@ class ScenarioSpec(Strict):
     multilabel: dict[str, list[str]] = {}
     # regression heads: head name -> unit and optional range; labels.csv holds a number (empty = unknown)
     regression: dict[str, RegressionSpec] = {}
+    # optional: the unsupervised anomaly model (needs no labels; `edgefuse train` trains it after the classifier)
+    anomaly: AnomalySpec | None = None
     # optional: unset, every modality gets default_encoder() and the defaults below
     model: ModelSpec = ModelSpec()
     train: TrainSpec = TrainSpec()  # optional: the training recipe (trainer/train.py)
@@ -512,18 +625,18 @@ def default_encoder(m: dict[str, Any]) -> dict[str, Any]:
         return {"type": "logmel_cnn", "n_fft": n_fft, "hop": n_fft // 2, "n_mels": min(40, n_fft // 8), "stages": 2}
     if kind == "series":
         steps = float(m.get("rate_hz") or 1) * float(m.get("window_s") or 1)
-        return {"type": "cnn1d", "width": 32, "kernel": 5, "layers": 3 if steps >= 32 else 2}
+        width = 64 if len(m.get("channels") or []) > 16 else 32  # many channels (a skeleton, an array): wider
+        # segments: a window of 32+ steps keeps its coarse time order (4 stretches), a short one is averaged
+        return {
+            "type": "cnn1d",
+            "width": width,
+            "kernel": 5,
+            "layers": 3 if steps >= 32 else 2,
+            "segments": 4 if steps >= 32 else 1,
+        }
     if kind == "text":
         return {"type": "hashed_embedding"}
     return {}
-
-
-_ENCODERS_FOR_KIND = {
-    "image": ("dwcnn",),
-    "audio": ("logmel_cnn",),
-    "series": ("cnn1d", "gru"),
-    "text": ("hashed_embedding",),
-}
 
 
 def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
@@ -532,7 +645,7 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
     Runs on raw data so that these problems are reported together with field errors, not only after them.
     """
     d = lambda x: x if isinstance(x, dict) else {}  # noqa: E731 - tolerate malformed parts: they have own errors
-    modalities, model, labels = d(data.get("modalities")), d(data.get("model")), data.get("labels")
+    modalities, model, labels = d(data.get("modalities")), d(data.get("model")), data.get("labels", {})
     encoders = d(model.get("encoders"))
     problems: list[tuple[str, str]] = []
     if "modalities" in data and not modalities:
@@ -552,10 +665,11 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
             if m not in modalities:
                 problems.append((f"model.encoders.{m}", f"no modality named '{m}'"))
                 continue
-            kind, etype = d(modalities[m]).get("kind"), d(enc).get("type")
-            if kind in _ENCODERS_FOR_KIND and etype not in _ENCODERS_FOR_KIND[kind]:
-                allowed = ", ".join(_ENCODERS_FOR_KIND[kind])
+            kind, etype, for_kind = d(modalities[m]).get("kind"), d(enc).get("type"), encoders_for_kind()
+            if kind in for_kind and etype not in for_kind[kind]:
+                allowed = ", ".join(for_kind[kind])
                 problems.append((f"model.encoders.{m}.type", f"'{etype}' cannot encode {kind}; use one of: {allowed}"))
+    problems += _anomaly_problems(d(data.get("anomaly")), d(labels))
     problems += _model_choice_problems(d(d(data.get("runtime")).get("model")))
     trigger = d(data.get("runtime")).get("trigger")
     if trigger is not None and trigger not in modalities:
@@ -588,9 +702,11 @@ def _head_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
     """At least one head over all head sections; head names unique across them; multilabel label lists valid."""
     sections = {k: data[k] for k in HEAD_SECTIONS if isinstance(data.get(k), dict)}
     problems: list[tuple[str, str]] = []
-    # 14b/14c sections (anomaly, captions) count as heads too once merged: a spec may have no class labels at all
+    # an anomaly (or captions) section stands alone: a spec may have no class labels at all
     if "modalities" in data and not any(sections.values()) and not data.get("anomaly") and not data.get("captions"):
-        problems.append(("labels", "at least one head is required (labels, multilabel or regression)"))
+        problems.append(
+            ("labels", "at least one head is required (labels, multilabel or regression) or an `anomaly` section")
+        )
     seen: dict[str, str] = {}
     for section, heads in sections.items():
         for head in heads:
@@ -605,6 +721,23 @@ def _head_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(names, list) and any("|" in str(n) or not str(n).strip() for n in names):
             problems.append((f"multilabel.{head}", "label names must be non-empty and without '|' (the separator)"))
     return problems
+
+
+def _anomaly_problems(a: dict[str, Any], labels: dict[str, Any]) -> list[tuple[str, str]]:
+    """anomaly.exclude must name heads and classes of `labels`, and leave some normal data."""
+    out = []
+    exclude = a.get("exclude")
+    for head, classes in (exclude if isinstance(exclude, dict) else {}).items():
+        if head not in labels:
+            out.append((f"anomaly.exclude.{head}", f"no head named '{head}' in labels"))
+            continue
+        known = [str(c) for c in labels[head]] if isinstance(labels[head], list) else []
+        for c in classes if isinstance(classes, list) else []:
+            if str(c) not in known:
+                out.append((f"anomaly.exclude.{head}", f"'{c}' is not a class of labels.{head}"))
+        if isinstance(classes, list) and known and set(map(str, classes)) >= set(known):
+            out.append((f"anomaly.exclude.{head}", "every class is excluded: no normal data would be left"))
+    return out
 
 
 def _model_choice_problems(m: dict[str, Any]) -> list[tuple[str, str]]:
@@ -632,7 +765,7 @@ def _format_errors(err: ValidationError) -> list[tuple[str, str]]:
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
         # drop discriminated-union tags pydantic adds to the path ("dwcnn", "function-after[...]")
-        loc = [p for p in loc if not p.startswith("function-") and p not in _ENCODER_TAGS]
+        loc = [p for p in loc if not p.startswith("function-") and p not in ENCODER_TYPES]
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -643,9 +776,6 @@ def _format_errors(err: ValidationError) -> list[tuple[str, str]]:
             else:
                 out.append((".".join(loc) or "<root>", line))
     return out
-
-
-_ENCODER_TAGS = {"dwcnn", "logmel_cnn", "cnn1d", "gru", "hashed_embedding"}
 
 
 def parse_spec(data: Any, source: str = "<spec>") -> ScenarioSpec:

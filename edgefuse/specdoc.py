@@ -25,17 +25,25 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("modalities.<name>.source", S.SourceSpec),
     ("regression.<head>", S.RegressionSpec),
     ("model", S.ModelSpec),
-    ("model.encoders.<name> (type: dwcnn)", S.DWCNNEncoder),
-    ("model.encoders.<name> (type: logmel_cnn)", S.LogMelEncoder),
-    ("model.encoders.<name> (type: cnn1d)", S.CNN1DEncoder),
-    ("model.encoders.<name> (type: gru)", S.GRUEncoder),
-    ("model.encoders.<name> (type: hashed_embedding)", S.HashedTextEncoder),
+    # model.encoders.<name>, one section per registered encoder type: see sections()
     ("model.fusion", S.FusionSpec),
     ("train", S.TrainSpec),
+    ("anomaly", S.AnomalySpec),
+    ("anomaly.target", S.AnomalyTargetSpec),
     ("synth", S.SynthSpec),
     ("runtime", S.RuntimeSpec),
     ("runtime.publish", S.PublishSpec),
 ]
+
+
+def sections() -> list[tuple[str, type[BaseModel]]]:
+    """SECTIONS with one `model.encoders.<name> (type: ...)` section per encoder in the registry, after `model`."""
+    out: list[tuple[str, type[BaseModel]]] = []
+    for path, cls in SECTIONS:
+        out.append((path, cls))
+        if path == "model":
+            out += [(f"model.encoders.<name> (type: {n})", c) for n, (c, _) in S.ENCODER_TYPES.items()]
+    return out
 
 
 def field_comments(cls: type) -> dict[str, str]:
@@ -96,11 +104,15 @@ def markdown() -> str:
         "Names the spec accepts: fusion methods "
         + ", ".join(f"`{m}`" for m in S.FUSION_METHODS)
         + "; encoders "
-        + "; ".join(f"{k}: " + ", ".join(f"`{e}`" for e in v) for k, v in S._ENCODERS_FOR_KIND.items())
-        + ".",
+        + "; ".join(f"{k}: " + ", ".join(f"`{e}`" for e in v) for k, v in S.encoders_for_kind().items())
+        + "; source types "
+        + ", ".join(f"`{t}`" for t in S.SOURCE_TYPES)
+        + ". Each list is a registry: a class decorated with `edgefuse.trainer.models.register_encoder(config, kinds)`"
+        " or `register_fusion(name)`, or a source given to `edgefuse.runtime.sources.register_source(name,"
+        ' "module:Class")`, is selectable from a config without editing edgefuse/spec.py.',
         "",
     ]
-    for path, cls in SECTIONS:
+    for path, cls in sections():
         comments = field_comments(cls)
         doc = (cls.__doc__ or "").strip().splitlines()
         lines += [f"## `{path}`", ""]

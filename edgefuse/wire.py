@@ -225,6 +225,8 @@ def _check_result(p: dict[str, Any]) -> None:
         if not isinstance(ms, _NUM) or isinstance(ms, bool) or not math.isfinite(ms):
             raise WireError(f"payload.latency_ms.{_key(stage)}: expected a finite number")
     _check_head_results(p)
+    if "anomaly" in p:
+        _check_anomaly(p["anomaly"])
 
 
 def _check_head_results(p: dict[str, Any]) -> None:
@@ -240,6 +242,19 @@ def _check_head_results(p: dict[str, Any]) -> None:
         ok = isinstance(v, dict) and isinstance(v.get("unit"), str) and isinstance(v.get("value"), _NUM)
         if not ok or isinstance(v["value"], bool) or not math.isfinite(v["value"]):
             raise WireError(f"payload.values.{_key(head)}: expected {{value: finite number, unit: str}}")
+
+
+ANOMALY_FIELDS = {"score": _NUM, "threshold": _NUM, "alert": bool, "modalities": dict}
+
+
+def _check_anomaly(a: Any) -> None:
+    """The optional `anomaly` key of a result (issue 14; docs/wire.md)."""
+    _check_fields(a, ANOMALY_FIELDS, "payload.anomaly")
+    if isinstance(a["score"], bool) or isinstance(a["threshold"], bool):
+        raise WireError("payload.anomaly.score/threshold: expected numbers, got bool")
+    for m, v in a["modalities"].items():
+        if not isinstance(v, _NUM) or isinstance(v, bool) or not math.isfinite(v):
+            raise WireError(f"payload.anomaly.modalities.{_key(m)}: expected a finite number")
 
 
 def decode(frames: list[bytes]) -> Message:

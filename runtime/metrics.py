@@ -56,6 +56,14 @@ class RuntimeMetrics:
             "edgefuse_inference_latency_seconds", "Time of one backend call (one batch).", ["device", "backend"],
             buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
+        self.anomaly_score = prom.Gauge(
+            "edgefuse_anomaly_score", "The latest fused anomaly score (validation-std units).", ["device", "group"],
+            registry=r,
+        )  # fmt: skip
+        self.anomaly_alerts = prom.Counter(
+            "edgefuse_anomaly_alerts", "Ticks whose fused anomaly score exceeded the threshold.", ["device", "group"],
+            registry=r,
+        )  # fmt: skip
         self.batch_size = prom.Histogram(
             "edgefuse_inference_batch_size",
             "Ticks per backend call.",
@@ -93,6 +101,12 @@ class RuntimeMetrics:
             self.present.labels(d, group, modality).set(1.0 if ok else 0.0)
             if not ok:
                 self.missing.labels(d, group, modality).inc()
+
+    def observe_anomaly(self, group: str, score: float, alert: bool) -> None:
+        """One tick's fused anomaly score (a gauge) and whether it alerted (a counter)."""
+        self.anomaly_score.labels(self.device, group).set(score)
+        if alert:
+            self.anomaly_alerts.labels(self.device, group).inc()
 
     def observe_inference(self, seconds: float, batch: int = 1, backend: str = "") -> None:
         """One backend call that ran `batch` ticks in `seconds`."""

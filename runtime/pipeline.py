@@ -63,6 +63,7 @@ class BoundModel:
     text_settings: dict[str, tuple[int, int]]
     # the manifest's OutputSpecs of the multilabel and regression heads (edgefuse/heads.py): thresholds, unit, range
     other_heads: list[Any] = field(default_factory=list)
+    anomaly: Any = None  # runtime/anomaly.py's AnomalyScorer when the bundle has an anomaly model
 
     @classmethod
     def load(
@@ -74,8 +75,11 @@ class BoundModel:
 
         be = load_model(bundle_dir, model) if model is not None else load_backend(bundle_dir, backend, precision)
         from edgefuse.deploy.bundle import load_bundle
+        from edgefuse.runtime.anomaly import AnomalyScorer
 
-        man = load_bundle(bundle_dir, verify=False).manifest  # load_backend verified the files already
+        bundle = load_bundle(bundle_dir, verify=False)  # load_backend verified the files already
+        man = bundle.manifest
+        device, threads = (model.device, model.threads) if model is not None else ("auto", None)
         text = {
             m: (p.tokenizer.buckets, p.tokenizer.ngrams) for m, p in man.preprocess.items() if p.tokenizer is not None
         }
@@ -87,6 +91,7 @@ class BoundModel:
             heads=[(o.name, o.head, list(o.labels)) for o in man.outputs if o.kind != "regression"],
             text_settings=text,
             other_heads=[o for o in man.outputs if o.kind != "class"],
+            anomaly=AnomalyScorer.load(bundle, device, threads),
         )
 
     def feeds(self, batch: list[Tick], names: list[str]) -> dict[str, np.ndarray]:
@@ -120,6 +125,8 @@ class BoundModel:
 
     def close(self) -> None:
         self.backend.close()
+        if self.anomaly is not None:
+            self.anomaly.close()
 
 
 def check_compatible(spec: ScenarioSpec, trained: ScenarioSpec, where: str) -> None:
@@ -351,6 +358,8 @@ class Pipeline:
         feeds = self.model.feeds(batch, self.names)
         t_infer = monotonic_ns()
         outputs = self.model.backend.run(feeds)
+        scorer = self.model.anomaly  # the anomaly model runs on the same feeds; its time counts as inference
+        anomaly = scorer.run(feeds) if scorer is not None else None
         t_done = monotonic_ns()
         self.counts["batches"] += 1
         self.rec.add("batch_size", len(batch))
@@ -358,9 +367,12 @@ class Pipeline:
             self.metrics.observe_inference((t_done - t_infer) / 1e9, len(batch), self.model.backend.name)
         for i, tick in enumerate(batch):
             tick.stamps.update(batched=t_batched, infer_start=t_infer, infer_end=t_done)
-            self._emit(tick, self.model.scores(outputs, i), self.model.head_results(outputs, i))
+            more = self.model.head_results(outputs, i)
+            if anomaly is not None:
+                more["anomaly"] = scorer.result(anomaly, i, feeds["mask"][i])
+            self._emit(tick, self.model.scores(outputs, i), more)
 
-    def _emit(self, tick: Tick, scores: dict[str, dict[str, float]], heads: dict[str, Any] | None = None) -> None:
+    def _emit(self, tick: Tick, scores: dict[str, dict[str, float]], more: dict[str, Any] | None = None) -> None:
         st = tick.stamps
         labels = tick.labels
         world = self.worlds.get(tick.group)
@@ -368,7 +380,10 @@ class Pipeline:
             labels = world.labels_at(tick.t_tick_ns)
         elif labels is None and self.label_segments:
             labels = label_at(self.label_segments, self._label_starts, tick.t_tick_ns)
-        extra = {"truth": labels, **(heads or {})} if labels else heads
+        extra = {"truth": labels} if labels else None
+        if more:
+            extra = {**(extra or {}), **more}
+            self._count_alert(tick.group, more.get("anomaly"))
         mask = {m: bool(tick.mask[i]) for i, m in enumerate(self.names)}
         payload = result_payload(tick.t_tick_ns, tick.capture_ns, mask, scores, {}, extra)
         t_pub = monotonic_ns()
@@ -403,6 +418,13 @@ class Pipeline:
             self.metrics.observe_tick(tick.group, {k: v / 1e3 for k, v in lat.items()}, mask)
         if self.on_result is not None:
             self.on_result(tick.group, payload)
+
+    def _count_alert(self, group: str, anomaly: dict[str, Any] | None) -> None:
+        if anomaly is None:
+            return
+        self.counts["anomaly_alerts"] = self.counts.get("anomaly_alerts", 0) + int(anomaly["alert"])
+        if self.metrics is not None:
+            self.metrics.observe_anomaly(group, anomaly["score"], anomaly["alert"])
 
     # -- monitoring ---------------------------------------------------------------------------------------------------
     def _maybe_monitor(self) -> None:
@@ -523,6 +545,7 @@ class Pipeline:
                 "batch_size": pct.get("batch_size", _none()),
                 "sync_error_ms": sync_err,
                 "online_accuracy": self.accuracy.summary(),
+                "anomaly_alerts": self.counts.get("anomaly_alerts"),  # None: the bundle has no anomaly model
                 "sources": self.source_stats(),
                 "backend": self.model.backend.describe(),  # what exactly ran: backend, precision, device, file
                 "endpoint": getattr(pub, "endpoint", None),

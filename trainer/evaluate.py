@@ -298,6 +298,10 @@ def evaluate(
     from edgefuse.trainer.models import count_params
 
     run_dir = Path(run_dir)
+    if not (run_dir / "checkpoint.pt").exists() and (run_dir / "anomaly.pt").is_file():  # an anomaly-only run
+        from edgefuse.trainer.anomaly import evaluate_anomaly_run
+
+        return evaluate_anomaly_run(run_dir, data_dir, report_path, split=split, progress=progress, dataset=dataset)
     spec, model, ckpt = load_run(run_dir)
     torch.set_num_threads(spec.train.threads)
     ds = dataset if dataset is not None else load_data(spec, data_dir, progress=progress)
@@ -310,8 +314,9 @@ def evaluate(
     inputs, _, _ = to_tensors(part)
     mask = run_mask(spec, ckpt, part.mask)  # (N, M)
     preds = predict(model, inputs, mask)
-    if not spec.heads:  # no class head: only the multilabel/regression sections and latency
-        return _report_without_class_heads(spec, model, ckpt, run_dir, data_dir, split, part, inputs, mask, report_path)
+    if not spec.heads:  # no class head: only the multilabel/regression sections and latency (and the anomaly model)
+        report = _report_without_class_heads(spec, model, ckpt, run_dir, data_dir, split, part, inputs, mask)
+        return _finish_report(report, run_dir, ds, split, spec.train.seed, report_path)
     heads = {h: head_metrics(part.targets[h], preds[h], spec.labels[h]) for h in spec.heads}
     joint = np.all([preds[h] == part.targets[h] for h in spec.heads], axis=0)
     report: dict[str, Any] = {
@@ -338,6 +343,17 @@ def evaluate(
     }
     if with_baselines:
         report.update(baselines(spec, run_dir, data_dir, ds, part, progress))
+    return _finish_report(report, run_dir, ds, split, spec.train.seed, report_path)
+
+
+def _finish_report(
+    report: dict[str, Any], run_dir: Path, ds: Any, split: str, seed: int, report_path: str | Path | None
+) -> dict[str, Any]:
+    """Adds the run's anomaly model (ROC-AUC per injected fault, trainer/anomaly.py) when it has one; writes."""
+    if (run_dir / "anomaly.pt").is_file():
+        from edgefuse.trainer.anomaly import evaluate_anomaly
+
+        report["anomaly"] = evaluate_anomaly(run_dir, ds, split, seed=seed)
     if report_path is not None:
         from edgefuse.trainer.report import write_report
 
@@ -355,7 +371,6 @@ def _report_without_class_heads(
     part: Any,
     inputs: dict,
     mask: Any,
-    report_path: Any,
 ) -> dict[str, Any]:
     from edgefuse.trainer.models import count_params
 
@@ -372,10 +387,6 @@ def _report_without_class_heads(
         "train": {k: ckpt["metrics"].get(k) for k in ("epochs_run", "best_epoch", "val_accuracy", "train_time_s")},
         **other_heads(model, spec, inputs, mask, part),
     }
-    if report_path is not None:
-        from edgefuse.trainer.report import write_report
-
-        write_report(report, report_path)
     return report
 
 
@@ -475,13 +486,18 @@ def cli_eval(args: argparse.Namespace) -> int:
             print(f"  only {m}: {v['mean']:.3f} +- {v['std']:.3f}")
         return 0
     r = evaluate(args.run, args.data, args.report, with_baselines=not args.no_baselines, split=args.split)
-    for h, m in r["multilabel"].items():
+    for h, m in r.get("multilabel", {}).items():
         print(f"  {h} (multilabel): mAP {m['mAP']:.3f}, macro F1 {m['macro_f1']:.3f} at the validation thresholds")
-    for h, m in r["regression"].items():
+    for h, m in r.get("regression", {}).items():
         if m["n"]:
             print(f"  {h} (regression): MAE {m['mae']:.4g} {m['unit']}, RMSE {m['rmse']:.4g} {m['unit']}".rstrip())
-    if not r["heads"]:
-        print(f"{args.report}: {r['n_test']} {r['split']} samples; latency p50 {r['latency_ms']['p50']:.2f} ms")
+    if "anomaly" in r:
+        aucs = ", ".join(f"{k} {v['roc_auc']:.3f}" for k, v in r["anomaly"]["kinds"].items())
+        print(f"  anomaly: ROC-AUC {aucs}; false alarms {100 * r['anomaly']['false_alarm_rate']:.1f}%")
+    if "accuracy" not in r:  # no class head (multilabel/regression heads or an anomaly model only)
+        n = f"{r['n_test']} {r['split']} samples; " if "n_test" in r else ""
+        lat = f"latency p50 {r['latency_ms']['p50']:.2f} ms" if "latency_ms" in r else "anomaly model only"
+        print(f"{args.report}: {n}{lat}")
         return 0
     print(
         f"{args.report}: accuracy {r['accuracy']:.3f}, joint {r['joint_accuracy']:.3f}, macro F1 {r['macro_f1']:.3f} "
@@ -491,4 +507,7 @@ def cli_eval(args: argparse.Namespace) -> int:
     )
     for m, acc in r["unimodal"].items():
         print(f"  only {m}: {acc:.3f}   without {m}: {r['without'].get(m, float('nan')):.3f}")
+    if "anomaly" in r:
+        aucs = ", ".join(f"{k} {v['roc_auc']:.3f}" for k, v in r["anomaly"]["kinds"].items())
+        print(f"  anomaly ROC-AUC: {aucs}; false alarms {100 * r['anomaly']['false_alarm_rate']:.1f}%")
     return 0

@@ -58,7 +58,7 @@ def render_markdown(r: dict[str, Any], pngs: dict[str, str]) -> str:
             f"params; latency p50 / p99 {lat['p50']:.2f} / {lat['p99']:.2f} ms (batch 1, {lat['threads']} threads).",
             "",
         ]
-        return "\n".join(lines + other_heads_markdown(r))
+        return "\n".join(lines + other_heads_markdown(r) + _anomaly_lines(r))
     lat = r["latency_ms"]
     lines = [
         f"# Evaluation: {r['scenario']} ({r['fusion']} fusion)",
@@ -103,7 +103,16 @@ def render_markdown(r: dict[str, Any], pngs: dict[str, str]) -> str:
         )
         if head in pngs:
             lines += [f"![confusion matrix {head}]({pngs[head]})", ""]
-    return "\n".join(lines + other_heads_markdown(r))
+    return "\n".join(lines + other_heads_markdown(r) + _anomaly_lines(r))
+
+
+def _anomaly_lines(r: dict[str, Any]) -> list[str]:
+    """The anomaly model's section (ROC-AUC per injected fault kind), when the run has one."""
+    if "anomaly" not in r:
+        return []
+    from edgefuse.trainer.anomaly import anomaly_markdown
+
+    return anomaly_markdown(r["anomaly"])
 
 
 def other_heads_markdown(r: dict[str, Any]) -> list[str]:

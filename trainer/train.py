@@ -413,6 +413,13 @@ def train(
     progress = progress and (ddp is None or ddp.is_main)
     ds = dataset if dataset is not None else load_data(spec, data_dir, progress=progress)
     train_ds, val_ds = train_val_splits(ds, spec, data_dir)
+    if not spec.head_kinds:  # an anomaly-only spec: no classifier to train (trainer/anomaly.py)
+        from edgefuse.trainer.anomaly import train_anomaly
+
+        if ddp is not None:
+            raise SpecError(spec.name, [("--nproc", "an anomaly-only spec trains in one process")])
+
+        return {"anomaly": train_anomaly(spec, ds, out_dir, data_dir, progress=progress)}
 
     norm = series_normalization(spec, train_ds)
     model = build_model(spec)
@@ -509,6 +516,10 @@ def train(
         metrics["world_size"] = ddp.world
         ddp.close()
     save_run(out, spec, model, norm, metrics, data_dir=data_dir, n_samples=len(ds), masked=masked)
+    if spec.anomaly is not None and not masked:  # the anomaly model trains after the classifier, same run folder
+        from edgefuse.trainer.anomaly import train_anomaly
+
+        metrics["anomaly"] = train_anomaly(spec, ds, out, data_dir, progress=progress)
     return metrics
 
 
@@ -572,6 +583,14 @@ def cli_train(args: argparse.Namespace) -> int:
     )
     if "rank" in m:  # a torchrun rank other than 0: rank 0 reports
         return 0
+    if "anomaly" in m:
+        a = m["anomaly"]
+        print(
+            f"{args.out}: anomaly model, {a['params']:,} params, val error {a['val_error']:.3f}, fused threshold "
+            f"{a['thresholds']['fused']:.2f} (q {a['thresholds']['quantile']}), {a['train_time_s']:.1f} s"
+        )
+        if "fusion" not in m:
+            return 0
     print(
         f"{args.out}: {m['fusion']} fusion, {m['params']:,} params, val accuracy {m['val_accuracy']:.3f} "
         f"(best epoch {m['best_epoch']} of {m['epochs_run']} run), {m['train_time_s']:.1f} s"

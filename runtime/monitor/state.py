@@ -18,6 +18,7 @@ from edgefuse.wire import Message
 
 RESULTS_KEPT = 30  # results shown in the page's history
 LATENCY_WINDOW = 200  # results the latency percentiles are computed over
+ANOMALY_KEPT = 120  # anomaly scores the page's plot shows (a minute at 2 ticks/s)
 SERIES_POINTS = 240  # points kept per series channel for the sparklines
 RATE_WINDOW_S = 5.0  # sample rates are measured over about this long
 STALE_S = 2.0  # a stream whose sample count has not grown for this long is stale
@@ -42,6 +43,8 @@ class MonitorState:
         self.thumb_jpeg: dict[str, bytes] = {}
         self.levels: dict[str, dict[str, Any]] = {}
         self.series: dict[str, dict[str, Any]] = {}
+        self.anomaly: deque[dict[str, Any]] = deque(maxlen=ANOMALY_KEPT)  # {t_tick_ns, score, threshold, alert}
+        self.anomaly_alerts = 0  # results whose anomaly alert was set, since the monitor started
 
     # folding --------------------------------------------------------------------------------------------------------
     def count_malformed(self, error: str) -> dict[str, Any]:
@@ -86,8 +89,21 @@ class MonitorState:
         for key in ("truth", "labels"):  # synthetic sources may attach the ground truth
             if isinstance(p.get(key), dict):
                 result["truth"] = p[key]
+        a = p.get("anomaly")
+        if isinstance(a, dict):  # the decoder checked its fields (edgefuse.wire); docs/wire.md
+            result["anomaly"] = a
+            self.anomaly.append(
+                {"t_tick_ns": p["t_tick_ns"], "score": a["score"], "threshold": a["threshold"], "alert": a["alert"]}
+            )
+            self.anomaly_alerts += int(a["alert"])
         self.results.append(result)
-        return {"kind": "result", "result": result, "latency": self.latency(), "tick_hz": self.tick_hz()}
+        return {
+            "kind": "result",
+            "result": result,
+            "latency": self.latency(),
+            "tick_hz": self.tick_hz(),
+            "anomaly_alerts": self.anomaly_alerts,
+        }
 
     def _on_stats(self, msg: Message, now: float) -> dict[str, Any]:
         p = msg.payload
@@ -201,6 +217,8 @@ class MonitorState:
                 "latency": self.latency(),
                 "tick_hz": self.tick_hz(),
                 "results": list(self.results),
+                "anomaly": list(self.anomaly),
+                "anomaly_alerts": self.anomaly_alerts,
                 "thumbs": self.thumbs,
                 "levels": self.levels,
                 "series": {

@@ -33,7 +33,7 @@ from typing import Any
 
 from edgefuse.errors import EdgefuseError
 from edgefuse.runtime.clock import Sample, monotonic_ns
-from edgefuse.spec import ModalitySpec, ScenarioSpec
+from edgefuse.spec import SOURCE_TYPES, ModalitySpec, ScenarioSpec
 
 log = logging.getLogger(__name__)
 
@@ -207,16 +207,8 @@ class Pacing:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Registry: source type name -> "module:Class". Imported on first use, so a host without sounddevice can still run
-# cameras and ZeroMQ sensors.
-
-SOURCE_TYPES: dict[str, str] = {
-    "camera": "edgefuse.runtime.sources.camera:CameraSource",
-    "microphone": "edgefuse.runtime.sources.microphone:MicrophoneSource",
-    "zmq": "edgefuse.runtime.sources.zmq_sensor:ZmqSensorSource",
-    "synthetic": "edgefuse.runtime.sources.synthetic:SyntheticSource",
-    "replay": "edgefuse.runtime.sources.replay:ReplaySource",
-}
+# Registry: source type name -> "module:Class", edgefuse.spec.SOURCE_TYPES (the one list the spec validates against).
+# Imported on first use, so a host without sounddevice can still run cameras and ZeroMQ sensors.
 
 
 def register_source(type_name: str, target: str) -> None:

@@ -109,3 +109,18 @@ def test_device_id_defaults_to_the_host_name_and_refuses_a_slash():
     d["runtime"]["device_id"] = "hall/cam"  # a topic segment: no slash
     with pytest.raises(SpecError, match="runtime.device_id"):
         parse_spec(d, "x")
+
+
+def test_a_newly_registered_source_type_is_accepted_without_editing_the_spec():
+    from edgefuse.runtime.sources import register_source
+    from edgefuse.spec import SOURCE_TYPES
+
+    d = raw()
+    d["modalities"]["env"]["source"] = {"type": "can_bus_test"}
+    with pytest.raises(SpecError, match=r"modalities\.env\.source\.type: .*registered source types: .*zmq"):
+        parse_spec(copy.deepcopy(d))
+    register_source("can_bus_test", "my_plugin.can:CanSource")
+    try:
+        assert parse_spec(copy.deepcopy(d)).modalities["env"].source.type == "can_bus_test"
+    finally:
+        SOURCE_TYPES.pop("can_bus_test")

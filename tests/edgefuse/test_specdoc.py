@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from edgefuse.cli import main
-from edgefuse.specdoc import SECTIONS, field_comments, markdown
+from edgefuse.specdoc import field_comments, markdown, sections
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "spec.md"
 
@@ -19,7 +19,7 @@ def test_docs_spec_md_is_the_generated_text():
 
 def test_every_key_has_a_row_and_every_row_a_meaning_where_the_source_has_one():
     text = markdown()
-    for _, cls in SECTIONS:
+    for _, cls in sections():
         for name in cls.model_fields:
             assert f"| `{name}` |" in text, (cls.__name__, name)
     from edgefuse.spec import TrainSpec

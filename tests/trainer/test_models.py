@@ -253,3 +253,29 @@ def test_every_config_exports_to_tensorrt_friendly_onnx_matching_torch(path, tmp
         want = model(inputs, mask)
     for head, scores in zip(spec.heads, got, strict=True):
         np.testing.assert_allclose(scores, want[head].softmax(dim=1).numpy(), atol=1e-4, rtol=0)
+
+
+def test_cnn1d_segments_keep_coarse_time_order_and_export(tmp_path):
+    data = spec_to_dict(tiny_spec())  # "env": a series, cnn1d
+    data["model"]["encoders"]["env"] = {"type": "cnn1d", "layers": 1, "segments": 4}
+    spec = parse_spec(data, "tiny")
+    data["model"]["encoders"]["env"]["segments"] = 1
+    plain = build_model(parse_spec(data, "tiny")).encoders["env"].eval()
+    model = build_model(spec).eval()
+    c, t = spec.modalities["env"].input_shape
+    early, late = torch.zeros(1, c, t), torch.zeros(1, c, t)
+    early[..., 2:5] = 5.0  # the same burst, at the start or at the end of the window
+    late[..., t - 5 : t - 2] = 5.0
+    with torch.inference_mode():
+        torch.testing.assert_close(plain(early), plain(late))  # one mean over the window: the order is lost
+        assert not torch.allclose(model.encoders["env"](early), model.encoders["env"](late), atol=1e-3)  # kept
+    to_onnx(model, spec, tmp_path / "m.onnx")
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "m.onnx")).graph.node}
+    assert ops <= TRT_OPS, f"ops outside the TensorRT-safe set: {ops - TRT_OPS}"
+    inputs, mask = random_inputs(spec, 2, 0), torch.ones(2, len(spec.modalities))
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {k: v.numpy() for k, v in inputs.items()} | {"mask": mask.numpy()})
+    with torch.inference_mode():
+        want = model(inputs, mask)
+    for head, scores in zip(spec.heads, got, strict=True):
+        np.testing.assert_allclose(scores, want[head].softmax(dim=1).numpy(), atol=1e-4, rtol=0)

@@ -226,6 +226,53 @@ def test_a_newly_registered_fusion_is_selectable_from_a_config():
         FUSION_METHODS.pop("mean_pool_test", None)
 
 
+def test_a_newly_registered_encoder_is_selectable_from_a_config_and_documented():
+    from typing import Literal
+
+    from pydantic import Field
+
+    from edgefuse.spec import ENCODER_TYPES, SpecError, Strict, unregister_encoder_config
+    from edgefuse.specdoc import markdown
+    from edgefuse.trainer.models import ENCODERS, register_encoder
+
+    class MeanSeriesTest(Strict):
+        type: Literal["mean_series_test"]
+        scale: float = Field(1.0, gt=0)  # multiplies the per-channel means
+
+    @register_encoder(MeanSeriesTest, ("series",))
+    class MeanSeries(torch.nn.Module):
+        def __init__(self, m, cfg, dim):
+            super().__init__()
+            self.scale, self.proj = cfg.scale, torch.nn.Linear(m.n_channels, dim)
+
+        def forward(self, x):
+            return self.proj(self.scale * x.mean(dim=2))  # (B, dim)
+
+    try:
+        spec = minimal_spec(
+            model={"encoders": {"cam": {"type": "dwcnn"}, "imu": {"type": "mean_series_test", "scale": 2}}}
+        )
+        assert spec.model.encoders["imu"].scale == 2.0
+        model = build_model(spec).eval()
+        assert isinstance(model.encoders["imu"], MeanSeries)
+        out = model({"cam": torch.rand(2, 1, 16, 16), "imu": torch.randn(2, 3, 20)}, torch.ones(2, 2))
+        assert out["digit"].shape == (2, 3)
+        assert "model.encoders.<name> (type: mean_series_test)" in markdown() and "| `scale` |" in markdown()
+        with pytest.raises(SpecError) as err:  # registered for series only
+            minimal_spec(model={"encoders": {"cam": {"type": "mean_series_test"}, "imu": {"type": "cnn1d"}}})
+        assert "model.encoders.cam.type: 'mean_series_test' cannot encode image; use one of: dwcnn" in str(err.value)
+        with pytest.raises(SpecError, match="model.encoders.imu.scale"):
+            minimal_spec(
+                model={"encoders": {"cam": {"type": "dwcnn"}, "imu": {"type": "mean_series_test", "scale": 0}}}
+            )
+    finally:
+        ENCODERS.pop("mean_series_test", None)
+        unregister_encoder_config("mean_series_test")
+    assert "mean_series_test" not in ENCODER_TYPES
+    with pytest.raises(SpecError, match="mean_series_test|does not match"):  # gone again
+        minimal_spec(model={"encoders": {"cam": {"type": "dwcnn"}, "imu": {"type": "mean_series_test"}}})
+
+
 def test_loader_cache_is_no_larger_than_the_files_it_caches(tmp_path):
     from edgefuse.trainer.data import load_dataset
 

@@ -7,7 +7,7 @@
 edgefuse.trainer.models.onnx.to_onnx exports a trained model for deploy/.
 """
 
-from edgefuse.trainer.models.encoders import ENCODERS
+from edgefuse.trainer.models.encoders import ENCODERS, register_encoder
 from edgefuse.trainer.models.fusion import FUSIONS, register_fusion
 from edgefuse.trainer.models.model import FusionModel, build_model, count_params, modality_dropout, spec_problems
 
@@ -18,6 +18,7 @@ __all__ = [
     "build_model",
     "count_params",
     "modality_dropout",
+    "register_encoder",
     "register_fusion",
     "spec_problems",
 ]

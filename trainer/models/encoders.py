@@ -1,16 +1,28 @@
 """Compact per-modality encoders; each maps one modality's batch to a (B, dim) embedding.
 
 Every encoder is built as `cls(modality_spec, encoder_spec, dim)` and registered in ENCODERS by the `type` name the
-scenario YAML uses. The last layer of each is Linear + LayerNorm, so all modality tokens reach fusion on one scale.
+scenario YAML uses; `register_encoder` adds one (its config model goes into edgefuse.spec's registry, so a config can
+select it without editing spec.py). The last layer of each is Linear + LayerNorm, so all modality tokens reach fusion on one scale.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
+from pydantic import BaseModel
 from torch import Tensor, nn
 
-from edgefuse.spec import CNN1DEncoder, DWCNNEncoder, GRUEncoder, HashedTextEncoder, LogMelEncoder, ModalitySpec
+from edgefuse.spec import (
+    CNN1DEncoder,
+    DWCNNEncoder,
+    GRUEncoder,
+    HashedTextEncoder,
+    LogMelEncoder,
+    ModalitySpec,
+    register_encoder_config,
+)
 from edgefuse.trainer.models.logmel import LogMel
 
 
@@ -114,7 +126,8 @@ class Standardize(nn.Module):
 
 
 class TemporalCNN(nn.Module):
-    """Series (B, C, T) in raw units: standardize, `layers` Conv1d+BN+ReLU (stride 2 after the first), mean pool."""
+    """Series (B, C, T) in raw units: standardize, `layers` Conv1d+BN+ReLU (stride 2 after the first), mean pool
+    (over the whole window, or over `segments` equal stretches of it, concatenated)."""
 
     def __init__(self, m: ModalitySpec, cfg: CNN1DEncoder, dim: int):
         super().__init__()
@@ -127,11 +140,21 @@ class TemporalCNN(nn.Module):
             layers += [nn.BatchNorm1d(cfg.width), nn.ReLU(inplace=True)]
             c_in = cfg.width
         self.features = nn.Sequential(*layers)
-        self.proj = _projection(cfg.width, dim)
+        n = m.n_steps  # the feature map's length, known from the spec: static stretch bounds (ONNX-friendly)
+        for i in range(cfg.layers):
+            n = (n + 2 * (cfg.kernel // 2) - cfg.kernel) // (1 if i == 0 else 2) + 1
+        s = cfg.segments
+        self.cuts = [min(i * n // s, max(n - 1, 0)) for i in range(s)] + [n]
+        self.segments = s
+        self.proj = _projection(cfg.width * cfg.segments, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.features(self.standardize(x))  # (B, width, T')
-        return self.proj(h.mean(dim=2))  # (B, dim)
+        if self.segments == 1:
+            return self.proj(h.mean(dim=2))  # (B, dim)
+        cuts = self.cuts
+        parts = [h[:, :, a : max(b, a + 1)].mean(dim=2) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        return self.proj(torch.cat(parts, dim=1))  # (B, width * segments) -> (B, dim)
 
 
 class SeriesGRU(nn.Module):
@@ -178,3 +201,15 @@ ENCODERS: dict[str, type[nn.Module]] = {
     "gru": SeriesGRU,
     "hashed_embedding": HashedBagOfTokens,
 }
+
+
+def register_encoder(config: type[BaseModel], kinds: tuple[str, ...]) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: register an encoder module for modalities of `kinds`, configured by `config` (a pydantic model
+    with `type: Literal["<name>"]` and the encoder's parameters). Built as cls(modality_spec, config, dim) and maps a
+    modality's batch to (B, dim); `<name>` is then a valid model.encoders.<m>.type in any spec."""
+
+    def add(cls: type[nn.Module]) -> type[nn.Module]:
+        ENCODERS[register_encoder_config(config, kinds)] = cls
+        return cls
+
+    return add

@@ -6,12 +6,14 @@
 const state = {
   live: false, counts: {}, malformed: 0, lastError: "", tickHz: 0, endpoint: "",
   streams: [], latency: {}, stats: {}, results: [], thumbs: {}, levels: {}, series: {}, peaks: {}, levelHist: {},
+  anomaly: [], anomalyAlerts: 0,
 };
 // in a fleet, this page shows one device: /device/<id>; alone, the one runtime at /
 const DEVICE = location.pathname.startsWith("/device/") ? decodeURIComponent(location.pathname.slice(8)) : null;
 const QUERY = DEVICE === null ? "" : `device=${encodeURIComponent(DEVICE)}`;
 const SERIES_POINTS = 240;
 const LEVEL_POINTS = 60;
+const ANOMALY_POINTS = 120;
 let dirty = true;
 
 // -- small DOM helpers -----------------------------------------------------------------------------------------------
@@ -36,7 +38,7 @@ function apply(u) {
       Object.assign(state, {
         live: u.live, counts: u.counts, malformed: u.malformed, lastError: u.last_error, tickHz: u.tick_hz,
         endpoint: u.endpoint, streams: u.streams, latency: u.latency, stats: u.stats, results: u.results,
-        thumbs: u.thumbs, levels: u.levels, series: u.series,
+        thumbs: u.thumbs, levels: u.levels, series: u.series, anomaly: u.anomaly || [], anomalyAlerts: u.anomaly_alerts || 0,
       });
       for (const [sid, l] of Object.entries(u.levels)) pushLevel(sid, l);
       break;
@@ -44,6 +46,12 @@ function apply(u) {
       state.results.push(u.result);
       if (state.results.length > 30) state.results.shift();
       state.latency = u.latency; state.tickHz = u.tick_hz; state.live = true;
+      if (u.result.anomaly) {
+        const a = u.result.anomaly;
+        state.anomaly.push({ t_tick_ns: u.result.t_tick_ns, score: a.score, threshold: a.threshold, alert: a.alert });
+        if (state.anomaly.length > ANOMALY_POINTS) state.anomaly.shift();
+        state.anomalyAlerts = u.anomaly_alerts;
+      }
       bump("result");
       break;
     case "stats":
@@ -86,7 +94,7 @@ function pushLevel(sid, l) {
 function draw() {
   if (dirty) {
     dirty = false;
-    drawHeader(); drawResult(); drawThumbs(); drawLevels(); drawStreams(); drawLatency(); drawSeries(); drawHistory();
+    drawHeader(); drawResult(); drawThumbs(); drawLevels(); drawStreams(); drawLatency(); drawSeries(); drawHistory(); drawAnomaly();
   }
   requestAnimationFrame(draw);
 }
@@ -282,3 +290,44 @@ function connect(delay = 500) {
 }
 connect();
 requestAnimationFrame(draw);
+
+// the anomaly model's fused score over the recent ticks, its alert threshold, and the ticks that alerted
+function drawAnomaly() {
+  const pts = state.anomaly;
+  if (!pts.length) return;
+  $("#anomaly-card").classList.remove("hidden");
+  const W = 600, H = 120, pad = 6;
+  const last = pts[pts.length - 1];
+  const values = pts.map((p) => p.score).concat([last.threshold]);
+  let lo = Math.min(...values), hi = Math.max(...values);
+  if (hi - lo < 1e-6) { lo -= 1; hi += 1; }
+  const x = (i) => pad + (W - 2 * pad) * (pts.length > 1 ? i / (pts.length - 1) : 0.5);
+  const y = (v) => H - pad - (H - 2 * pad) * (v - lo) / (hi - lo);
+  const svg = document.createElementNS(svgNS, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  const line = document.createElementNS(svgNS, "polyline");
+  line.setAttribute("class", "score");
+  line.setAttribute("points", pts.map((p, i) => `${x(i).toFixed(1)},${y(p.score).toFixed(1)}`).join(" "));
+  const thr = document.createElementNS(svgNS, "line");
+  thr.setAttribute("class", "threshold");
+  thr.setAttribute("data-threshold", String(last.threshold));
+  for (const [k, v] of [["x1", pad], ["x2", W - pad], ["y1", y(last.threshold)], ["y2", y(last.threshold)]]) thr.setAttribute(k, v.toFixed(1));
+  svg.append(line, thr);
+  pts.forEach((p, i) => {
+    if (!p.alert) return;
+    const c = document.createElementNS(svgNS, "circle");
+    c.setAttribute("class", "alert");
+    for (const [k, v] of [["cx", x(i)], ["cy", y(p.score)], ["r", 3]]) c.setAttribute(k, v.toFixed(1));
+    svg.append(c);
+  });
+  const r = state.results[state.results.length - 1];
+  const mods = el("div", { class: "mods" });
+  const per = r && r.anomaly ? r.anomaly.modalities : {};
+  for (const [m, v] of Object.entries(per)) mods.append(el("span", { class: v > last.threshold ? "over" : "", "data-modality": m }, `${m} ${fmt(v, 2)}`));
+  $("#anomaly").replaceChildren(svg, mods);
+  $("#anomaly-meta").textContent = `score ${fmt(last.score, 2)} · threshold ${fmt(last.threshold, 2)} · ${state.anomalyAlerts} alerts`;
+  const status = $("#anomaly-status");
+  status.textContent = last.alert ? "ALERT" : "normal";
+  status.className = "pill " + (last.alert ? "missing" : "ok");
+}
