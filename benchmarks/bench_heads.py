@@ -1,6 +1,6 @@
 """Multilabel and regression heads on synthetic data: mAP, per-label F1, MAE/RMSE, classification kept, latency.
 
-    python benchmarks/bench_heads.py                      # ~5 min on 2 idle cores
+    python benchmarks/bench_heads.py      # 2 smart_home trainings + 2 regression ones (~50 min on 2 cores at load ~10)
     python benchmarks/bench_heads.py --samples 600 --epochs 6 --parts smart_home
 
 smart_home      the shipped spec at test scale (32x32 frames, 0.5 s of 8 kHz audio, narrower encoders, as the test
@@ -164,7 +164,7 @@ def render(rows: list[dict], meta: dict) -> str:
                 f"| exact match (all 3 labels right) | {r['exact_match']:.3f} | |",
                 f"| event accuracy with / without the head (same data) | {r['event_accuracy_with']:.3f} / "
                 f"{r['event_accuracy_without']:.3f} | drop <= {100 * TARGETS['accuracy_drop']:.0f} pts "
-                f"({ok(r['accuracy_drop'] <= TARGETS['accuracy_drop'])}) |",
+                f"({ok(r['accuracy_drop'] <= TARGETS['accuracy_drop'] + 1e-9)}) |",
                 f"| ONNX Runtime batch-1 p50 with / without (1 thread, interleaved) | {r['ort_p50_ms']['with']:.3f} / "
                 f"{r['ort_p50_ms']['without']:.3f} ms | within {TARGETS['latency_ms']} ms "
                 f"({ok(abs(r['latency_delta_ms']) <= TARGETS['latency_ms'])}) |",
