@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgefuse.errors import EdgefuseError
+from edgefuse.heads import HEAD_KINDS
 
 
 class SpecError(EdgefuseError, ValueError):
@@ -616,9 +617,9 @@ class ScenarioSpec(Strict):
     @property
     def head_kinds(self) -> dict[str, str]:
         """Every head -> its kind (edgefuse.heads.HEAD_KINDS): class heads, then multilabel, then regression."""
-        kinds = dict.fromkeys(self.labels, "class")
-        kinds.update(dict.fromkeys(self.multilabel, "multilabel"))
-        kinds.update(dict.fromkeys(self.regression, "regression"))
+        kinds: dict[str, str] = {}
+        for kind in HEAD_KINDS.values():
+            kinds.update(dict.fromkeys(getattr(self, kind.section), kind.name))
         return kinds
 
     def window_span_s(self) -> float:
@@ -716,7 +717,10 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
-HEAD_SECTIONS = ("labels", "multilabel", "regression")  # the spec sections that declare heads, one per head kind
+# the spec sections that declare heads, one per registered head kind (edgefuse/heads.py); the caption head and the
+# anomaly model have sections of their own (`captions:`, `anomaly:`): they are a decoder and a second model, not
+# per-head outputs of the fused classifier
+HEAD_SECTIONS = tuple(kind.section for kind in HEAD_KINDS.values())
 
 
 def _head_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
