@@ -8,7 +8,6 @@ ONNX Runtime fp32 and torch on the export's parity samples must stay under ANOMA
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -42,25 +41,11 @@ def _graph(model: Any) -> Any:
 
 def anomaly_to_onnx(model: Any, spec: Any, path: Path, opset: int) -> None:
     """Write the AnomalyModel (eval mode) to `path` with a dynamic batch axis on every input and output."""
-    torch = require("torch", "export")
-    from edgefuse.trainer.models.onnx import example_inputs
+    from edgefuse.trainer.models.onnx import example_inputs, export_traced
 
     names_in = [*spec.modality_names, "mask"]
     model.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.onnx.export(
-            _graph(model),
-            example_inputs(spec),
-            str(path),
-            input_names=names_in,
-            output_names=[SCORES, FUSED],
-            dynamic_axes={n: {0: "batch"} for n in [*names_in, SCORES, FUSED]},
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+    export_traced(_graph(model), example_inputs(spec), path, names_in, [SCORES, FUSED], opset)
     model.eval()  # the exporter restores the wrapper's (training) mode on every submodule: back to eval
 
 

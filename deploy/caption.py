@@ -9,7 +9,6 @@ the ONNX main model's context), and refuses the bundle unless every sample gets 
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,8 @@ STEP_FILE = "caption.onnx"
 def export_step(model: Any, path: Path, opset: int) -> None:
     """Write the decoder's `step` as an ONNX graph with a dynamic batch axis."""
     torch = require("torch", "export")
+    from edgefuse.trainer.models.onnx import export_traced
+
     decoder = model.caption
 
     class Step(torch.nn.Module):
@@ -39,21 +40,7 @@ def export_step(model: Any, path: Path, opset: int) -> None:
     hidden = decoder.hidden
     example = (torch.ones(2, dtype=torch.long), torch.zeros(2, hidden), torch.zeros(2, hidden), torch.zeros(2, hidden))
     names_in, names_out = ["token", "h", "c", "context"], ["logits", "h_out", "c_out"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message=".*batch_size other than 1.*LSTM")
-        torch.onnx.export(
-            Step().eval(),
-            example,
-            str(path),
-            input_names=names_in,
-            output_names=names_out,
-            dynamic_axes={n: {0: "batch"} for n in names_in + names_out},
-            opset_version=opset,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+    export_traced(Step().eval(), example, path, names_in, names_out, opset)
 
 
 def torch_decode(model: Any, feeds: dict[str, np.ndarray]) -> list[list[int]]:

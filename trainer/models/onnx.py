@@ -91,22 +91,32 @@ def to_onnx(model: FusionModel, spec: ScenarioSpec, path: Path, opset: int = 17)
     was_training = model.training
     model.eval()
     try:
-        with warnings.catch_warnings():
-            # the legacy exporter's deprecation notice and tracer notes about shape checks are expected here
-            warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message=".*batch_size other than 1.*GRU")
-            torch.onnx.export(
-                _ScoresGraph(model),
-                example_inputs(spec),
-                str(path),
-                input_names=names_in,
-                output_names=names_out,
-                dynamic_axes={name: {0: "batch"} for name in names_in + names_out},
-                opset_version=opset,
-                do_constant_folding=True,
-                dynamo=False,
-            )
+        export_traced(_ScoresGraph(model), example_inputs(spec), path, names_in, names_out, opset)
     finally:
         model.train(was_training)
     return desc
+
+
+def export_traced(
+    module: nn.Module, example: tuple, path: Path, names_in: list[str], names_out: list[str], opset: int
+) -> None:
+    """torch.onnx.export with the settings every edgefuse graph uses (the main model, the anomaly model, the caption
+    step): the legacy tracer (module docstring), a dynamic "batch" axis on every input and output, constant folding.
+    """
+    with warnings.catch_warnings():
+        # the legacy exporter's deprecation notice and tracer notes about shape checks are expected here, and so is
+        # the note that an RNN (GRU encoder, LSTM caption decoder) exported with batch > 1 may differ by batch size
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message=".*batch_size other than 1.*(GRU|LSTM)")
+        torch.onnx.export(
+            module,
+            example,
+            str(path),
+            input_names=names_in,
+            output_names=names_out,
+            dynamic_axes={name: {0: "batch"} for name in names_in + names_out},
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
