@@ -143,22 +143,28 @@ def results_listener(endpoint: str, stop: threading.Event, got: list, ctx: zmq.C
     return t
 
 
-def test_live_ticks_reach_a_subscriber_with_per_stage_latency(bundle):
-    spec = tiny_spec()
-    model = BoundModel.load(bundle, backend="onnxruntime")
+def run_live(spec, model: BoundModel, duration_s: float) -> tuple[dict, list]:
+    """Run the pipeline on generated streams for `duration_s`, publishing over ZeroMQ on loopback to a subscriber;
+    closes `model`; returns (the run summary, the received (message, arrival ns) pairs)."""
     ctx = zmq.Context()
     pub = Publisher(spec.runtime.publish, context=ctx)
     got, stop = [], threading.Event()
     listener = results_listener(pub.endpoint, stop, got, ctx)
     time.sleep(0.3)  # let the subscription reach the publisher
     try:
-        summary = Pipeline(spec, model, gen_sources(spec), pub).run(duration_s=3.0)
+        summary = Pipeline(spec, model, gen_sources(spec), pub).run(duration_s=duration_s)
     finally:
         stop.set()
         listener.join()
         pub.close()
         model.close()
         ctx.term()
+    return summary, got
+
+
+def test_live_ticks_reach_a_subscriber_with_per_stage_latency(bundle):
+    spec = tiny_spec()
+    summary, got = run_live(spec, BoundModel.load(bundle, backend="onnxruntime"), 3.0)
     assert summary["errors"] == []
     assert 25 <= summary["ticks"] <= 31 and summary["published"] == summary["ticks"]
     assert summary["drops"] == {"queue_full": 0, "late": 0, "seq_gap": 0, "invalid": 0}

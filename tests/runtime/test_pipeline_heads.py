@@ -3,17 +3,12 @@ subscriber on loopback; the published `multilabel` and `values` keys follow the 
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 import pytest
-import zmq
-from test_pipeline import TINY, gen_sources, results_listener
+from test_pipeline import TINY, run_live
 
 from edgefuse.manifest import load_manifest
-from edgefuse.runtime.pipeline import BoundModel, Pipeline
-from edgefuse.runtime.publisher import Publisher
+from edgefuse.runtime.pipeline import BoundModel
 from edgefuse.spec import parse_spec
 from edgefuse.wire import WireError, decode, encode, result_payload
 
@@ -48,20 +43,7 @@ def bundle(tmp_path_factory):
 def test_live_results_publish_labels_above_threshold_and_values_with_units(bundle):
     spec = heads_spec()
     assert load_manifest(bundle / "manifest.json").outputs[1].thresholds == pytest.approx([0.3, 0.5, 0.7])
-    model = BoundModel.load(bundle, backend="onnxruntime")
-    ctx = zmq.Context()
-    pub = Publisher(spec.runtime.publish, context=ctx)
-    got, stop = [], threading.Event()
-    listener = results_listener(pub.endpoint, stop, got, ctx)
-    time.sleep(0.3)
-    try:
-        summary = Pipeline(spec, model, gen_sources(spec), pub).run(duration_s=1.5)
-    finally:
-        stop.set()
-        listener.join()
-        pub.close()
-        model.close()
-        ctx.term()
+    summary, got = run_live(spec, BoundModel.load(bundle, backend="onnxruntime"), 1.5)
     assert summary["errors"] == [] and len(got) >= 5
     for msg, _ in got:
         p = msg.payload

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 import pytest
-import zmq
-from test_pipeline import TINY, gen_sources, results_listener
+from test_pipeline import TINY, run_live
 
 from edgefuse.runtime.caption import Captioner
-from edgefuse.runtime.pipeline import BoundModel, Pipeline
-from edgefuse.runtime.publisher import Publisher
+from edgefuse.runtime.pipeline import BoundModel
 from edgefuse.spec import parse_spec, spec_to_dict
 
 VOCAB = ["<pad>", "<bos>", "<eos>", "<unk>", "someone", "knocks"]
@@ -52,19 +47,7 @@ def test_live_results_carry_the_caption_over_zeromq(knock_bundle):
     spec = caption_spec()
     model = BoundModel.load(knock_bundle, backend="onnxruntime")
     assert [h for _, h, _ in model.heads] == ["event"]  # the context output is no classification head
-    ctx = zmq.Context()
-    pub = Publisher(spec.runtime.publish, context=ctx)
-    got, stop = [], threading.Event()
-    listener = results_listener(pub.endpoint, stop, got, ctx)
-    time.sleep(0.3)
-    try:
-        summary = Pipeline(spec, model, gen_sources(spec), pub).run(duration_s=2.0)
-    finally:
-        stop.set()
-        listener.join()
-        pub.close()
-        model.close()
-        ctx.term()
+    summary, got = run_live(spec, model, 2.0)
     assert summary["errors"] == [] and summary["ticks"] >= 10 and len(got) >= summary["ticks"] - 3
     for msg, _ in got:
         # max_tokens words of the forced word: the runtime stops at max_tokens, joins words with spaces
