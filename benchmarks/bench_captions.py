@@ -31,32 +31,26 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 from _sections import write_section
+from _specs import smart_home_test_scale
 
 from edgefuse.deploy.bundle import load_bundle
 from edgefuse.deploy.export import dataset_feeds, export_bundle, take
 from edgefuse.heads import average_precisions
 from edgefuse.runtime.caption import Captioner
-from edgefuse.spec import ScenarioSpec, load_spec, parse_spec, spec_to_dict
+from edgefuse.spec import ScenarioSpec, parse_spec
 from edgefuse.trainer.caption import caption_metrics
 from edgefuse.trainer.data import load_dataset
 from edgefuse.trainer.evaluate import predict, predict_logits
 from edgefuse.trainer.synth import write_dataset
 from edgefuse.trainer.train import to_tensors, train
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def bench_spec(captions: bool) -> ScenarioSpec:
-    d = spec_to_dict(load_spec(ROOT / "configs" / "smart_home.yaml"))
-    d["modalities"]["camera"]["shape"] = [32, 32]
-    d["modalities"]["mic"].update(rate_hz=8000, window_s=0.5)
+    d = smart_home_test_scale()
     enc = d["model"]["encoders"]
-    enc["camera"].update(width=8, stages=2)
-    enc["mic"].update(n_fft=256, hop=128, n_mels=24, width=8)
     # the light at the tick (dark or bright, a caption word) sits in a narrow stretch of the light sensor's linear
     # range and at the window's end: a wider env encoder that keeps its last quarter apart says it more often
     enc["env"].update(width=32, layers=2, segments=4)
-    d["model"]["dim"] = 32
     d["train"].update(batch_size=32, threads=2, patience=30)  # no early stop: the words keep improving
     # a mixed-head scenario: the event (class) and what else goes on (multilabel); with the activities head the
     # generator renders the TV audibly and as a glow on the light sensor, and the encoders must keep it

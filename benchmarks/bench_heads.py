@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from _sections import write_section
+from _specs import smart_home_test_scale
 
 from edgefuse.spec import load_spec, parse_spec, spec_to_dict
 from edgefuse.trainer.data import load_dataset
@@ -46,15 +47,10 @@ EXTRA = {
 
 
 def spec_for(name: str, epochs: int, with_extra: bool = True, scale: str = "test", seed: int = 0):
-    d = spec_to_dict(load_spec(ROOT / "configs" / f"{name}.yaml"))
-    if name == "smart_home" and scale == "test":  # test scale (tests/trainer/_trainer_tiny.py)
-        d["modalities"]["camera"]["shape"] = [32, 32]
-        d["modalities"]["mic"].update(rate_hz=8000, window_s=0.5)
-        enc = d["model"]["encoders"]
-        enc["camera"].update(width=8, stages=2)
-        enc["mic"].update(n_fft=256, hop=128, n_mels=24, width=8)
-        enc["env"].update(width=16, layers=2)
-        d["model"]["dim"] = 32
+    if name == "smart_home" and scale == "test":
+        d = smart_home_test_scale()
+    else:
+        d = spec_to_dict(load_spec(ROOT / "configs" / f"{name}.yaml"))
     d["train"].update(epochs=epochs, patience=epochs, seed=seed)
     if with_extra:
         d.update(EXTRA[name])
