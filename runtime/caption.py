@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from edgefuse.deploy.backends.onnxruntime import session_options
 from edgefuse.errors import BundleError
 from edgefuse.manifest import CaptionManifest
 
@@ -24,11 +25,7 @@ class Captioner:
     def __init__(self, bundle_dir: str | Path, cap: CaptionManifest, threads: int | None = 1):
         self.cap = cap
         path = Path(bundle_dir) / cap.file
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        if threads:
-            so.intra_op_num_threads = threads  # a step is a few small matmuls: more threads only add hand-offs
+        so = session_options(threads)  # threads=1 by default: a step is a few small matmuls, more only add hand-offs
         try:
             self.session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
         except Exception as err:  # noqa: BLE001 - ORT raises its own types; name the file
