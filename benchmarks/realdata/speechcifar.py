@@ -7,7 +7,7 @@ Recognition", arXiv:1804.03209, 2018; CC BY 4.0; download.tensorflow.org/data/sp
 one-second 16-bit 16 kHz mono recordings of crowd-sourced speakers, folder per word, file <speaker>_nohash_<n>.wav.
 The ten command words (yes, no, up, down, left, right, on, off, stop, go; no digit is used) are committed as
 published in github.com/thegtagamer/PICO-tinyML-benchmark, folder MLTK_keyworkSpotting/dataset/ (commit c66f6b0,
-2023): 4,082 clips of 239 speakers, 396-425 per word. Published: the paper's baseline convolutional model scores
+2024-12-02): 4,074 clips of 239 speakers, 396-425 per word. Published: the paper's baseline convolutional model scores
 88.2 % top-1 on this test set's 12 classes (the ten words + silence + unknown) after training on the full ~85k-clip
 v0.02 training set; that protocol (and its training data) is not this one, so the figure is context only.
 
@@ -57,7 +57,7 @@ OBJECTS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 PAIRS = [f"{w}_{o}" for w, o in zip(WORDS, OBJECTS, strict=True)]
 AUDIO_DIR = "MLTK_keyworkSpotting/dataset"
 CLIP = re.compile(r"^([0-9a-f]{8})_nohash_(\d+)\.wav$")
-TRAIN, VAL = 2700, 300  # clips (about: a speaker's clips stay together); the rest (~1,070) is the test split
+TRAIN, VAL = 2700, 300  # clips (about: a speaker's clips stay together); the rest (~1,050) is the test split
 WAV_BYTES = 32044  # 44-byte header + 16000 16-bit samples: exactly 1 s at 16 kHz
 
 
