@@ -18,19 +18,23 @@ def write_labels(out: Path, head: str, rows: list[tuple[str, str, str]]) -> None
 
 
 def converter_main(
-    convert: Callable[[Path, Path], dict[str, int]],
+    convert: Callable[..., dict[str, int]],
     doc: str | None,
     what: str,
     default_out: str,
     argv: list[str] | None,
+    second: str | None = None,
 ) -> int:
-    """`<converter>.py convert --src SNAPSHOT --out FOLDER`: run `convert` and print the samples per split."""
+    """`<converter>.py convert --src SNAPSHOT [--src2 SNAPSHOT] --out FOLDER`: run `convert(src, [src2,] out)` and
+    print the samples per split. `second` (its help text) adds --src2, for a dataset paired from two repositories."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("convert", help=f"{what} of a snapshot -> folder dataset")
     c.add_argument("--src", type=Path, required=True, help="work tree or bare git directory of the repository")
+    if second:
+        c.add_argument("--src2", type=Path, required=True, help=f"{second}: work tree or bare git directory")
     c.add_argument("--out", type=Path, default=Path(default_out))
     args = p.parse_args(argv)
-    counts = convert(args.src, args.out)
+    counts = convert(args.src, args.src2, args.out) if second else convert(args.src, args.out)
     print(f"{args.out}: {sum(counts.values())} samples {counts}")
     return 0

@@ -7,14 +7,15 @@ Per dataset (its spec is benchmarks/realdata/<name>.yaml, its data data/realdata
   edgefuse   `train --seeds N` then `eval --seeds N` with the default recipe: fused model, its unimodal baselines
              trained with the same recipe and seed (for the first --baseline-seeds seeds), mean +- std over seeds, bootstrap 95 % CIs, ECE before/after
              temperature scaling, parameters, ONNX Runtime batch-1 latency on this CPU (1 thread)
-  reference  per modality, logistic regression and gradient boosting (scikit-learn) on standard per-channel features
-             (mean, std, min, max, quartiles, 8 FFT band energies), late fusion by summed log-probabilities; the
-             better of the two on validation is reported
+  reference  per modality, logistic regression and gradient boosting (scikit-learn) on standard features, late fusion
+             by summed log-probabilities; the better of the two on validation is reported. Features by modality kind:
+             series: per channel mean, std, min, max, quartiles, 8 FFT band energies; image: the raw pixels
+             (flattened); audio: per log-mel band (40 bands, 512-sample frames, hop 256) mean and std over time
 Targets (issue 10): fused >= reference + 3 points and >= best edgefuse unimodal + 5 points; seed std <= 1.5 points;
 ECE <= 0.05 after calibration; <= 500k params; ONNX Runtime batch-1 <= 1 ms; training <= 10 min per dataset.
 Writes runs/realdata/<name>/ and the "Real data" section of BENCHMARKS.md; the rows of datasets not measured in this
 run stay there, under the command and date of the run that measured them.
-Datasets: barbell, signlang, utdmhad, dsads (converters and their sources: benchmarks/realdata/<name>.py).
+Datasets: barbell, signlang, utdmhad, dsads, speechcifar (converters and their sources: benchmarks/realdata/<name>.py).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ PUBLISHED = {
     "also holds subject 7 out of training for validation",
     "dsads": "Altun, Barshan and Tunçel, Pattern Recognition 43(10), 2010, and Barshan and Yüksek 2014 evaluate all "
     "five units together (10-fold and leave-one-subject-out); not this two-modality person split, no figure quoted",
+    "speechcifar": "two unimodal sets paired by class; Warden 2018 (arXiv:1804.03209): 88.2 % on the Speech Commands "
+    "v0.02 test set's 12 classes after training on ~85k clips; CIFAR-10 (Krizhevsky 2009) is scored with 50k training "
+    "images; neither protocol is this one (2.7k pairs), no figure applies",
 }
 
 
@@ -59,6 +63,44 @@ def features(x: np.ndarray) -> np.ndarray:
     parts = [x.mean(2), x.std(2), x.min(2), x.max(2), np.percentile(x, 25, axis=2), np.percentile(x, 75, axis=2)]
     parts += [b.mean(2) for b in np.array_split(spec, 8, axis=2)]
     return np.concatenate(parts, axis=1)
+
+
+def image_features(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) images -> (N, C H W) raw pixels."""
+    return x.reshape(len(x), -1).astype(np.float64)
+
+
+LOGMEL = {"n_fft": 512, "hop": 256, "n_mels": 40}  # the logmel_cnn encoder's defaults (docs/spec.md)
+
+
+def audio_features(x: np.ndarray, rate_hz: float, chunk: int = 256) -> np.ndarray:
+    """(N, C, T) waveforms -> (N, 2 n_mels C): per channel and log-mel band, the mean and std over time of the
+    log-mel power (scipy's STFT, periodic Hann window, no padding; the HTK mel filterbank of the model's own front
+    end, trainer/models/logmel.py). Chunks of `chunk` clips keep the complex spectrogram small."""
+    from scipy.signal import stft
+
+    from edgefuse.trainer.models.logmel import mel_filterbank
+
+    n_fft, hop, n_mels = LOGMEL["n_fft"], LOGMEL["hop"], LOGMEL["n_mels"]
+    fb = mel_filterbank(rate_hz, n_fft, n_mels)  # (F, n_mels)
+    out = []
+    for i in range(0, len(x), chunk):
+        _, _, z = stft(x[i : i + chunk], nperseg=n_fft, noverlap=n_fft - hop, boundary=None, padded=False, axis=-1)
+        mel = np.einsum("ncft,fm->ncmt", np.abs(z) ** 2, fb)  # (n, C, n_mels, frames)
+        logmel = np.log(mel + 1e-10)
+        out.append(np.concatenate([logmel.mean(-1), logmel.std(-1)], axis=-1).reshape(len(logmel), -1))
+    return np.concatenate(out).astype(np.float64)
+
+
+def modality_features(x: np.ndarray, m) -> np.ndarray:
+    """The reference's features for one modality, by its kind (`m` is the spec's ModalitySpec)."""
+    if m.kind == "image":
+        return image_features(x)
+    if m.kind == "audio":
+        return audio_features(x.astype(np.float32), m.rate_hz)
+    if m.kind == "series":
+        return features(x.astype(np.float64))
+    raise SystemExit(f"modality kind {m.kind!r}: the classical reference has no features for it")
 
 
 def reference(ds) -> dict:
@@ -90,7 +132,7 @@ def _reference(ds) -> dict:
         logp = {"val": 0.0, "test": 0.0}
         per = {}
         for m in ds.spec.modality_names:
-            X = features(ds.inputs[m].astype(np.float64))
+            X = modality_features(ds.inputs[m], ds.spec.modalities[m])
             clf = make().fit(X[tr], y[tr])
             lv, lt = (np.log(clf.predict_proba(X[s]) + 1e-12) for s in (va, te))
             per[m] = float((lt.argmax(1) == y[te]).mean())

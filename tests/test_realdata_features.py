@@ -1,0 +1,123 @@
+"""benchmarks/realdata: the classical reference's image and audio features, and the speechcifar converter on a tiny
+tree of real WAV and JPEG files, loaded by the trainer's own loader with the benchmark's spec."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REALDATA = Path(__file__).resolve().parents[1] / "benchmarks" / "realdata"
+
+
+def _module(name: str):
+    sys.path.insert(0, str(REALDATA))  # the converters import their sibling _folder
+    spec = importlib.util.spec_from_file_location(f"realdata_{name}", REALDATA / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _module("bench_realdata")
+
+
+def test_image_features_are_the_raw_pixels(bench):
+    x = np.random.default_rng(0).random((3, 3, 4, 5)).astype(np.float32)
+    f = bench.image_features(x)
+    assert f.shape == (3, 60) and f.dtype == np.float64
+    np.testing.assert_array_equal(f[1], x[1].ravel())
+
+
+def test_audio_features_match_a_direct_log_mel(bench):
+    from edgefuse.trainer.models.logmel import mel_filterbank
+
+    rate, t = 16000, np.arange(16000) / 16000
+    rng = np.random.default_rng(1)
+    x = np.stack([0.5 * np.sin(2 * np.pi * 1000 * t), 0.1 * rng.standard_normal(16000)])[:, None].astype(np.float32)
+    f = bench.audio_features(x, rate, chunk=1)  # chunked one clip at a time: same values as one chunk
+    np.testing.assert_allclose(f, bench.audio_features(x, rate), rtol=1e-6)
+    assert f.shape == (2, 80)
+    # by hand: 512-sample frames every 256 samples, no padding, periodic Hann, |rfft|^2 / sum(w)^2, HTK mel, log
+    n = (16000 - 512) // 256 + 1
+    frames = np.stack([x[:, 0, k * 256 : k * 256 + 512] for k in range(n)], axis=1).astype(np.float64)
+    w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(512) / 512)
+    power = np.abs(np.fft.rfft(frames * w, axis=-1)) ** 2 / w.sum() ** 2
+    logmel = np.log(power @ mel_filterbank(rate, 512, 40) + 1e-10)  # (N, frames, 40)
+    np.testing.assert_allclose(f[:, :40], logmel.mean(1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(f[:, 40:], logmel.std(1), rtol=1e-3, atol=1e-3)
+    # a steady 1 kHz tone: loudest in the band around 1 kHz, steady over time; noise spreads over all bands
+    centers = np.argmax(mel_filterbank(rate, 512, 40), axis=0) * rate / 512
+    assert abs(centers[f[0, :40].argmax()] - 1000) < 100
+    assert f[0, 40:].max() < 0.1
+
+
+def test_modality_features_dispatch_on_kind(bench):
+    from edgefuse.spec import ModalitySpec
+
+    x = np.random.default_rng(2).random((2, 3, 40)).astype(np.float32)
+    series = ModalitySpec(kind="series", rate_hz=10, window_s=4.0, channels=["a", "b", "c"])
+    np.testing.assert_array_equal(bench.modality_features(x, series), bench.features(x.astype(np.float64)))
+    image = ModalitySpec(kind="image", shape=[4, 10], channels=3)
+    assert bench.modality_features(x.reshape(2, 3, 4, 10), image).shape == (2, 120)
+    with pytest.raises(SystemExit, match="text"):
+        bench.modality_features(x, ModalitySpec(kind="text", shape=[8]))
+
+
+def _wav(path: Path, seed: int) -> None:
+    pcm = (np.random.default_rng(seed).standard_normal(16000) * 3000).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(pcm.tobytes())
+
+
+def test_speechcifar_converter_splits_by_speaker_and_loads(tmp_path, monkeypatch):
+    import cv2
+
+    from edgefuse.spec import load_spec
+    from edgefuse.trainer.data import load_dataset
+
+    conv = _module("speechcifar")
+    monkeypatch.setattr(conv, "TRAIN", 20)
+    monkeypatch.setattr(conv, "VAL", 10)
+    speech, cifar = tmp_path / "speech", tmp_path / "cifar"
+    speakers = [f"{i:08x}" for i in range(6)]  # 6 speakers x 10 words, one clip each
+    for k, w in enumerate(conv.WORDS):
+        d = speech / conv.AUDIO_DIR / w
+        d.mkdir(parents=True)
+        for i, s in enumerate(speakers):
+            _wav(d / f"{s}_nohash_0.wav", 10 * k + i)
+    for k, o in enumerate(conv.OBJECTS):
+        for part, n in (("train", 8), ("test", 6)):
+            (cifar / part / o).mkdir(parents=True)
+            for i in range(n):
+                img = np.full((32, 32, 3), 20 * k + i, np.uint8)
+                cv2.imwrite(str(cifar / part / o / f"{i:04d}.jpg"), img)
+    counts = conv.convert(speech, cifar, tmp_path / "out")
+    assert sum(counts.values()) == 60 and counts["train"] >= 20 and counts["val"] >= 10 and counts["test"] > 0
+
+    with open(tmp_path / "out" / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    split_of_speaker: dict[str, set[str]] = {}
+    for r in rows:
+        split_of_speaker.setdefault(r["sample"].split("-")[1], set()).add(r["split"])
+        assert r["pair"] == conv.PAIRS[conv.WORDS.index(r["sample"].split("-")[0])]
+        assert r["image_source"].split("/")[1] == r["pair"].split("_")[1]
+        assert r["image_source"].startswith("test/" if r["split"] == "test" else "train/")
+        audio = (tmp_path / "out" / "samples" / r["sample"] / "audio.wav").read_bytes()
+        assert audio == (speech / r["audio_source"]).read_bytes()
+    assert all(len(s) == 1 for s in split_of_speaker.values())  # no speaker in two splits
+    assert len({r["image_source"] for r in rows}) == len(rows)  # no image used twice
+
+    spec = load_spec(REALDATA / "speechcifar.yaml")
+    ds = load_dataset(spec, tmp_path / "out", progress=False)
+    assert ds.inputs["image"].shape == (60, 3, 32, 32) and ds.inputs["audio"].shape == (60, 1, 16000)
+    assert sorted(set(ds.split)) == ["test", "train", "val"]
