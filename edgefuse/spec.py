@@ -389,13 +389,14 @@ class ModelSpec(Strict):
 
 
 class TrainSpec(Strict):
-    # upper bound on epochs; unset = sized from the data: about 3000 optimizer steps, between 20 and 60 epochs
+    # upper bound on epochs; unset = sized from the data: about 3000 optimizer steps, between 20 and 120 epochs
     epochs: int | None = Field(None, gt=0)
     batch_size: int = Field(64, gt=0)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(5e-2, ge=0)
     warmup_epochs: int = Field(1, ge=0)
-    # early stopping: epochs since the kept (best validation accuracy, then loss) epoch; unset = max(5, epochs // 4)
+    # early stopping: epochs since the kept epoch (lowest validation loss once the cosine decay is two thirds done,
+    # the learning rate below 30 % of its peak; no stop before that epoch); unset = max(5, epochs // 4)
     patience: int | None = Field(None, gt=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     # exponential moving average of the weights over about this many epochs (validated, kept and exported); 0 = off

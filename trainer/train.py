@@ -6,17 +6,19 @@ smooth L1 on standardized targets for regression heads, missing targets masked; 
 fusion's auxiliary (adversarial) loss plus the unimodal auxiliary heads' loss (the modality-imbalance remedy: every modality's embedding must classify on its own, so the
 fused model cannot lean on one; cf. Gradient-Blending, Wang, Tran & Feiszli, CVPR 2020), modality dropout and
 per-modality augmentation (trainer/augment.py) on training batches, an exponential moving average of the weights
-(validated and kept), early stopping on the mean validation score over heads (accuracy for class heads, mAP for
-multilabel heads, max(0, 1 - MAE / train std) for regression heads; reported as val_accuracy, which is the plain
-mean accuracy when every head is a class head; the kept epoch is the best by score then loss, and patience counts
-from that same epoch), then temperature scaling of the class heads and per-label F1-maximizing thresholds of the
+(validated and kept), early stopping on the validation loss (the sum over heads; reported beside the mean validation
+score over heads: accuracy for class heads, mAP for multilabel heads, max(0, 1 - MAE / train std) for regression
+heads, reported as val_accuracy, which is the plain mean accuracy when every head is a class head): the kept epoch
+is the one of lowest validation loss from the epoch where the cosine decay is two thirds done (the rate below 30 %
+of its peak), patience counts from that same epoch, and no stop comes before it (EarlyStopping), then temperature scaling of the class heads and per-label F1-maximizing thresholds of the
 multilabel heads, both on the validation split only (trainer/calibrate.py, edgefuse/heads.py). Seeds fix python,
 NumPy and torch, and the batch order comes from a seeded generator, so the same seed gives the same metrics.
 
 With a `captions:` section the caption head trains in the same loop (trainer/caption.py): its teacher-forced
 cross-entropy over every reference of each sample, times `captions.weight`, joins the loss; the decoder (and the
 fusion's context entry) learn at CAPTION_LR_SCALE times the rate, since a language takes more steps than a label;
-its teacher-forced next-word accuracy on validation counts as one more head in the early-stopping score. The
+its teacher-forced next-word accuracy on validation counts as one more head in the validation score, which then
+decides the kept epoch (score, then loss) instead of the loss, since the loss has no caption term. The
 reported `val_accuracy` stays the mean score over the other heads. Captions train in one process (no --nproc).
 
 Baselines reuse the same encoders and settings: `only=m` masks every other modality always (and turns modality
@@ -203,10 +205,16 @@ def unwrap(model: Any) -> Any:
 
 
 def schedule(cfg: Any, steps_per_epoch: int) -> tuple[int, int]:
-    """(epochs, patience): the spec's, or sized from the data when unset (~3000 steps in [20, 60] epochs; patience
+    """(epochs, patience): the spec's, or sized from the data when unset (~3000 steps in [20, 120] epochs; patience
     a quarter of the budget, at least 5)."""
-    epochs = cfg.epochs or int(np.clip(math.ceil(3000 / max(1, steps_per_epoch)), 20, 60))
+    epochs = cfg.epochs or int(np.clip(math.ceil(3000 / max(1, steps_per_epoch)), 20, 120))
     return epochs, cfg.patience or max(5, epochs // 4)
+
+
+def decayed_epoch(cfg: Any, epochs: int) -> int:
+    """The epoch by which the warm-up + cosine schedule is two thirds of the way through its decay (the learning
+    rate below 30 % of its peak): early stopping keeps epochs and may end training from there on, not before."""
+    return min(epochs, cfg.warmup_epochs + math.ceil((epochs - cfg.warmup_epochs) * 2 / 3))
 
 
 class UnimodalHeads(torch.nn.Module):
@@ -273,19 +281,30 @@ def validate(model: Any, inputs: dict[str, Any], mask: Any, targets: dict[str, A
 
 
 class EarlyStopping:
-    """Keeps the state with the best validation (accuracy, then loss) and stops `patience` epochs after that kept
-    epoch: the epoch reported as best, the one restored and the one patience counts from are the same."""
+    """Keeps the state with the best validation loss (`by="loss"`; or score, then loss: `by="score"`) among the
+    epochs from `min_epochs` on, and stops `patience` epochs after that kept epoch: the epoch reported as best, the
+    one restored and the one patience counts from are the same.
 
-    def __init__(self, patience: int):
-        self.patience = patience
+    `min_epochs` is where the learning rate has decayed (decayed_epoch): before it, a small validation split's
+    accuracy and loss plateau and dip by chance while the rate is high, and keeping or stopping there keeps an
+    under-trained model (measured on UTD-MHAD and DSADS, BENCHMARKS.md "Real data"). The loss is the default
+    criterion: on a validation split of ~100 samples accuracy ties and jumps by whole samples, the loss does not."""
+
+    def __init__(self, patience: int, min_epochs: int = 0, by: str = "loss"):
+        self.patience, self.min_epochs, self.by = patience, min_epochs, by
         self.acc, self.loss, self.epoch, self.heads, self.state = -1.0, math.inf, 0, {}, None
+
+    def better(self, acc: float, loss: float) -> bool:
+        if self.by == "loss":
+            return loss < self.loss
+        return acc > self.acc or (acc == self.acc and loss < self.loss)
 
     def step(self, epoch: int, acc: float, loss: float, heads: dict[str, float], model: Any) -> bool:
         """Record one epoch's validation; True when training should stop."""
-        if acc > self.acc or (acc == self.acc and loss < self.loss):
+        if epoch >= self.min_epochs and (self.state is None or self.better(acc, loss)):
             self.acc, self.loss, self.epoch, self.heads = acc, loss, epoch, heads
             self.state = copy.deepcopy(model.state_dict())
-        return epoch - self.epoch >= self.patience
+        return epoch >= self.min_epochs and epoch - self.epoch >= self.patience
 
 
 def make_optimizer(params: Any, cfg: Any, epochs: int, steps_per_epoch: int) -> tuple[Any, Any]:
@@ -498,7 +517,9 @@ def train(
     out = Path(out_dir)
     shutil.rmtree(out / "tb", ignore_errors=True)  # retraining into a run folder replaces its logs with the model
     writer = require("torch.utils.tensorboard", "TensorBoard logs").SummaryWriter(str(out / "tb"))
-    stopper, history = EarlyStopping(patience), []
+    # with a caption head the score (which holds its next-word accuracy) decides: the validation loss has no caption term
+    stopper = EarlyStopping(patience, decayed_epoch(cfg, n_epochs), by="score" if captions else "loss")
+    history: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     bar = require("tqdm").tqdm(range(1, n_epochs + 1), desc=f"train {spec.name}", unit="epoch", disable=not progress)
     for epoch in bar:

@@ -62,7 +62,7 @@ def test_minimal_spec_gets_defaults_sized_from_the_data():
     assert spec.modalities["cam"].rate_hz == 1.0
     assert spec.model.encoders["cam"].type == "dwcnn" and spec.model.encoders["imu"].type == "cnn1d"
     assert spec.model.encoders["imu"].layers == 2  # 20 steps: a shallow stack
-    assert schedule(spec.train, steps_per_epoch=10) == (60, 15)
+    assert schedule(spec.train, steps_per_epoch=10) == (120, 30)  # tiny data: capped at 120 epochs
     assert schedule(spec.train, steps_per_epoch=1000) == (20, 5)
 
 
@@ -194,12 +194,39 @@ def test_minimal_spec_trains_and_multi_seed_eval_reports_mean_and_std(tmp_path, 
 def test_patience_counts_from_the_kept_epoch(tmp_path, one_thread):
     from edgefuse.trainer.train import EarlyStopping
 
-    stop = EarlyStopping(patience=2)
+    stop = EarlyStopping(patience=2, by="score")  # the caption runs' criterion: score, then loss
     model = torch.nn.Linear(1, 1)
     assert not stop.step(1, 0.5, 1.0, {}, model)
     assert not stop.step(2, 0.5, 0.9, {}, model)  # same accuracy, lower loss: kept -> patience restarts here
     assert not stop.step(3, 0.4, 0.8, {}, model)
     assert stop.step(4, 0.5, 1.0, {}, model) and stop.epoch == 2
+
+    by_loss = EarlyStopping(patience=2)  # the default: the lowest validation loss is kept, whatever the accuracy
+    assert not by_loss.step(1, 0.9, 1.0, {}, model)
+    assert not by_loss.step(2, 0.5, 0.8, {}, model)
+    assert not by_loss.step(3, 0.9, 0.9, {}, model)
+    assert by_loss.step(4, 0.9, 0.85, {}, model) and by_loss.epoch == 2
+
+
+def test_nothing_is_kept_and_nothing_stops_before_the_rate_has_decayed():
+    from types import SimpleNamespace
+
+    from edgefuse.trainer.train import EarlyStopping, decayed_epoch, lr_factor
+
+    cfg = SimpleNamespace(warmup_epochs=1)
+    assert decayed_epoch(cfg, 10) == 7 and decayed_epoch(cfg, 120) == 81
+    steps = 100  # per epoch: from the decayed epoch on, the rate is below 30 % of its peak
+    assert lr_factor(80 * steps, steps, 120 * steps) < 0.3 < lr_factor(79 * steps, steps, 120 * steps)
+
+    stop = EarlyStopping(patience=2, min_epochs=5)
+    model = torch.nn.Linear(1, 1)
+    for epoch, loss in [(1, 0.1), (2, 0.5), (3, 0.6), (4, 0.7)]:  # epoch 1's low loss comes before the decay
+        assert not stop.step(epoch, 0.5, loss, {}, model)  # patience long run out, but no stop before epoch 5
+    assert stop.state is None
+    assert not stop.step(5, 0.5, 0.9, {}, model) and stop.epoch == 5  # the first candidate is kept, worse or not
+    assert not stop.step(6, 0.5, 0.8, {}, model) and stop.epoch == 6
+    assert not stop.step(7, 0.5, 0.85, {}, model)
+    assert stop.step(8, 0.5, 0.85, {}, model) and stop.epoch == 6
 
 
 def test_a_newly_registered_fusion_is_selectable_from_a_config():
