@@ -403,6 +403,9 @@ class TrainSpec(Strict):
     ema_epochs: float = Field(1.0, ge=0)
     # fit a per-head softmax temperature on the validation split after training (calibrated published scores)
     calibrate: bool = True
+    # unimodal pre-training: first train each modality alone (same recipe and seed; kept in <run>/pretrain/), then
+    # start the fused model's encoders from those models and train it as usual; about (M + 1) x the training time
+    pretrain: bool = False
     seed: int = 0
     threads: int = Field(2, gt=0)  # torch CPU threads
 

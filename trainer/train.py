@@ -2,27 +2,30 @@
 
 One loop, top to bottom: AdamW, linear warm-up then cosine decay per step over an epoch budget sized from the data,
 the sum of per-head losses (label-smoothed cross-entropy for class heads, BCE-with-logits for multilabel heads,
-smooth L1 on standardized targets for regression heads, missing targets masked; edgefuse/heads.py) plus the
-fusion's auxiliary (adversarial) loss plus the unimodal auxiliary heads' loss (the modality-imbalance remedy: every modality's embedding must classify on its own, so the
-fused model cannot lean on one; cf. Gradient-Blending, Wang, Tran & Feiszli, CVPR 2020), modality dropout and
-per-modality augmentation (trainer/augment.py) on training batches, an exponential moving average of the weights
-(validated and kept), early stopping on the validation loss (the sum over heads; reported beside the mean validation
-score over heads: accuracy for class heads, mAP for multilabel heads, max(0, 1 - MAE / train std) for regression
-heads, reported as val_accuracy, which is the plain mean accuracy when every head is a class head): the kept epoch
-is the one of lowest validation loss from the epoch where the cosine decay is two thirds done (the rate below 30 %
-of its peak), patience counts from that same epoch, and no stop comes before it (EarlyStopping), then temperature scaling of the class heads and per-label F1-maximizing thresholds of the
-multilabel heads, both on the validation split only (trainer/calibrate.py, edgefuse/heads.py). Seeds fix python,
-NumPy and torch, and the batch order comes from a seeded generator, so the same seed gives the same metrics.
+smooth L1 on standardized targets for regression heads, missing targets masked; edgefuse/heads.py) plus the fusion's
+auxiliary (adversarial) loss plus the unimodal auxiliary heads' loss (the modality-imbalance remedy: every
+modality's embedding must classify on its own, so the fused model cannot lean on one; cf. Gradient-Blending, Wang,
+Tran & Feiszli, CVPR 2020), modality dropout and per-modality augmentation (trainer/augment.py) on training batches,
+an exponential moving average of the weights (validated and kept), early stopping on the validation loss (the sum
+over heads; reported beside the mean validation score over heads: accuracy for class heads, mAP for multilabel
+heads, max(0, 1 - MAE / train std) for regression heads, reported as val_accuracy, which is the plain mean accuracy
+when every head is a class head): the kept epoch is the one of lowest validation loss from the epoch where the
+cosine decay is two thirds done (the rate below 30 % of its peak), patience counts from that same epoch, and no stop
+comes before it (EarlyStopping), then temperature scaling of the class heads and per-label F1-maximizing thresholds
+of the multilabel heads, both on the validation split only (trainer/calibrate.py, edgefuse/heads.py). With
+`train.pretrain` each modality first trains alone with the same recipe and seed and the fused model's encoders start
+from those models (pretrain_encoders; off by default: on UTD-MHAD it scored lower, BENCHMARKS.md "Real data"). Seeds
+fix python, NumPy and torch, and the batch order comes from a seeded generator, so the same seed gives the same
+metrics.
 
-With a `captions:` section the caption head trains in the same loop (trainer/caption.py): its teacher-forced
-cross-entropy over every reference of each sample, times `captions.weight`, joins the loss; the decoder (and the
-fusion's context entry) learn at CAPTION_LR_SCALE times the rate, since a language takes more steps than a label;
-its teacher-forced next-word accuracy on validation counts as one more head in the validation score, which then
-decides the kept epoch (score, then loss) instead of the loss, since the loss has no caption term. The
-reported `val_accuracy` stays the mean score over the other heads. Captions train in one process (no --nproc).
-
-Baselines reuse the same encoders and settings: `only=m` masks every other modality always (and turns modality
-dropout off), `drop=m` masks m always. The run folder gets checkpoint.pt, metrics.json and TensorBoard logs (tb/).
+With a `captions:` section the caption head trains in the same loop (trainer/caption.py): its teacher-forced cross-
+entropy over every reference of each sample, times `captions.weight`, joins the loss; the decoder (and the fusion's
+context entry) learn at CAPTION_LR_SCALE times the rate, since a language takes more steps than a label; its
+teacher-forced next-word accuracy on validation counts as one more head in the validation score, which then decides
+the kept epoch (score, then loss) instead of the loss, since the loss has no caption term. The reported
+`val_accuracy` stays the mean score over the other heads. Captions train in one process (no --nproc). Baselines
+reuse the same encoders and settings: `only=m` masks every other modality always (and turns modality dropout off),
+`drop=m` masks m always. The run folder gets checkpoint.pt, metrics.json and TensorBoard logs (tb/).
 """
 
 from __future__ import annotations
@@ -433,6 +436,26 @@ def caption_setup(spec: ScenarioSpec, ds: Any, train_ds: Any, val_ds: Any, data_
     return out
 
 
+def pretrain_encoders(
+    spec: ScenarioSpec, model: Any, ds: Any, data_dir: str | Path, out_dir: Path, masked: list[str]
+) -> dict[str, float]:
+    """Unimodal pre-training: train one model per present modality on it alone, with this recipe and seed (into
+    out_dir/only-<m>), and start the fused model's encoder of each modality from that model's. Returns
+    modality -> that unimodal model's validation accuracy. The fused training then fine-tunes everything."""
+    from edgefuse.trainer.checkpoint import load_run
+
+    plain = spec.model_copy(update={"train": spec.train.model_copy(update={"pretrain": False})})
+    scores = {}
+    for m in spec.modality_names:
+        if m in masked:
+            continue
+        run = out_dir / f"only-{m}"
+        metrics = train(plain, data_dir, run, only=m, progress=False, dataset=ds)
+        model.encoders[m].load_state_dict(load_run(run)[1].encoders[m].state_dict())
+        scores[m] = metrics["val_accuracy"]
+    return scores
+
+
 def train(
     spec: ScenarioSpec,
     data_dir: str | Path,
@@ -481,6 +504,9 @@ def train(
     for enc in model.encoders.values():
         if hasattr(enc, "spec_augment"):
             enc.spec_augment = spec.model.augment
+    pretrained = {}  # modality -> validation accuracy of the unimodal model its encoder starts from
+    if cfg.pretrain and only is None and ddp is None and len(spec.modalities) - len(masked) > 1:
+        pretrained = pretrain_encoders(spec, model, ds, data_dir, Path(out_dir) / "pretrain", masked)
     keep = torch.tensor([0.0 if m in masked else 1.0 for m in spec.modality_names])  # (M,)
     x_tr, m_tr, y_tr = to_tensors(train_ds)
     x_va, m_va, y_va = to_tensors(val_ds)
@@ -575,6 +601,7 @@ def train(
         "train_time_s": time.perf_counter() - t0,
         **calibration,
         **({"thresholds": thresholds} if thresholds else {}),
+        **({"pretrain_val_accuracy": pretrained} if pretrained else {}),
         **({"target_stats": {h: {"mean": m, "std": s} for h, (m, s) in stats.items()}} if stats else {}),
         "history": history,
     }

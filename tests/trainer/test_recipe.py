@@ -320,3 +320,30 @@ def test_a_state_dict_from_before_temperature_scaling_still_loads():
     model.temperature.fill_(3.0)
     model.load_state_dict(old)
     assert torch.equal(model.temperature, torch.ones(1))
+
+
+def test_pretraining_starts_each_encoder_from_its_unimodal_model(tmp_path, one_thread):
+    from edgefuse.trainer.checkpoint import load_run
+    from edgefuse.trainer.data import load_data
+    from edgefuse.trainer.models import build_model
+    from edgefuse.trainer.train import pretrain_encoders, series_normalization, train
+
+    spec = minimal_spec(train={"epochs": 2, "batch_size": 16, "threads": 1, "pretrain": True})
+    data = write_minimal_data(tmp_path / "data")
+    ds = load_data(spec, data, progress=False)
+    model = build_model(spec)
+    model.set_normalization(series_normalization(spec, ds.subset("train")))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    scores = pretrain_encoders(spec, model, ds, data, tmp_path / "pre", masked=[])
+    assert set(scores) == {"cam", "imu"} and all(0 <= a <= 1 for a in scores.values())
+    for m in ("cam", "imu"):
+        uni = load_run(tmp_path / "pre" / f"only-{m}")[1]
+        for k, v in uni.encoders[m].state_dict().items():
+            assert torch.equal(model.encoders[m].state_dict()[k], v), (m, k)
+    moved = [k for k, v in model.state_dict().items() if k.startswith("encoders.") and not torch.equal(v, before[k])]
+    assert moved and all(not k.startswith("fusion.") for k in moved)  # only the encoders start from elsewhere
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items() if k.startswith("fusion."))
+
+    m = train(spec, data, tmp_path / "run", progress=False)  # the whole path: pre-train, then the fused training
+    assert set(m["pretrain_val_accuracy"]) == {"cam", "imu"}
+    assert (tmp_path / "run" / "pretrain" / "only-imu" / "checkpoint.pt").is_file()
