@@ -15,7 +15,7 @@ from edgefuse.spec import SpecError, parse_spec, spec_to_dict
 from edgefuse.trainer.checkpoint import CheckpointError, load_run
 from edgefuse.trainer.evaluate import mean_accuracy, predict, run_mask
 from edgefuse.trainer.synth import write_dataset
-from edgefuse.trainer.train import lr_factor, to_tensors, train
+from edgefuse.trainer.train import decayed_epoch, lr_factor, to_tensors, train
 
 TINY_EPOCHS = 8
 
@@ -74,12 +74,14 @@ def test_early_stopping_stops(tiny_data, tmp_path):
     m = train(parse_spec(d), data, tmp_path / "run", epochs=40, progress=False, dataset=ds)
     accs = [h["val_accuracy"] for h in m["history"]]
     losses = [h["val_loss"] for h in m["history"]]
-    # the kept epoch: best accuracy, ties broken by the lower loss; patience counts from that same epoch
-    kept = min(range(len(accs)), key=lambda i: (-accs[i], losses[i])) + 1
-    assert m["stopped_early"] and m["epochs_run"] < 40
+    # the kept epoch: the lowest validation loss from the decayed epoch on; patience counts from that same epoch
+    first = decayed_epoch(parse_spec(d).train, 40)
+    assert first == 27  # warm-up 1 epoch, then two thirds of the 39-epoch decay
+    kept = min(range(first - 1, len(losses)), key=lambda i: losses[i]) + 1
+    assert m["stopped_early"] and first <= m["epochs_run"] < 40
     assert m["best_epoch"] == kept
     assert m["epochs_run"] == kept + 1  # patience 1: one epoch without a better kept state, then stop
-    assert m["val_accuracy"] == max(accs)
+    assert m["val_accuracy"] == accs[kept - 1] and m["val_loss"] == losses[kept - 1]
 
 
 def test_lr_schedule_warms_up_then_decays():
