@@ -2,10 +2,11 @@
 
 Every send is non-blocking, and a slow or dead subscriber never costs the others anything. The socket runs with
 XPUB_NODROP, so a send that some subscriber's queue (at the high-water mark) cannot take fails with EAGAIN; the
-publisher then counts it (publish failure reason "slow_subscriber") and sends the same message again in lossy mode,
-which reaches every subscriber that has room and skips only the full ones. `PublishSpec.count_drops: false` keeps
-libzmq's plain lossy mode throughout (the full subscriber still misses messages, but nothing is counted here).
-Subscribers see what they missed as gaps in header.seq. Either way a send never stalls a tick.
+publisher then lets libzmq process its pending commands (a drained queue's read count arrives that way) and tries
+once more, and if that fails too, counts it (publish failure reason "slow_subscriber") and sends the same message in
+lossy mode, which reaches every subscriber that has room and skips only the full ones. `PublishSpec.count_drops:
+false` keeps libzmq's plain lossy mode throughout (the full subscriber still misses messages, but nothing is counted
+here). Subscribers see what they missed as gaps in header.seq. Either way a send never stalls a tick.
 
 Relays: the same socket also connects to every `connect` endpoint (an `edgefuse relay --in`, runtime/relay.py),
 so many runtimes reach many subscribers through one address; `endpoint: null` binds nothing. Every topic and
@@ -154,12 +155,21 @@ class Publisher:
         return True
 
     def _send(self, frames: list[bytes]) -> None:
-        """Send to every subscriber with room; a full one misses this message (counted when count_drops)."""
-        try:
-            self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-            return
-        except zmq.Again:
-            self._failed("slow_subscriber")
+        """Send to every subscriber with room; a full one misses this message (counted when count_drops).
+
+        libzmq learns that a subscriber has read its queue from commands the socket processes only now and then
+        (throttled, during sends); until then a healthy reader's drained queue can look full, and both the lossy
+        mode and XPUB_NODROP then skip it too (measured: a lockstep reader lost about one message per hwm / 2 while
+        another subscriber was stuck). Reading ZMQ_EVENTS processes the pending commands at once, without blocking."""
+        self.sock.getsockopt(zmq.EVENTS)
+        for attempt in range(2):
+            try:
+                self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+                return
+            except zmq.Again:
+                if attempt == 0:  # commands may have arrived since: look again before calling a subscriber full
+                    self.sock.getsockopt(zmq.EVENTS)
+        self._failed("slow_subscriber")
         # XPUB_NODROP is read on every send: lossy for this one message, so the subscribers with room still get it
         self.sock.setsockopt(zmq.XPUB_NODROP, 0)
         try:

@@ -65,11 +65,13 @@ def test_results_reach_a_subscriber_and_decode():
         ctx.term()
 
 
-def test_a_stuck_subscriber_costs_the_good_one_nothing_and_is_counted():
+@pytest.mark.parametrize("count_drops", [True, False])
+def test_a_stuck_subscriber_costs_the_good_one_nothing_and_is_counted(count_drops):
     """A long stall compressed: tiny HWMs and socket buffers fill in milliseconds what the default settings fill in
-    minutes; the good subscriber must still receive every message, and no send may block."""
+    minutes; the good subscriber must still receive every message, and no send may block. Before the publisher
+    processed libzmq's pending commands on each send, the good one lost about one message in 25 here, in both modes."""
     ctx = zmq.Context()
-    pub = Publisher(PublishSpec(endpoint=ANY, hwm=50), context=ctx)
+    pub = Publisher(PublishSpec(endpoint=ANY, hwm=50, count_drops=count_drops), context=ctx)
     pub.sock.setsockopt(zmq.SNDBUF, 4096)
     stuck = subscriber(ctx, pub.endpoint, rcvhwm=1, rcvbuf=4096)  # connects and never reads
     good = subscriber(ctx, pub.endpoint, rcvhwm=100_000)
@@ -88,7 +90,10 @@ def test_a_stuck_subscriber_costs_the_good_one_nothing_and_is_counted():
             if good.poll(1000):
                 seqs.append(decode(good.recv_multipart()).header["seq"])
         assert seqs == list(range(seqs[0], seqs[0] + 500))  # every message, in order
-        assert pub.failures.get("slow_subscriber", 0) >= 1, pub.failures  # the stuck one was seen and counted
+        if count_drops:
+            assert pub.failures.get("slow_subscriber", 0) >= 1, pub.failures  # the stuck one was seen and counted
+        else:
+            assert "slow_subscriber" not in pub.failures  # libzmq's plain lossy mode: nothing is counted
         assert worst < 0.05  # never blocks on the subscriber
     finally:
         stuck.close()
