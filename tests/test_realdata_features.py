@@ -121,3 +121,14 @@ def test_speechcifar_converter_splits_by_speaker_and_loads(tmp_path, monkeypatch
     ds = load_dataset(spec, tmp_path / "out", progress=False)
     assert ds.inputs["image"].shape == (60, 3, 32, 32) and ds.inputs["audio"].shape == (60, 1, 16000)
     assert sorted(set(ds.split)) == ["test", "train", "val"]
+
+
+@pytest.mark.parametrize("name", ["utdmhad", "dsads", "signlang", "barbell", "speechcifar"])
+def test_a_converter_given_a_wrong_source_says_so_in_one_line(name, tmp_path, capsys):
+    argv = ["convert", "--src", str(tmp_path / "missing"), "--out", str(tmp_path / "out")]
+    if name == "speechcifar":
+        argv[3:3] = ["--src2", str(tmp_path / "missing2")]
+    assert _module(name).main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(str(tmp_path / "missing")), err
+    assert "Traceback" not in err

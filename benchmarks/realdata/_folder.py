@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,6 +37,21 @@ def converter_main(
         c.add_argument("--src2", type=Path, required=True, help=f"{second}: work tree or bare git directory")
     c.add_argument("--out", type=Path, default=Path(default_out))
     args = p.parse_args(argv)
-    counts = convert(args.src, args.src2, args.out) if second else convert(args.src, args.out)
+    try:
+        counts = convert(args.src, args.src2, args.out) if second else convert(args.src, args.out)
+    except subprocess.CalledProcessError as err:  # git on a path that is not the expected repository's snapshot
+        raw = err.stderr or ""
+        detail = (raw.decode(errors="replace") if isinstance(raw, bytes) else raw).strip().splitlines()
+        print(f"{args.src}: git {err.cmd[3] if len(err.cmd) > 3 else ''} failed: {detail[0] if detail else err}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    except (OSError, ValueError, KeyError) as err:  # a missing or unreadable file, a record of the wrong shape
+        print(f"{args.src}: {err}", file=sys.stderr)
+        return 1
+    except SystemExit as err:  # a converter's own one-line message (it names the path)
+        if not isinstance(err.code, str):
+            raise
+        print(err.code, file=sys.stderr)
+        return 1
     print(f"{args.out}: {sum(counts.values())} samples {counts}")
     return 0
