@@ -11,8 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def smart_home_test_scale() -> dict[str, Any]:
-    """The shipped smart_home spec (raw mapping) at the test suite's scale (tests/trainer/_trainer_tiny.py): 32x32
-    frames, 0.5 s of 8 kHz audio, narrower encoders, dim 32. Callers adjust it further and parse it."""
+    """The shipped smart_home spec (raw mapping) at the test suite's scale: 32x32 frames, 0.5 s of 8 kHz audio,
+    narrower encoders, dim 32. Callers adjust it further and parse it; the tests take theirs from here too
+    (tests/trainer/_trainer_tiny.py, tests/deploy/test_caption_export.py)."""
     d = spec_to_dict(load_spec(ROOT / "configs" / "smart_home.yaml"))
     d["modalities"]["camera"]["shape"] = [32, 32]
     d["modalities"]["mic"].update(rate_hz=8000, window_s=0.5)

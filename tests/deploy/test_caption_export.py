@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,25 +15,20 @@ from edgefuse.deploy.bundle import load_bundle
 from edgefuse.deploy.caption import STEP_FILE, torch_decode
 from edgefuse.deploy.export import dataset_feeds, export_bundle, take
 from edgefuse.runtime.caption import Captioner
-from edgefuse.spec import load_spec, parse_spec, spec_to_dict
+from edgefuse.spec import parse_spec
 from edgefuse.trainer.checkpoint import load_run
 from edgefuse.trainer.data import load_dataset
 from edgefuse.trainer.synth import write_dataset
 from edgefuse.trainer.train import train
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from _specs import smart_home_test_scale  # noqa: E402
 
 
 def caption_spec():
-    """smart_home shrunk to test size (32x32 frames, 0.5 s of 8 kHz audio), with a small caption head."""
-    d = spec_to_dict(load_spec(CONFIGS / "smart_home.yaml"))
-    d["modalities"]["camera"]["shape"] = [32, 32]
-    d["modalities"]["mic"].update(rate_hz=8000, window_s=0.5)
-    enc = d["model"]["encoders"]
-    enc["camera"].update(width=8, stages=2)
-    enc["mic"].update(n_fft=256, hop=128, n_mels=24, width=8)
-    enc["env"].update(width=16, layers=2)
-    d["model"]["dim"] = 32
+    """smart_home shrunk to test size (32x32 frames, 0.5 s of 8 kHz audio; benchmarks/_specs.py), with a small caption
+    head."""
+    d = smart_home_test_scale()
     d["train"].update(batch_size=32, threads=2)
     d["captions"] = {"max_tokens": 12, "hidden": 32, "embed": 16}
     return parse_spec(d, "tiny smart_home with captions")

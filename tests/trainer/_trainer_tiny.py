@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from edgefuse.spec import ScenarioSpec, load_spec, parse_spec, spec_to_dict
+from edgefuse.spec import ScenarioSpec, parse_spec
 from edgefuse.trainer.data import load_dataset
 from edgefuse.trainer.synth import write_dataset
 from edgefuse.trainer.train import train
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from _specs import smart_home_test_scale  # noqa: E402
+
 SAMPLES = 200
 
 
 def tiny_spec() -> ScenarioSpec:
-    """smart_home at a fraction of the compute: 32x32 frames, 0.5 s of 8 kHz audio, narrower encoders."""
-    d = spec_to_dict(load_spec(CONFIGS / "smart_home.yaml"))
-    d["modalities"]["camera"]["shape"] = [32, 32]
-    d["modalities"]["mic"].update(rate_hz=8000, window_s=0.5)
-    enc = d["model"]["encoders"]
-    enc["camera"].update(width=8, stages=2)
-    enc["mic"].update(n_fft=256, hop=128, n_mels=24, width=8)
-    enc["env"].update(width=16, layers=2)
-    d["model"]["dim"] = 32
+    """smart_home at a fraction of the compute: 32x32 frames, 0.5 s of 8 kHz audio, narrower encoders (the test scale
+    of benchmarks/_specs.py, which the benchmarks share)."""
+    d = smart_home_test_scale()
     d["train"].update(batch_size=32, threads=2)
     return parse_spec(d, "tiny smart_home")
 
