@@ -57,23 +57,9 @@ def normal_rows(spec: ScenarioSpec, ds: Any) -> np.ndarray:
     return keep
 
 
-def _rows(ds: Any, keep: np.ndarray) -> Any:
-    from edgefuse.trainer.data import Dataset
-
-    idx = np.flatnonzero(keep)
-    return Dataset(
-        spec=ds.spec,
-        ids=[ds.ids[i] for i in idx],
-        split=ds.split[idx],
-        inputs={k: v[idx] for k, v in ds.inputs.items()},
-        mask=ds.mask[idx],
-        targets={k: v[idx] for k, v in ds.targets.items()},
-    )
-
-
 def normal_split(spec: ScenarioSpec, ds: Any, split: str) -> Any:
     part = ds.subset(split)
-    return _rows(part, normal_rows(spec, part))
+    return part.rows(normal_rows(spec, part))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -396,7 +382,7 @@ def evaluate_anomaly(run_dir: str | Path, ds: Any, split: str = "test", seed: in
     spec, model, _ = load_anomaly(run_dir)
     part = ds.subset(split)
     normal = normal_rows(spec, part)
-    clean = _rows(part, normal)
+    clean = part.rows(normal)
     if len(clean) < 2:
         raise DataError(split, f"the '{split}' split has {len(clean)} normal samples; anomaly evaluation needs more")
     _, base = anomaly_scores(model, clean.inputs, clean.mask)
@@ -420,7 +406,7 @@ def evaluate_anomaly(run_dir: str | Path, ds: Any, split: str = "test", seed: in
         }
     unseen = part.mask[~normal]
     if len(unseen):
-        _, fused = anomaly_scores(model, _rows(part, ~normal).inputs, unseen)
+        _, fused = anomaly_scores(model, part.rows(~normal).inputs, unseen)
         y = np.r_[np.zeros(len(base)), np.ones(len(fused))]
         kinds["unseen"] = {
             "roc_auc": float(roc_auc_score(y, np.r_[base, fused])),

@@ -55,7 +55,11 @@ class Dataset:
 
     def subset(self, split: str) -> Dataset:
         """The samples of one split (train, val or test)."""
-        keep = np.flatnonzero(self.split == split)
+        return self.rows(self.split == split)
+
+    def rows(self, keep: np.ndarray) -> Dataset:
+        """The samples where the boolean (N,) `keep` is true, every field cut alike."""
+        keep = np.flatnonzero(keep)
         return Dataset(
             spec=self.spec,
             ids=[self.ids[i] for i in keep],
