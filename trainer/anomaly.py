@@ -34,7 +34,7 @@ import numpy as np
 
 from edgefuse._optional import require
 from edgefuse.errors import DataError
-from edgefuse.spec import ScenarioSpec, SpecError, parse_spec, spec_to_dict
+from edgefuse.spec import ScenarioSpec, SpecError, parse_spec
 
 torch = require("torch", "training")
 
@@ -243,22 +243,10 @@ def train_anomaly(
 
 
 def save_anomaly(out_dir: str | Path, spec: ScenarioSpec, model: Any, norm: dict, metrics: dict, data_dir: Any) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = {
-        "format": FORMAT,
-        "spec": spec_to_dict(spec),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "normalization": {m: {"mean": mu.tolist(), "std": sd.tolist()} for m, (mu, sd) in norm.items()},
-        "metrics": json.loads(json.dumps(metrics)),
-        "data": str(Path(data_dir).resolve()),
-    }
-    path = out / ANOMALY_CHECKPOINT
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
-    (out / ANOMALY_METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
-    return path
+    from edgefuse.trainer.checkpoint import checkpoint_fields, write_checkpoint
+
+    ckpt = {**checkpoint_fields(spec, model, norm, metrics, FORMAT), "data": str(Path(data_dir).resolve())}
+    return write_checkpoint(out_dir, ANOMALY_CHECKPOINT, ckpt, ANOMALY_METRICS, metrics)
 
 
 def load_anomaly(run_dir: str | Path) -> tuple[ScenarioSpec, Any, dict[str, Any]]:

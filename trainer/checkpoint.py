@@ -52,26 +52,42 @@ def save_run(
     masked: list[str],
 ) -> Path:
     """Write RUN/checkpoint.pt and RUN/metrics.json; `masked` are the modalities the model never sees (baselines)."""
-    torch = require("torch", "training")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt = {
-        "format": FORMAT,
-        "spec": spec_to_dict(spec),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "normalization": {m: {"mean": mean.tolist(), "std": std.tolist()} for m, (mean, std) in normalization.items()},
+        **checkpoint_fields(spec, model, normalization, metrics),
         "masked": list(masked),
-        "metrics": json.loads(json.dumps(metrics)),  # plain types only, so weights_only loading accepts them
         "data": {"path": str(Path(data_dir).resolve()), "samples": int(n_samples)},
         "versions": library_versions(),
     }
     if getattr(model, "caption_vocab", None):
         ckpt["caption_vocab"] = list(model.caption_vocab)  # the caption decoder's words (trainer/caption.py)
-    path = out / CHECKPOINT
+    return write_checkpoint(out_dir, CHECKPOINT, ckpt, METRICS, metrics)
+
+
+def checkpoint_fields(
+    spec: ScenarioSpec, model: Any, normalization: Normalization, metrics: dict[str, Any], fmt: int = FORMAT
+) -> dict[str, Any]:
+    """What every checkpoint holds (the run's and the anomaly model's): format, spec, weights, normalization,
+    metrics; plain types only, so weights_only loading accepts them."""
+    return {
+        "format": fmt,
+        "spec": spec_to_dict(spec),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "normalization": {m: {"mean": mean.tolist(), "std": std.tolist()} for m, (mean, std) in normalization.items()},
+        "metrics": json.loads(json.dumps(metrics)),
+    }
+
+
+def write_checkpoint(out_dir: str | Path, name: str, ckpt: dict[str, Any], metrics_name: str, metrics: dict) -> Path:
+    """Write out_dir/name (through a temporary file, so a crash mid-save never leaves a truncated checkpoint behind)
+    and out_dir/metrics_name; returns the checkpoint's path."""
+    torch = require("torch", "training")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
     tmp = path.with_suffix(".pt.tmp")
     torch.save(ckpt, tmp)
-    tmp.replace(path)  # a crash mid-save never leaves a truncated checkpoint.pt behind
-    (out / METRICS).write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.replace(path)
+    (out / metrics_name).write_text(json.dumps(metrics, indent=2) + "\n")
     return path
 
 
