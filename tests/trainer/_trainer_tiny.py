@@ -10,7 +10,8 @@ from edgefuse.trainer.data import load_dataset
 from edgefuse.trainer.synth import write_dataset
 from edgefuse.trainer.train import train
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+sys.path.insert(0, str(CONFIGS.parent / "benchmarks"))
 from _specs import smart_home_test_scale  # noqa: E402
 
 SAMPLES = 200
