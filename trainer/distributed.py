@@ -180,11 +180,13 @@ def launch(args: argparse.Namespace) -> int:
     The config, the overrides and the data folder are checked here first, so a typo is one error line, not N
     processes failing under torchrun."""
     from edgefuse.errors import DataError
-    from edgefuse.spec import load_spec
-    from edgefuse.trainer.train import apply_overrides, masked_modalities
+    from edgefuse.spec import SpecError, load_spec
+    from edgefuse.trainer.train import PRETRAIN_ONE_PROCESS, apply_overrides, masked_modalities
 
     spec = apply_overrides(load_spec(args.config), epochs=args.epochs, fusion=args.fusion, seed=args.seed)
     masked_modalities(spec, args.only, getattr(args, "drop", None))
+    if spec.train.pretrain and args.only is None:
+        raise SpecError(str(args.config), [("train.pretrain", PRETRAIN_ONE_PROCESS)])
     if not Path(args.data).is_dir():
         raise DataError(args.data, "no such dataset folder (--data)")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",

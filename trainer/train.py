@@ -436,6 +436,9 @@ def caption_setup(spec: ScenarioSpec, ds: Any, train_ds: Any, val_ds: Any, data_
     return out
 
 
+PRETRAIN_ONE_PROCESS = "unimodal pre-training runs in one process: leave out --nproc, or set train.pretrain: false"
+
+
 def pretrain_encoders(
     spec: ScenarioSpec, model: Any, ds: Any, data_dir: str | Path, out_dir: Path, masked: list[str]
 ) -> dict[str, float]:
@@ -505,7 +508,9 @@ def train(
         if hasattr(enc, "spec_augment"):
             enc.spec_augment = spec.model.augment
     pretrained = {}  # modality -> validation accuracy of the unimodal model its encoder starts from
-    if cfg.pretrain and only is None and ddp is None and len(spec.modalities) - len(masked) > 1:
+    if cfg.pretrain and only is None and len(spec.modalities) - len(masked) > 1:
+        if ddp is not None:
+            raise SpecError(spec.name, [("train.pretrain", PRETRAIN_ONE_PROCESS)])
         pretrained = pretrain_encoders(spec, model, ds, data_dir, Path(out_dir) / "pretrain", masked)
     keep = torch.tensor([0.0 if m in masked else 1.0 for m in spec.modality_names])  # (M,)
     x_tr, m_tr, y_tr = to_tensors(train_ds)

@@ -66,3 +66,19 @@ def test_nproc_checks_inputs_before_starting_processes(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--only" in err and "radar" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+def test_nproc_refuses_pretraining_in_one_line(tmp_path, capsys):
+    import yaml
+
+    from edgefuse.cli import main
+
+    d = yaml.safe_load((CONFIGS / "smart_home.yaml").read_text())
+    d["train"]["pretrain"] = True
+    config = tmp_path / "pretrain.yaml"
+    config.write_text(yaml.safe_dump(d))
+    assert main(["train", "--config", str(config), "--data", str(tmp_path), "--out", str(tmp_path / "r"),
+                 "--nproc", "2"]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert "train.pretrain" in err and "--nproc" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
