@@ -404,7 +404,8 @@ class TrainSpec(Strict):
     # fit a per-head softmax temperature on the validation split after training (calibrated published scores)
     calibrate: bool = True
     # unimodal pre-training: first train each modality alone (same recipe and seed; kept in <run>/pretrain/), then
-    # start the fused model's encoders from those models and train it as usual; about (M + 1) x the training time
+    # start the fused model's encoders from those models and train it as usual; about (M + 1) x the training time;
+    # one process only (refused with --nproc)
     pretrain: bool = False
     seed: int = 0
     threads: int = Field(2, gt=0)  # torch CPU threads
