@@ -137,6 +137,40 @@ class SourceSpec(Strict):
 # Modalities
 
 
+def xyz_triplets(channels: list[str]) -> list[tuple[int, int, int]]:
+    """Channel indices (x, y, z) of the 3-axis vectors of a series: names <stem>x, <stem>y, <stem>z (acc_x/acc_y/acc_z,
+    ax/ay/az, head_x/head_y/head_z; case-insensitive), ordered by their x channel."""
+    index = {c.lower(): i for i, c in enumerate(channels)}
+    out = [
+        (i, index[c[:-1] + "y"], index[c[:-1] + "z"])
+        for c, i in index.items()
+        if c.endswith("x") and c[:-1] + "y" in index and c[:-1] + "z" in index
+    ]
+    return sorted(out)
+
+
+def rigid_group_of(channels: list[str], prefixes: list[str] | None) -> list[int]:
+    """For each of xyz_triplets(channels), the index of its rigid group: the one prefix its x channel starts with
+    (all 0 when `prefixes` is None). Raises ValueError on a prefix that starts no triplet or a triplet that starts
+    with none or several of them."""
+    triplets = xyz_triplets(channels)
+    if prefixes is None:
+        return [0] * len(triplets)
+    groups = []
+    for i, _, _ in triplets:
+        hits = [g for g, p in enumerate(prefixes) if channels[i].startswith(p)]
+        if len(hits) != 1:
+            found = "none" if not hits else ", ".join(prefixes[g] for g in hits)
+            raise ValueError(
+                f"rigid_groups: channel {channels[i]} (an x/y/z vector) must start with exactly one prefix, found {found}"
+            )
+        groups.append(hits[0])
+    for g, p in enumerate(prefixes):
+        if g not in groups:
+            raise ValueError(f"rigid_groups: no x/y/z channel triplet starts with {p!r}")
+    return groups
+
+
 class ModalitySpec(Strict):
     kind: Literal["image", "audio", "series", "text"]
     # samples (image: frames, audio: samples, series: rows) per second; text: utterances arrive as events.
@@ -151,6 +185,10 @@ class ModalitySpec(Strict):
     channels: int | list[str] = 1
     # an optional modality is often absent (e.g. the camera of a voice call); models train with it missing
     optional: bool = False
+    # series: channel-name prefixes, one per separately mounted sensor (e.g. [t_, ra_, la_]). Training rotates the
+    # 3-axis vectors (channels named <stem>x, <stem>y, <stem>z) of each sensor by its own random rotation
+    # (model.rotate_deg): a sensor strapped on differently. Unset: the modality is one rigid sensor (one rotation)
+    rigid_groups: list[str] | None = Field(None, min_length=1)
     sync: SyncSpec = SyncSpec()  # how the runtime (and a recorded session) cuts this modality at a tick
     source: SourceSpec = SourceSpec()  # where the runtime reads it from
 
@@ -178,8 +216,11 @@ class ModalitySpec(Strict):
                     raise ValueError("series channels must be a list of channel names")
                 if len(set(self.channels)) != len(self.channels):
                     raise ValueError("series channel names must be unique")
+                rigid_group_of(self.channels, self.rigid_groups)  # raises on a prefix that fits no 3-axis vector
             elif not isinstance(self.channels, int) or self.channels <= 0:
                 raise ValueError("audio channels must be a positive integer")
+        if self.rigid_groups is not None and self.kind != "series":
+            raise ValueError("rigid_groups applies to series modalities only")
         if self.kind == "image" and max(self.shape) > MAX_IMAGE_SIDE:  # type: ignore[arg-type]
             raise ValueError(f"image shape sides must be at most {MAX_IMAGE_SIDE}")
         per_channel = self.shape[0] * self.shape[1] if self.kind == "image" else self.n_steps  # type: ignore[index]
@@ -371,6 +412,9 @@ class FusionSpec(Strict):
         return v
 
 
+Degrees = Annotated[float, Field(ge=0, le=180)]
+
+
 class ModelSpec(Strict):
     dim: int = Field(64, gt=0)  # shared embedding size every encoder projects to
     # modality -> encoder; leave the whole `model` section (or `encoders`) out for defaults sized from each
@@ -382,6 +426,10 @@ class ModelSpec(Strict):
     modality_dropout: float = Field(0.25, ge=0, lt=1)
     # training-only augmentation strength (trainer/augment.py: shifts, gain, noise, jitter, SpecAugment masks); 0 = off
     augment: float = Field(1.0, ge=0, le=2)
+    # training-only random 3-D rotation of each series' x/y/z channel triplets (modalities.<m>.rigid_groups), up to
+    # this many degrees about a random axis, times min(1, augment); one number for every series modality, or a
+    # mapping modality -> degrees (those left out: 0); 0 = off
+    rotate_deg: Degrees | dict[str, Degrees] = 0.0
     # modality-imbalance remedy: weight of the per-modality auxiliary classifiers' loss (unimodal heads on each
     # modality's embedding, trained with the fused head and dropped at export; cf. Gradient-Blending, Wang et al.
     # CVPR 2020); 0 = off
@@ -627,6 +675,13 @@ class ScenarioSpec(Strict):
             kinds.update(dict.fromkeys(getattr(self, kind.section), kind.name))
         return kinds
 
+    def rotation_deg(self, modality: str) -> float:
+        """model.rotate_deg for one modality (0 for a non-series one or one a mapping leaves out)."""
+        if self.modalities[modality].kind != "series":
+            return 0.0
+        r = self.model.rotate_deg
+        return float(r.get(modality, 0.0) if isinstance(r, dict) else r)
+
     def window_span_s(self) -> float:
         """The longest window any modality needs: how much history the synchronizer keeps per tick."""
         return max(m.window_s for m in self.modalities.values())
@@ -696,6 +751,13 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
             if kind in for_kind and etype not in for_kind[kind]:
                 allowed = ", ".join(for_kind[kind])
                 problems.append((f"model.encoders.{m}.type", f"'{etype}' cannot encode {kind}; use one of: {allowed}"))
+    rotate = model.get("rotate_deg")
+    if isinstance(rotate, dict):
+        for m in rotate:
+            if m not in modalities:
+                problems.append((f"model.rotate_deg.{m}", f"no modality named '{m}'"))
+            elif d(modalities[m]).get("kind") != "series":
+                problems.append((f"model.rotate_deg.{m}", "only series modalities are rotated"))
     problems += _anomaly_problems(d(data.get("anomaly")), d(labels))
     problems += _model_choice_problems(d(d(data.get("runtime")).get("model")))
     trigger = d(data.get("runtime")).get("trigger")

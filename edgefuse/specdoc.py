@@ -64,12 +64,45 @@ def field_comments(cls: type) -> dict[str, str]:
     return out
 
 
+def _args(text: str, start: int) -> tuple[list[str], int]:
+    """The top-level comma-separated arguments of the bracket opened at text[start] and the index after its close."""
+    args, depth, begin, i = [], 0, start + 1, start
+    while i < len(text):
+        c = text[i]
+        if c in "[(":
+            depth += 1
+        elif c in "])":
+            depth -= 1
+            if depth == 0:
+                args.append(text[begin:i].strip())
+                return args, i + 1
+        elif c == "," and depth == 1:
+            args.append(text[begin:i].strip())
+            begin = i + 1
+        i += 1
+    return [text[start + 1 :]], len(text)
+
+
+def _plain(text: str) -> str:
+    """Annotated[X, FieldInfo(...)] -> X ("encoder (by type)" for the discriminated encoder union) and
+    Union[A, B] -> A | B, at any depth."""
+    for word in ("Annotated[", "Union["):
+        while (i := text.find(word)) >= 0:
+            args, end = _args(text, i + len(word) - 1)
+            if word == "Union[":
+                inner = " | ".join(_plain(a) for a in args)
+            elif args[0].startswith("Union[") and "discriminator='type'" in ",".join(args[1:]):
+                inner = "encoder (by type)"
+            else:
+                inner = _plain(args[0])
+            text = text[:i] + inner + text[end:]
+    return text
+
+
 def _type_name(annotation: Any) -> str:
     text = str(annotation) if not isinstance(annotation, type) else annotation.__name__
     text = text.replace("typing.", "").replace("edgefuse.spec.", "").replace("NoneType", "None")
-    text = re.sub(r"Annotated\[(.*?), FieldInfo.*?\]\]", r"\1]", text)
-    text = re.sub(r"Annotated\[Union\[.*?\], FieldInfo\(.*?\)\]", "encoder (by type)", text)
-    return text
+    return _plain(text)
 
 
 def _default(info: Any) -> str:

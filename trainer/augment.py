@@ -7,6 +7,13 @@ new tensor of the same shape and dtype; `strength` (model.augment in the spec) s
   audio   random circular time shift (up to 1/4 of the window), gain 0.7-1.4x, noise at 2% of the clip's peak
   series  per-channel scaling 1 +- 0.1, jitter of 0.05 channel std, random time shift (up to 1/8), zero fill
   text    token dropout: 10% of the non-padding tokens become padding
+  series  with model.rotate_deg > 0: each 3-axis vector (channels <stem>x/y/z) turned by a random rotation of up to
+          that many degrees about a random axis, one rotation per sample and rigid group (modalities.<m>.rigid_groups:
+          the acc/gyro/magnetometer of one strapped-on unit turn together); cf. Um et al., "Data augmentation of
+          wearable sensor data for Parkinson's disease monitoring using convolutional neural networks", ICMI 2017.
+          Off by default: it helps where sensors sit differently on the people or rigs seen at test time (UTD-MHAD,
+          DSADS) and costs accuracy where the orientation itself is the signal (a sign-language letter; a vehicle's
+          fixed IMU), BENCHMARKS.md "Real data"
 
 SpecAugment-style time and frequency masks on the log-mel (Park et al., 2019) live inside the audio encoder
 (models/encoders.py, LogMelCNN), since the log-mel is computed in the model; they too run in training mode only.
@@ -18,6 +25,8 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+
+from edgefuse.spec import ScenarioSpec, rigid_group_of, xyz_triplets
 
 
 def _uniform(b: int, lo: float, hi: float, g: torch.Generator | None, shape: tuple[int, ...] = ()) -> Tensor:
@@ -65,6 +74,40 @@ def augment_series(x: Tensor, s: float, g: torch.Generator | None = None) -> Ten
     return _shift(x, 0.125 * min(1.0, s), g, (2,))
 
 
+def random_rotations(b: int, max_deg: float, g: torch.Generator | None = None) -> Tensor:
+    """(B, 3, 3) rotations about a uniformly random axis by an angle uniform in [-max_deg, max_deg] (Rodrigues)."""
+    u = torch.randn((b, 3), generator=g)
+    u = u / u.norm(dim=1, keepdim=True).clamp(min=1e-8)  # (B, 3)
+    theta = torch.deg2rad(_uniform(b, -max_deg, max_deg, g))  # (B,)
+    k = torch.zeros((b, 3, 3))
+    k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -u[:, 2], u[:, 1], -u[:, 0]
+    k = k - k.transpose(1, 2)  # the cross-product matrix [u]x
+    sin, cos = torch.sin(theta)[:, None, None], torch.cos(theta)[:, None, None]
+    return torch.eye(3).expand(b, 3, 3) + sin * k + (1 - cos) * (k @ k)
+
+
+def rotate_triplets(
+    x: Tensor,
+    triplets: list[tuple[int, int, int]],
+    max_deg: float,
+    g: torch.Generator | None = None,
+    groups: list[int] | None = None,
+) -> Tensor:
+    """Rotate every 3-axis vector of a series batch (B, C, T): one random rotation per sample and group (default:
+    one group, the modality is one rigid body); the other channels are kept."""
+    if not triplets or max_deg <= 0:
+        return x
+    groups = groups or [0] * len(triplets)
+    n = max(groups) + 1
+    rot = random_rotations(x.shape[0] * n, max_deg, g).reshape(x.shape[0], n, 3, 3)  # (B, G, 3, 3)
+    idx = torch.tensor(triplets)  # (K, 3)
+    v = x[:, idx]  # (B, K, 3, T)
+    r = rot[:, torch.tensor(groups)]  # (B, K, 3, 3)
+    out = x.clone()
+    out[:, idx] = torch.einsum("bkij,bkjt->bkit", r, v)
+    return out
+
+
 def augment_text(x: Tensor, s: float, g: torch.Generator | None = None) -> Tensor:
     drop = torch.rand(x.shape, generator=g) < 0.1 * min(1.0, s)
     return torch.where(drop, torch.zeros_like(x), x)
@@ -78,10 +121,30 @@ AUGMENTATIONS: dict[str, Callable[[Tensor, float, torch.Generator | None], Tenso
 }
 
 
+def rotation_plan(spec: ScenarioSpec) -> dict[str, tuple[float, list, list]]:
+    """modality -> (max degrees, its x/y/z triplets, each triplet's rigid group) for the series modalities that
+    model.rotate_deg turns and that have 3-axis channels."""
+    plan = {}
+    for m, ms in spec.modalities.items():
+        deg = spec.rotation_deg(m)
+        triplets = xyz_triplets(list(ms.channels)) if deg > 0 else []  # type: ignore[arg-type]
+        if triplets:
+            plan[m] = (deg, triplets, rigid_group_of(list(ms.channels), ms.rigid_groups))  # type: ignore[arg-type]
+    return plan
+
+
 def augment_batch(
-    inputs: dict[str, Tensor], kinds: dict[str, str], strength: float, g: torch.Generator | None = None
+    inputs: dict[str, Tensor],
+    kinds: dict[str, str],
+    strength: float,
+    g: torch.Generator | None = None,
+    rotate: dict[str, tuple[float, list, list]] | None = None,
 ) -> dict[str, Tensor]:
     """modality -> augmented batch (a new dict; the inputs are not modified). strength 0 returns them as they are."""
     if strength <= 0:
         return dict(inputs)
-    return {m: AUGMENTATIONS[kinds[m]](x, strength, g) for m, x in inputs.items()}
+    out = {m: AUGMENTATIONS[kinds[m]](x, strength, g) for m, x in inputs.items()}
+    for m, (deg, triplets, groups) in (rotate or {}).items():
+        if m in out:
+            out[m] = rotate_triplets(out[m], triplets, deg * min(1.0, strength), g, groups)
+    return out
