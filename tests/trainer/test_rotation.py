@@ -98,3 +98,27 @@ def test_rotation_follows_the_augment_strength():
     assert ratio.min() > 0.85 and ratio.max() < 1.15
     assert angles(x["imu"][:, 0:3], on["imu"][:, 0:3]).max() > 30.0  # turned, not only scaled and shifted
     assert math.isclose(plan["imu"][0], 90.0)
+
+
+def test_training_turns_the_batches_only_when_asked(tmp_path, one_thread, monkeypatch):
+    from test_recipe import minimal_spec, write_minimal_data
+
+    import edgefuse.trainer.augment as augment
+    from edgefuse.trainer.train import train
+
+    calls = []
+    real = augment.rotate_triplets
+
+    def spy(x, triplets, max_deg, g=None, groups=None):
+        calls.append((tuple(x.shape[1:]), triplets, max_deg, groups))
+        return real(x, triplets, max_deg, g, groups)
+
+    monkeypatch.setattr(augment, "rotate_triplets", spy)
+    data = write_minimal_data(tmp_path / "data")
+    cfg = {"epochs": 1, "batch_size": 8, "threads": 1}
+    train(minimal_spec(train=cfg), data, tmp_path / "off", progress=False)
+    assert calls == []
+    metrics = train(minimal_spec(train=cfg, model={"rotate_deg": 45}), data, tmp_path / "on", progress=False)
+    assert len(calls) == 3  # 24 training samples in batches of 8, each turned
+    assert all(c == ((3, 20), [(0, 1, 2)], 45.0, [0]) for c in calls)
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0
