@@ -171,6 +171,32 @@ def rigid_group_of(channels: list[str], prefixes: list[str] | None) -> list[int]
     return groups
 
 
+Triplet = tuple[int, int, int]
+
+
+def compass_units(channels: list[str], prefixes: list[str] | None) -> list[tuple[Triplet, list[Triplet]]]:
+    """For each rigid group (rigid_group_of) that has magnetometer vectors: (its accelerometer vector, its magnetometer
+    vectors). A magnetometer vector is an x/y/z triplet whose x channel's name contains 'mag', an accelerometer one
+    'acc'. Raises ValueError on a group with magnetometer vectors and not exactly one accelerometer vector."""
+    triplets, groups = xyz_triplets(channels), rigid_group_of(channels, prefixes)
+    units = []
+    for g in sorted(set(groups)):
+        mine = [t for t, gt in zip(triplets, groups, strict=True) if gt == g]
+        mag = [t for t in mine if "mag" in channels[t[0]].lower()]
+        acc = [t for t in mine if "acc" in channels[t[0]].lower()]
+        if not mag:
+            continue
+        if len(acc) != 1:
+            where = f"rigid group {prefixes[g]!r}" if prefixes else "the modality (one rigid group)"
+            names = ", ".join(channels[t[0]] for t in acc) or "none"
+            raise ValueError(
+                f"{where} has a magnetometer vector ({channels[mag[0][0]]}) and needs exactly one accelerometer "
+                f"vector (x/y/z channels whose name contains 'acc') to find gravity; found {names}"
+            )
+        units.append((acc[0], mag))
+    return units
+
+
 class ModalitySpec(Strict):
     kind: Literal["image", "audio", "series", "text"]
     # samples (image: frames, audio: samples, series: rows) per second; text: utterances arrive as events.
@@ -430,6 +456,11 @@ class ModelSpec(Strict):
     # this many degrees about a random axis, times min(1, augment); one number for every series modality, or a
     # mapping modality -> degrees (those left out: 0); 0 = off
     rotate_deg: Degrees | dict[str, Degrees] = 0.0
+    # training-only random turn of the wearer's compass heading, up to this many degrees (180: any heading), times
+    # min(1, augment); one angle per sample for all series modalities. Each magnetometer vector (x/y/z channels whose
+    # name contains 'mag') turns about gravity, the window mean of the accelerometer vector ('acc') of its rigid
+    # group; accelerometer and gyroscope channels are kept (turning about the vertical changes neither); 0 = off
+    heading_deg: Degrees = 0.0
     # modality-imbalance remedy: weight of the per-modality auxiliary classifiers' loss (unimodal heads on each
     # modality's embedding, trained with the fused head and dropped at export; cf. Gradient-Blending, Wang et al.
     # CVPR 2020); 0 = off
@@ -715,6 +746,29 @@ def default_encoder(m: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def _heading_problems(deg: Any, modalities: dict[str, Any]) -> list[tuple[str, str]]:
+    """model.heading_deg > 0 needs a series modality with a magnetometer vector, each with its unit's accelerometer."""
+    if not isinstance(deg, (int, float)) or deg <= 0:
+        return []
+    problems, found = [], False
+    for m, ms in modalities.items():
+        if not isinstance(ms, dict) or ms.get("kind") != "series" or not isinstance(ms.get("channels"), list):
+            continue
+        try:
+            found |= bool(compass_units([str(c) for c in ms["channels"]], ms.get("rigid_groups")))
+        except (ValueError, TypeError, IndexError) as e:  # a malformed rigid_groups has its own error
+            if isinstance(e, ValueError) and "magnetometer" in str(e):
+                problems.append(("model.heading_deg", f"modalities.{m}: {e}"))
+    if not found and not problems:
+        problems.append(
+            (
+                "model.heading_deg",
+                "no series modality has a magnetometer vector (x/y/z channels whose name contains 'mag')",
+            )
+        )
+    return problems
+
+
 def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
     """Checks that span fields (encoders vs modalities, labels, trigger, splits), on the raw mapping.
 
@@ -758,6 +812,7 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
                 problems.append((f"model.rotate_deg.{m}", f"no modality named '{m}'"))
             elif d(modalities[m]).get("kind") != "series":
                 problems.append((f"model.rotate_deg.{m}", "only series modalities are rotated"))
+    problems += _heading_problems(model.get("heading_deg"), modalities)
     problems += _anomaly_problems(d(data.get("anomaly")), d(labels))
     problems += _model_choice_problems(d(d(data.get("runtime")).get("model")))
     trigger = d(data.get("runtime")).get("trigger")

@@ -14,6 +14,11 @@ new tensor of the same shape and dtype; `strength` (model.augment in the spec) s
           Off by default: it helps where sensors sit differently on the people or rigs seen at test time (UTD-MHAD,
           DSADS) and costs accuracy where the orientation itself is the signal (a sign-language letter; a vehicle's
           fixed IMU), BENCHMARKS.md "Real data"
+  series  with model.heading_deg > 0: the wearer turned to a random compass heading (up to that many degrees), one
+          angle per sample: each magnetometer vector ('mag' x/y/z channels) turns about its unit's gravity direction
+          (the window mean of the unit's 'acc' vector); accelerometers and gyroscopes are kept. Off by default: it
+          helps where the magnetometer records which way people faced in each recording place (DSADS: in training,
+          the arm magnetometer told standing from standing in the elevator, and it did not hold for new people)
 
 SpecAugment-style time and frequency masks on the log-mel (Park et al., 2019) live inside the audio encoder
 (models/encoders.py, LogMelCNN), since the log-mel is computed in the model; they too run in training mode only.
@@ -26,7 +31,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from edgefuse.spec import ScenarioSpec, rigid_group_of, xyz_triplets
+from edgefuse.spec import ScenarioSpec, compass_units, rigid_group_of, xyz_triplets
 
 
 def _uniform(b: int, lo: float, hi: float, g: torch.Generator | None, shape: tuple[int, ...] = ()) -> Tensor:
@@ -108,6 +113,24 @@ def rotate_triplets(
     return out
 
 
+def turn_heading(x: Tensor, units: list[tuple[tuple[int, int, int], list]], theta: Tensor) -> Tensor:
+    """The wearer facing another compass heading: each magnetometer vector of a series batch (B, C, T) turned by
+    `theta` (B,) radians about its unit's gravity direction, the window mean of the unit's accelerometer vector
+    (Rodrigues). In the sensor's frame a turn about the vertical moves only the magnetic field: accelerometer and
+    gyroscope channels are kept. `units`: compass_units() of the modality."""
+    if not units:
+        return x
+    out = x.clone()
+    cos, sin = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]  # (B, 1, 1)
+    for acc, mags in units:
+        k = x[:, list(acc)].mean(dim=2)  # (B, 3) gravity (and the window's mean linear acceleration, ~0)
+        k = (k / k.norm(dim=1, keepdim=True).clamp(min=1e-8))[:, :, None].expand(-1, -1, x.shape[2])
+        for mag in mags:
+            v = x[:, list(mag)]  # (B, 3, T)
+            out[:, list(mag)] = v * cos + torch.cross(k, v, dim=1) * sin + k * (k * v).sum(1, keepdim=True) * (1 - cos)
+    return out
+
+
 def augment_text(x: Tensor, s: float, g: torch.Generator | None = None) -> Tensor:
     drop = torch.rand(x.shape, generator=g) < 0.1 * min(1.0, s)
     return torch.where(drop, torch.zeros_like(x), x)
@@ -133,18 +156,41 @@ def rotation_plan(spec: ScenarioSpec) -> dict[str, tuple[float, list, list]]:
     return plan
 
 
+def heading_plan(spec: ScenarioSpec) -> tuple[float, dict[str, list]] | None:
+    """(model.heading_deg, modality -> compass_units) for the series modalities with magnetometer vectors; None when
+    off."""
+    if spec.model.heading_deg <= 0:
+        return None
+    plan = {}
+    for m, ms in spec.modalities.items():
+        if ms.kind == "series":
+            units = compass_units(list(ms.channels), ms.rigid_groups)  # type: ignore[arg-type]
+            if units:
+                plan[m] = units
+    return (spec.model.heading_deg, plan) if plan else None
+
+
 def augment_batch(
     inputs: dict[str, Tensor],
     kinds: dict[str, str],
     strength: float,
     g: torch.Generator | None = None,
     rotate: dict[str, tuple[float, list, list]] | None = None,
+    heading: tuple[float, dict[str, list]] | None = None,
 ) -> dict[str, Tensor]:
-    """modality -> augmented batch (a new dict; the inputs are not modified). strength 0 returns them as they are."""
+    """modality -> augmented batch (a new dict; the inputs are not modified). strength 0 returns them as they are.
+    `rotate`: rotation_plan(); `heading`: heading_plan(), one heading turn per sample shared by its modalities."""
     if strength <= 0:
         return dict(inputs)
     out = {m: AUGMENTATIONS[kinds[m]](x, strength, g) for m, x in inputs.items()}
     for m, (deg, triplets, groups) in (rotate or {}).items():
         if m in out:
             out[m] = rotate_triplets(out[m], triplets, deg * min(1.0, strength), g, groups)
+    if heading is not None:
+        deg, plan = heading
+        b = next(iter(out.values())).shape[0]
+        theta = torch.deg2rad(_uniform(b, -deg * min(1.0, strength), deg * min(1.0, strength), g))  # (B,)
+        for m, units in plan.items():
+            if m in out:
+                out[m] = turn_heading(out[m], units, theta)
     return out

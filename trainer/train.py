@@ -352,7 +352,12 @@ def train_epoch(
         if recipe["p_drop"] > 0:
             mask = modality_dropout(mask, recipe["p_drop"], drop_gen)
         x = augment_batch(
-            {m: v[idx] for m, v in inputs.items()}, recipe["kinds"], recipe["augment"], drop_gen, recipe.get("rotate")
+            {m: v[idx] for m, v in inputs.items()},
+            recipe["kinds"],
+            recipe["augment"],
+            drop_gen,
+            recipe.get("rotate"),
+            recipe.get("heading"),
         )
         logits = model(x, mask)  # head -> (B, C)
         loss = loss_of(logits, targets, idx, recipe["smoothing"], model) + model.aux_loss()
@@ -479,7 +484,7 @@ def train(
     Writes `out_dir`/checkpoint.pt, metrics.json and tb/ and returns the metrics: the best epoch's validation
     accuracy (mean over heads of per-head accuracy) and loss, per-head accuracies, the history, the time taken.
     """
-    from edgefuse.trainer.augment import rotation_plan
+    from edgefuse.trainer.augment import heading_plan, rotation_plan
     from edgefuse.trainer.data import load_data
     from edgefuse.trainer.distributed import Distributed
     from edgefuse.trainer.models import build_model, count_params
@@ -526,6 +531,7 @@ def train(
         "augment": spec.model.augment,
         "kinds": {m: spec.modalities[m].kind for m in spec.modality_names},
         "rotate": rotation_plan(spec),  # series: x/y/z triplets turned at random (model.rotate_deg)
+        "heading": heading_plan(spec),  # series: magnetometers turned about gravity (model.heading_deg)
         "captions": (captions["train"][0], captions["train"][1], spec.captions.weight) if captions else None,  # type: ignore[union-attr]
     }
     # one modality seen: its unimodal head would only repeat the fused one
