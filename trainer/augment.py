@@ -117,14 +117,17 @@ def turn_heading(x: Tensor, units: list[tuple[tuple[int, int, int], list]], thet
     """The wearer facing another compass heading: each magnetometer vector of a series batch (B, C, T) turned by
     `theta` (B,) radians about its unit's gravity direction, the window mean of the unit's accelerometer vector
     (Rodrigues). In the sensor's frame a turn about the vertical moves only the magnetic field: accelerometer and
-    gyroscope channels are kept. `units`: compass_units() of the modality."""
+    gyroscope channels are kept. A unit whose accelerometer window averages to zero (no gravity to turn about, e.g.
+    zero-filled) is left as it is. `units`: compass_units() of the modality."""
     if not units:
         return x
     out = x.clone()
-    cos, sin = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]  # (B, 1, 1)
     for acc, mags in units:
         k = x[:, list(acc)].mean(dim=2)  # (B, 3) gravity (and the window's mean linear acceleration, ~0)
-        k = (k / k.norm(dim=1, keepdim=True).clamp(min=1e-8))[:, :, None].expand(-1, -1, x.shape[2])
+        norm = k.norm(dim=1, keepdim=True)  # (B, 1)
+        k = (k / norm.clamp(min=1e-8))[:, :, None].expand(-1, -1, x.shape[2])
+        angle = torch.where(norm[:, 0] > 1e-6, theta, torch.zeros_like(theta))
+        cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]  # (B, 1, 1)
         for mag in mags:
             v = x[:, list(mag)]  # (B, 3, T)
             out[:, list(mag)] = v * cos + torch.cross(k, v, dim=1) * sin + k * (k * v).sum(1, keepdim=True) * (1 - cos)

@@ -84,6 +84,17 @@ def test_a_heading_turn_moves_only_the_horizontal_field_by_theta():
         )
 
 
+def test_a_unit_without_gravity_is_left_as_it_is():
+    x = torch.zeros(2, len(LOWER), 10)
+    x[:, 3:6] = torch.tensor([0.3, 0.0, 0.5])[:, None]  # a field, but the accelerometer reads zero throughout
+    x[1, 0:3] = torch.tensor([0.0, 0.0, 9.8])[:, None]  # sample 1 has gravity along z
+    out = turn_heading(x, compass_units(LOWER, None), torch.tensor([1.0, 1.0]))
+    assert torch.equal(out[0], x[0])
+    torch.testing.assert_close(
+        out[1, 3:6, 0], torch.tensor([0.3 * np.cos(1.0), 0.3 * np.sin(1.0), 0.5], dtype=torch.float32)
+    )
+
+
 def test_one_heading_per_sample_for_every_modality_and_none_when_off():
     s = spec(90.0)
     deg, plan = heading_plan(s)
