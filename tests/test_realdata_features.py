@@ -132,3 +132,47 @@ def test_a_converter_given_a_wrong_source_says_so_in_one_line(name, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(str(tmp_path / "missing")), err
     assert "Traceback" not in err
+
+
+def test_dsads_converter_splits_by_person_and_its_spec_loads_and_turns(tmp_path, capsys):
+    """Tiny DSADS tree (2 activities x 8 people x 1 segment of 125 x 45 values): each unit's 9 columns land in its
+    modality, people 1-5 train, 6 val, 7-8 test, and the benchmark's spec (rigid groups, heading) loads it."""
+    from edgefuse.spec import compass_units, load_spec
+    from edgefuse.trainer.augment import heading_plan, rotation_plan
+    from edgefuse.trainer.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "dsads"
+    segments = {}
+    for a in (1, 7):
+        for p in range(1, 9):
+            x = rng.normal(size=(125, 45)).round(4) + np.arange(45.0)[None] * 10  # column c ~ 10 c
+            (src / "data" / f"a{a:02d}" / f"p{p}").mkdir(parents=True)
+            np.savetxt(src / "data" / f"a{a:02d}" / f"p{p}" / "s01.txt", x, delimiter=",", fmt="%.4f")
+            segments[(a, p)] = x
+    assert _module("dsads").main(["convert", "--src", str(src), "--out", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "labels.csv").read_text().splitlines()))
+    assert len(rows) == 16
+    for r in rows:
+        p = int(r["sample"].split("_p")[1][0])
+        assert r["split"] == ("train" if p <= 5 else "val" if p == 6 else "test")
+        assert r["activity"] == ("sitting" if r["sample"].startswith("a01") else "elevator_still")
+    upper = np.load(tmp_path / "out" / "samples" / "a07_p8_s01" / "upper.npy")
+    lower = np.load(tmp_path / "out" / "samples" / "a07_p8_s01" / "lower.npy")
+    np.testing.assert_allclose(upper, segments[(7, 8)][:, :27], atol=1e-4)  # torso, right arm, left arm
+    np.testing.assert_allclose(lower, segments[(7, 8)][:, 27:], atol=1e-4)  # right leg, left leg
+
+    spec = load_spec(REALDATA / "dsads.yaml")
+    ds = load_dataset(spec, tmp_path / "out", progress=False)
+    assert ds.inputs["upper"].shape == (16, 27, 125) and ds.inputs["lower"].shape == (16, 18, 125)
+    assert [len(compass_units(spec.modalities[m].channels, spec.modalities[m].rigid_groups)) for m in ds.inputs] == [
+        3,
+        2,
+    ]
+    assert heading_plan(spec)[0] == 180.0 and rotation_plan(spec)["upper"][2] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+    bad = src / "data" / "a01" / "p1" / "s01.txt"
+    bad.write_text("1,2,3\n")
+    assert _module("dsads").main(["convert", "--src", str(src), "--out", str(tmp_path / "out2")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "a01/p1/s01.txt" in err and "125 rows x 45 columns" in err, err
