@@ -176,3 +176,48 @@ def test_dsads_converter_splits_by_person_and_its_spec_loads_and_turns(tmp_path,
     assert _module("dsads").main(["convert", "--src", str(src), "--out", str(tmp_path / "out2")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "a01/p1/s01.txt" in err and "125 rows x 45 columns" in err, err
+
+
+def test_signlang_converter_reads_myo_json_and_names_a_bad_file(tmp_path, capsys):
+    """Tiny tree of the Myo JSON layout (2 letters x 7 gestures): arrays in the spec's channel order, 15/15/70 split
+    per letter, loads with the benchmark's spec; a truncated file or a short recording is named in one line."""
+    import json
+
+    from edgefuse.spec import load_spec
+    from edgefuse.trainer.data import load_dataset
+
+    rng = np.random.default_rng(0)
+
+    def gesture(n=400):
+        emg = rng.integers(-128, 128, (n, 8)).tolist()
+        imu = [
+            {"gyroscope": [1.0, 2.0, 3.0], "acceleration": [0.0, 0.0, 1.0], "orientation": [1.0, 0.0, 0.0, 0.0]}
+            for _ in range(n)
+        ]
+        return {"emg": {"data": emg}, "imu": {"data": imu}}
+
+    src = tmp_path / "sign"
+    for letter in ("A", "B"):
+        (src / "Dataset" / letter).mkdir(parents=True)
+        for i in range(7):
+            (src / "Dataset" / letter / f"{letter}{i:02d}-recording.json").write_text(json.dumps(gesture()))
+    mod = _module("signlang")
+    assert mod.main(["convert", "--src", str(src), "--out", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "labels.csv").read_text().splitlines()))
+    for letter in ("A", "B"):
+        splits = sorted(r["split"] for r in rows if r["letter"] == letter)
+        assert splits == ["test", "train", "train", "train", "train", "train", "val"]
+    one = json.loads((src / "Dataset" / "B" / "B03-recording.json").read_text())
+    emg = np.load(tmp_path / "out" / "samples" / "B-B03-reco" / "emg.npy")
+    imu = np.load(tmp_path / "out" / "samples" / "B-B03-reco" / "imu.npy")
+    np.testing.assert_array_equal(emg, np.asarray(one["emg"]["data"], dtype=np.float32))
+    np.testing.assert_array_equal(imu[0], [1, 2, 3, 0, 0, 1, 1, 0, 0, 0])  # gx gy gz ax ay az qw qx qy qz
+    ds = load_dataset(load_spec(REALDATA / "signlang.yaml"), tmp_path / "out", progress=False)
+    assert ds.inputs["emg"].shape == (14, 8, 400) and ds.inputs["imu"].shape == (14, 10, 400)
+
+    bad = src / "Dataset" / "A" / "A02-recording.json"
+    for content, says in [('{"emg": ', "not JSON"), (json.dumps(gesture(399)), "expected EMG 400 x 8")]:
+        bad.write_text(content)
+        assert mod.main(["convert", "--src", str(src), "--out", str(tmp_path / "out2")]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith(f"{src}/Dataset/A/A02-recording.json: {says}"), err

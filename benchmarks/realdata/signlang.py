@@ -32,7 +32,7 @@ IMU_CHANNELS = ["gx", "gy", "gz", "ax", "ay", "az", "qw", "qx", "qy", "qz"]
 
 
 def _gestures(src: Path) -> dict[str, list[tuple[str, dict]]]:
-    """letter -> [(file stem, parsed JSON)], from a work tree or a bare git directory."""
+    """letter -> [(path in the repository, parsed JSON)], from a work tree or a bare git directory."""
     out: dict[str, list[tuple[str, dict]]] = {}
     tree = src / "Dataset"
     if tree.is_dir():
@@ -48,16 +48,27 @@ def _gestures(src: Path) -> dict[str, list[tuple[str, dict]]]:
             if n.endswith(".json")
         ]
     for name, blob in items:
-        letter, stem = name.split("/")[1], Path(name).stem
-        out.setdefault(letter, []).append((stem, json.loads(blob)))
+        letter = name.split("/")[1]
+        try:
+            out.setdefault(letter, []).append((name, json.loads(blob)))
+        except ValueError as err:
+            raise SystemExit(f"{src}/{name}: not JSON ({err})") from None
     return out
 
 
-def _arrays(g: dict) -> tuple[np.ndarray, np.ndarray]:
-    emg = np.asarray(g["emg"]["data"], dtype=np.float32)  # (400, 8)
-    rows = g["imu"]["data"]
-    imu = np.asarray([[*r["gyroscope"], *r["acceleration"], *r["orientation"]] for r in rows], dtype=np.float32)
-    return emg, imu  # (400, 10)
+def _arrays(g: dict, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(emg (400, 8), imu (400, 10)) of one gesture; a one-line SystemExit naming `where` on any other layout."""
+    try:
+        emg = np.asarray(g["emg"]["data"], dtype=np.float32)
+        rows = g["imu"]["data"]
+        imu = np.asarray([[*r["gyroscope"], *r["acceleration"], *r["orientation"]] for r in rows], dtype=np.float32)
+    except (KeyError, TypeError, ValueError) as err:
+        raise SystemExit(
+            f"{where}: expected emg.data and imu.data (gyroscope, acceleration, orientation): {err!r}"
+        ) from None
+    if emg.shape != (400, 8) or imu.shape != (400, 10):
+        raise SystemExit(f"{where}: expected EMG 400 x 8 and IMU 400 x 10, found {emg.shape} and {imu.shape}")
+    return emg, imu
 
 
 def convert(src: Path, out: Path, seed: int = 0) -> dict[str, int]:
@@ -70,9 +81,10 @@ def convert(src: Path, out: Path, seed: int = 0) -> dict[str, int]:
         order = rng.permutation(len(items))
         n_test, n_val = round(0.15 * len(items)), round(0.15 * len(items))
         for rank, i in enumerate(order):
-            stem, g = items[i]
+            name, g = items[i]
+            stem = Path(name).stem
             split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-            emg, imu = _arrays(g)
+            emg, imu = _arrays(g, f"{src}/{name}")
             folder = out / "samples" / f"{letter}-{stem[:8]}"
             folder.mkdir(exist_ok=True)
             np.save(folder / "emg.npy", emg)
