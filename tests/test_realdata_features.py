@@ -221,3 +221,50 @@ def test_signlang_converter_reads_myo_json_and_names_a_bad_file(tmp_path, capsys
         assert mod.main(["convert", "--src", str(src), "--out", str(tmp_path / "out2")]) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith(f"{src}/Dataset/A/A02-recording.json: {says}"), err
+
+
+def test_utdmhad_converter_pairs_mat_files_and_names_a_bad_one(tmp_path, capsys):
+    """Tiny tree of real MATLAB files (scipy.io.savemat) in UTD-MHAD's layout: each recording time-normalised (inertial
+    to 150 rows, skeleton to 60, joints relative to the hip centre), split by subject, loads with the benchmark's spec;
+    an unreadable file or a wrong array is named in one line."""
+    from scipy.io import savemat
+
+    from edgefuse.spec import load_spec
+    from edgefuse.trainer.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    src = tmp_path / "utd"
+    (src / "Inertial").mkdir(parents=True)
+    (src / "Skeleton").mkdir()
+    skel = {}
+    for s in (1, 2, 7):
+        savemat(src / "Inertial" / f"a3_s{s}_t1_inertial.mat", {"d_iner": rng.normal(size=(180 + s, 6))})
+        skel[s] = rng.normal(size=(20, 3, 50 + s))
+        savemat(src / "Skeleton" / f"a3_s{s}_t1_skeleton.mat", {"d_skel": skel[s]})
+    savemat(src / "Inertial" / "a4_s1_t1_inertial.mat", {"d_iner": np.ones((100, 6))})  # no skeleton: skipped
+    mod = _module("utdmhad")
+    assert mod.main(["convert", "--src", str(src), "--out", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "labels.csv").read_text().splitlines()))
+    assert [(r["sample"], r["split"], r["action"]) for r in rows] == [
+        ("a03_s1_t1", "train", "wave"),
+        ("a03_s2_t1", "test", "wave"),
+        ("a03_s7_t1", "val", "wave"),
+    ]
+    inertial = np.load(tmp_path / "out" / "samples" / "a03_s2_t1" / "inertial.npy")
+    skeleton = np.load(tmp_path / "out" / "samples" / "a03_s2_t1" / "skeleton.npy")
+    assert inertial.shape == (150, 6) and skeleton.shape == (60, 60)
+    first = skel[2][:, :, 0] - skel[2][3:4, :, 0]  # frame 0, every joint relative to the hip centre (joint 4)...
+    first[3] = skel[2][3, :, 0]  # ...which itself keeps where it was recorded
+    np.testing.assert_allclose(skeleton[0], first.reshape(-1), rtol=1e-5, atol=1e-5)
+    ds = load_dataset(load_spec(REALDATA / "utdmhad.yaml"), tmp_path / "out", progress=False)
+    assert ds.inputs["inertial"].shape == (3, 6, 150) and ds.inputs["skeleton"].shape == (3, 60, 60)
+
+    bad = src / "Skeleton" / "a3_s2_t1_skeleton.mat"
+    for write, says in [
+        (lambda: bad.write_bytes(b"not a MATLAB file"), "expected a MATLAB file with d_skel"),
+        (lambda: savemat(bad, {"d_skel": np.ones((19, 3, 40))}), "expected d_skel of 20 x 3 x T with T >= 2"),
+    ]:
+        write()
+        assert mod.main(["convert", "--src", str(src), "--out", str(tmp_path / "out2")]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith(f"{src}/Skeleton/a3_s2_t1_skeleton.mat: {says}"), err

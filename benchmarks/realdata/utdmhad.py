@@ -88,8 +88,24 @@ def body_centred(d: np.ndarray) -> np.ndarray:
     return rel.transpose(2, 0, 1).reshape(d.shape[2], -1)
 
 
-def convert(src: Path, out: Path) -> dict[str, int]:
+def _read(blob: bytes, kind: str, where: str) -> np.ndarray:
+    """One recording as (T, C): inertial d_iner (T, 6); skeleton d_skel (20, 3, T) body-centred to (T, 60). A file
+    that is not such a MATLAB file stops the conversion with one line naming it."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    key, shape = ("d_iner", "T x 6") if kind == "inertial" else ("d_skel", "20 x 3 x T")
+    try:
+        x = np.asarray(loadmat(io.BytesIO(blob))[key], dtype=np.float64)
+    except (MatReadError, ValueError, TypeError, KeyError, OSError) as err:
+        raise SystemExit(f"{where}: expected a MATLAB file with {key} ({shape}): {err!r}") from None
+    ok = x.shape[1:] == (6,) if kind == "inertial" else x.shape[:2] == (20, 3)
+    if not ok or x.shape[-1 if kind == "skeleton" else 0] < 2:
+        raise SystemExit(f"{where}: expected {key} of {shape} with T >= 2, found {x.shape}")
+    return x if kind == "inertial" else body_centred(x)
+
+
+def convert(src: Path, out: Path) -> dict[str, int]:
 
     files = _mat_files(src)
     recs: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
@@ -97,12 +113,7 @@ def convert(src: Path, out: Path) -> dict[str, int]:
         m = NAME.search(name)
         if m:
             a, s, t, kind = int(m[1]), int(m[2]), int(m[3]), m[4]
-            mat = loadmat(io.BytesIO(blob))
-            if kind == "inertial":
-                x = np.asarray(mat["d_iner"], dtype=np.float64)  # (T, 6)
-            else:
-                x = body_centred(np.asarray(mat["d_skel"], dtype=np.float64))  # (20, 3, T) -> (T, 60)
-            recs.setdefault((a, s, t), {})[kind] = x
+            recs.setdefault((a, s, t), {})[kind] = _read(blob, kind, f"{src}/{name}")
     if not recs:
         raise SystemExit(f"{src}: no Inertial/ or Skeleton/ .mat files found")
     (out / "samples").mkdir(parents=True, exist_ok=True)
