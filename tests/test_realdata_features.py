@@ -268,3 +268,52 @@ def test_utdmhad_converter_pairs_mat_files_and_names_a_bad_one(tmp_path, capsys)
         assert mod.main(["convert", "--src", str(src), "--out", str(tmp_path / "out2")]) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and err.startswith(f"{src}/Skeleton/a3_s2_t1_skeleton.mat: {says}"), err
+
+
+def test_barbell_converter_windows_each_set_into_one_split_and_names_a_bad_file(tmp_path, capsys):
+    """Tiny fitness_data/ tree of MetaMotion CSVs (2 exercises x 3 sets of 8 s): 4 s windows with a 1 s hop, each set
+    in one split, the window ending at t holds the rows up to t; a CSV that is not MetaMotion's is named in one line."""
+    from edgefuse.spec import load_spec
+    from edgefuse.trainer.data import load_dataset
+
+    src = tmp_path / "fit"
+    (src / "fitness_data").mkdir(parents=True)
+    (src / "fitness_data" / "README.md").write_text("not a recording\n")
+    start = 1_547_219_408_000
+
+    def write(name: str, rate: float, offset: float) -> None:
+        t = start + np.arange(0, 8000, 1000 / rate)
+        lines = ["epoch (ms),time (01:00),elapsed (s),x-axis,y-axis,z-axis"]
+        lines += [f"{int(ms)},x,{(ms - start) / 1000:.3f},{offset},{(ms - start) / 1000:.3f},0" for ms in t]
+        (src / "fitness_data" / name).write_text("\n".join(lines) + "\n")
+
+    for ex, offset in (("bench", 1.0), ("rest", 2.0)):
+        for k in range(3):
+            stem = f"A-{ex}-heavy{k}_MetaWear_2019-01-1{k}T16.10.08.270_C42732BE255C"
+            write(f"{stem}_Accelerometer_12.500Hz_1.4.4.csv", 12.5, offset)
+            write(f"{stem}_Gyroscope_25.000Hz_1.4.4.csv", 25.0, -offset)
+    mod = _module("barbell")
+    assert mod.main(["convert", "--src", str(src), "--out", str(tmp_path / "out")]) == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "labels.csv").read_text().splitlines()))
+    split_of_set = {}
+    for r in rows:
+        split_of_set.setdefault(r["sample"].rsplit("-", 1)[0], set()).add(r["split"])
+    assert len(split_of_set) == 6 and all(len(s) == 1 for s in split_of_set.values())  # a set in one split
+    for ex in ("bench", "rest"):
+        assert sorted(next(iter(s)) for k, s in split_of_set.items() if f"-{ex}-" in k) == ["test", "train", "val"]
+    first = sorted(r["sample"] for r in rows if "-bench-heavy0" in r["sample"])
+    assert len(first) == 4  # windows ending at 4, 5, 6 and 7 s: the last rows are at 7.92 s (acc), 7.96 s (gyro)
+    acc = np.load(tmp_path / "out" / "samples" / first[0] / "acc.npy")
+    gyro = np.load(tmp_path / "out" / "samples" / first[0] / "gyro.npy")
+    assert acc.shape == (50, 3) and gyro.shape == (100, 3)
+    np.testing.assert_allclose(acc[:, 0], 1.0)  # each sensor's own file
+    np.testing.assert_allclose(gyro[:, 0], -1.0)
+    assert acc[-1, 1] == pytest.approx(4.0) and acc[0, 1] == pytest.approx(0.08)  # the window's last 50 rows up to 4 s
+    ds = load_dataset(load_spec(REALDATA / "barbell.yaml"), tmp_path / "out", progress=False)
+    assert ds.inputs["acc"].shape == (len(rows), 3, 50) and ds.inputs["gyro"].shape == (len(rows), 3, 100)
+
+    bad = next((src / "fitness_data").glob("A-rest-heavy1_*_Gyroscope_*"))
+    bad.write_text("epoch (ms),time,elapsed,x,y,z\n1,x,0,a,b,c\n")
+    assert mod.main(["convert", "--src", str(src), "--out", str(tmp_path / "out2")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"{src}/fitness_data/{bad.name}: expected MetaMotion"), err

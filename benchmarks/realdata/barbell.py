@@ -56,11 +56,18 @@ def _listing(src: Path) -> dict[str, bytes | Path]:
     return out
 
 
-def _read(item: bytes | Path) -> np.ndarray:
-    """(T, 4): epoch ms, x, y, z."""
-    text = item.read_text() if isinstance(item, Path) else item.decode()
-    rows = list(csv.reader(io.StringIO(text)))[1:]
-    return np.array([[float(r[0]), float(r[3]), float(r[4]), float(r[5])] for r in rows if len(r) >= 6])
+def _read(item: bytes | Path, where: str) -> np.ndarray:
+    """(T, 4): epoch ms, x, y, z; a file that is not a MetaMotion CSV (epoch, time, elapsed, x, y, z; at least two
+    rows) stops the conversion with one line naming it."""
+    try:
+        text = item.read_text() if isinstance(item, Path) else item.decode()
+        rows = list(csv.reader(io.StringIO(text)))[1:]
+        x = np.array([[float(r[0]), float(r[3]), float(r[4]), float(r[5])] for r in rows if len(r) >= 6])
+    except (ValueError, UnicodeDecodeError) as err:
+        raise SystemExit(f"{where}: expected MetaMotion CSV rows (epoch ms, time, elapsed, x, y, z): {err}") from None
+    if x.shape[0] < 2:
+        raise SystemExit(f"{where}: expected MetaMotion CSV rows (epoch ms, time, elapsed, x, y, z), found {len(x)}")
+    return x
 
 
 def convert(src: Path, out: Path, seed: int = 0) -> dict[str, int]:
@@ -68,10 +75,15 @@ def convert(src: Path, out: Path, seed: int = 0) -> dict[str, int]:
     files = _listing(src)
     sets: dict[str, dict[str, np.ndarray]] = {}
     for name, item in files.items():
-        stem, sensor = name.split("_MetaWear_")[0], "Accelerometer" if "_Accelerometer_" in name else "Gyroscope"
+        sensor = next((s for s in RATES if f"_{s}_" in name), None)
+        if "_MetaWear_" not in name or sensor is None or name.count("-") < 2:
+            continue  # not one sensor's recording of a set (<participant>-<exercise>-<set>_MetaWear_<start>_...)
+        stem = name.split("_MetaWear_")[0]
         key = stem + "@" + name.split("_MetaWear_")[1].split("_")[0]  # participant-exercise-set@start time
-        sets.setdefault(key, {})[sensor] = _read(item)
-    sets = {k: v for k, v in sets.items() if len(v) == 2}
+        sets.setdefault(key, {})[sensor] = _read(item, f"{src}/fitness_data/{name}")
+    sets = {k: v for k, v in sets.items() if len(v) == 2 and k.split("-")[1] in CLASSES}
+    if not sets:
+        raise SystemExit(f"{src}: no fitness_data/ set with both an accelerometer and a gyroscope CSV found")
     label_of = {k: k.split("-")[1] for k in sets}
     rng = np.random.default_rng(seed)
     split_of = {}
