@@ -750,16 +750,18 @@ def _heading_problems(deg: Any, modalities: dict[str, Any]) -> list[tuple[str, s
     """model.heading_deg > 0 needs a series modality with a magnetometer vector, each with its unit's accelerometer."""
     if not isinstance(deg, (int, float)) or deg <= 0:
         return []
-    problems, found = [], False
+    problems, found, unread = [], False, False
     for m, ms in modalities.items():
         if not isinstance(ms, dict) or ms.get("kind") != "series" or not isinstance(ms.get("channels"), list):
             continue
         try:
             found |= bool(compass_units([str(c) for c in ms["channels"]], ms.get("rigid_groups")))
-        except (ValueError, TypeError, IndexError) as e:  # a malformed rigid_groups has its own error
+        except (ValueError, TypeError, IndexError) as e:
             if isinstance(e, ValueError) and "magnetometer" in str(e):
                 problems.append(("model.heading_deg", f"modalities.{m}: {e}"))
-    if not found and not problems:
+            else:
+                unread = True  # a malformed rigid_groups: reported on its own field
+    if not found and not problems and not unread:
         problems.append(
             (
                 "model.heading_deg",

@@ -133,6 +133,11 @@ def test_the_spec_refuses_a_heading_it_cannot_apply():
         parse_spec(d, "h")
     with pytest.raises(SpecError, match="model.heading_deg"):
         spec(200.0)  # beyond 180 degrees
+    d["modalities"] = {"upper": {"kind": "series", "rate_hz": 10, "window_s": 1.0, "channels": UPPER}}
+    d["modalities"]["upper"]["rigid_groups"] = ["t_"]
+    with pytest.raises(SpecError) as err:  # a prefix that misses ra_: one error, on rigid_groups, not a heading one
+        parse_spec(d, "h")
+    assert "rigid_groups: channel ra_acc_x" in str(err.value) and "heading_deg" not in str(err.value)
 
 
 def test_training_turns_the_heading_only_when_asked(tmp_path, one_thread, monkeypatch):
