@@ -6,7 +6,7 @@ The bench (bench_realdata.py) trains on p1-p5, validates on p6 and tests on p7-p
 same spec (benchmarks/realdata/dsads.yaml, its options included) and recipe train once per fold, with the fused model
 and each modality alone, for four person folds: test (p1, p2) val p3, test (p3, p4) val p5, test (p5, p6) val p7,
 and the bench's own test (p7, p8) val p6; the other people train. Each fold is a labels.csv in a temporary folder
-whose samples/ links to data/realdata/dsads/samples. Prints one markdown row per fold: test accuracy of the fused
+whose samples/ links to data/realdata/dsads/samples (removed at the end, with the runs). Prints one markdown row per fold: test accuracy of the fused
 model and of each modality alone, and fused minus the better of the two. One seed per fold; one torch thread per
 training, --jobs trainings at once.
 """
@@ -48,9 +48,9 @@ def run(data: str, only: str | None, seed: int) -> float:
     from edgefuse.trainer.train import to_tensors, train
 
     spec = load_spec(HERE / "dsads.yaml")
-    out = Path(tempfile.mkdtemp(prefix="dsads-fold-"))
-    train(spec, Path(data), out, seed=seed, progress=False, only=only)
-    spec, model, ck = load_run(out)
+    with tempfile.TemporaryDirectory(prefix="dsads-fold-run-") as out:
+        train(spec, Path(data), Path(out), seed=seed, progress=False, only=only)
+        spec, model, ck = load_run(Path(out))
     te = load_dataset(spec, Path(data), progress=False).subset("test")
     x, _, _ = to_tensors(te)
     return mean_accuracy(predict(model, x, run_mask(spec, ck, te.mask)), te.targets)
@@ -63,9 +63,8 @@ def main() -> int:
     args = p.parse_args()
     if not (DATA / "labels.csv").is_file():
         raise SystemExit(f"{DATA}: not found; convert it first (benchmarks/realdata/dsads.py)")
-    tmp = Path(tempfile.mkdtemp(prefix="dsads-folds-"))
-    folds = {name: write_fold(tmp / f"f{i}", *fold) for i, (name, fold) in enumerate(FOLDS.items())}
-    with ProcessPoolExecutor(args.jobs) as pool:
+    with tempfile.TemporaryDirectory(prefix="dsads-folds-") as tmp, ProcessPoolExecutor(args.jobs) as pool:
+        folds = {name: write_fold(Path(tmp) / f"f{i}", *fold) for i, (name, fold) in enumerate(FOLDS.items())}
         jobs = {
             (f, m): pool.submit(run, str(d), m, args.seed) for f, d in folds.items() for m in (None, "upper", "lower")
         }
