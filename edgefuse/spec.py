@@ -754,13 +754,18 @@ def _heading_problems(deg: Any, modalities: dict[str, Any]) -> list[tuple[str, s
     for m, ms in modalities.items():
         if not isinstance(ms, dict) or ms.get("kind") != "series" or not isinstance(ms.get("channels"), list):
             continue
+        channels, groups = [str(c) for c in ms["channels"]], ms.get("rigid_groups")
         try:
-            found |= bool(compass_units([str(c) for c in ms["channels"]], ms.get("rigid_groups")))
-        except (ValueError, TypeError, IndexError) as e:
-            if isinstance(e, ValueError) and "magnetometer" in str(e):
-                problems.append(("model.heading_deg", f"modalities.{m}: {e}"))
-            else:
-                unread = True  # a malformed rigid_groups: reported on its own field
+            if groups is not None and not (isinstance(groups, list) and all(isinstance(p, str) for p in groups)):
+                raise TypeError(groups)
+            rigid_group_of(channels, groups)
+        except (ValueError, TypeError):  # a malformed rigid_groups: reported on its own field
+            unread = True
+            continue
+        try:
+            found |= bool(compass_units(channels, groups))
+        except ValueError as e:
+            problems.append(("model.heading_deg", f"modalities.{m}: {e}"))
     if not found and not problems and not unread:
         problems.append(
             (
