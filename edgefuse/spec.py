@@ -137,7 +137,10 @@ class SourceSpec(Strict):
 # Modalities
 
 
-def xyz_triplets(channels: list[str]) -> list[tuple[int, int, int]]:
+Triplet = tuple[int, int, int]  # channel indices of one x/y/z vector
+
+
+def xyz_triplets(channels: list[str]) -> list[Triplet]:
     """Channel indices (x, y, z) of the 3-axis vectors of a series: names <stem>x, <stem>y, <stem>z (acc_x/acc_y/acc_z,
     ax/ay/az, head_x/head_y/head_z; case-insensitive), ordered by their x channel."""
     index = {c.lower(): i for i, c in enumerate(channels)}
@@ -169,9 +172,6 @@ def rigid_group_of(channels: list[str], prefixes: list[str] | None) -> list[int]
         if g not in groups:
             raise ValueError(f"rigid_groups: no x/y/z channel triplet starts with {p!r}")
     return groups
-
-
-Triplet = tuple[int, int, int]
 
 
 def compass_units(channels: list[str], prefixes: list[str] | None) -> list[tuple[Triplet, list[Triplet]]]:

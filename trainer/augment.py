@@ -31,7 +31,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from edgefuse.spec import ScenarioSpec, compass_units, rigid_group_of, xyz_triplets
+from edgefuse.spec import ScenarioSpec, Triplet, compass_units, rigid_group_of, xyz_triplets
 
 
 def _uniform(b: int, lo: float, hi: float, g: torch.Generator | None, shape: tuple[int, ...] = ()) -> Tensor:
@@ -93,7 +93,7 @@ def random_rotations(b: int, max_deg: float, g: torch.Generator | None = None) -
 
 def rotate_triplets(
     x: Tensor,
-    triplets: list[tuple[int, int, int]],
+    triplets: list[Triplet],
     max_deg: float,
     g: torch.Generator | None = None,
     groups: list[int] | None = None,
@@ -113,7 +113,7 @@ def rotate_triplets(
     return out
 
 
-def turn_heading(x: Tensor, units: list[tuple[tuple[int, int, int], list]], theta: Tensor) -> Tensor:
+def turn_heading(x: Tensor, units: list[tuple[Triplet, list[Triplet]]], theta: Tensor) -> Tensor:
     """The wearer facing another compass heading: each magnetometer vector of a series batch (B, C, T) turned by
     `theta` (B,) radians about its unit's gravity direction, the window mean of the unit's accelerometer vector
     (Rodrigues). In the sensor's frame a turn about the vertical moves only the magnetic field: accelerometer and
