@@ -42,18 +42,15 @@ def write_fold(root: Path, test: tuple[int, int], val: int) -> Path:
 def run(data: str, only: str | None, seed: int) -> float:
     """Train one model (fused, or `only` one modality) on this fold; its test accuracy."""
     from edgefuse.spec import load_spec
-    from edgefuse.trainer.checkpoint import load_run
     from edgefuse.trainer.data import load_dataset
-    from edgefuse.trainer.evaluate import mean_accuracy, predict, run_mask
-    from edgefuse.trainer.train import to_tensors, train
+    from edgefuse.trainer.evaluate import baseline_accuracy
+    from edgefuse.trainer.train import train
 
     spec = load_spec(HERE / "dsads.yaml")
+    ds = load_dataset(spec, Path(data), progress=False)
     with tempfile.TemporaryDirectory(prefix="dsads-fold-run-") as out:
-        train(spec, Path(data), Path(out), seed=seed, progress=False, only=only)
-        spec, model, ck = load_run(Path(out))
-    te = load_dataset(spec, Path(data), progress=False).subset("test")
-    x, _, _ = to_tensors(te)
-    return mean_accuracy(predict(model, x, run_mask(spec, ck, te.mask)), te.targets)
+        train(spec, Path(data), Path(out), seed=seed, progress=False, only=only, dataset=ds)
+        return baseline_accuracy(Path(out), ds.subset("test"))
 
 
 def main() -> int:
