@@ -79,16 +79,21 @@ def augment_series(x: Tensor, s: float, g: torch.Generator | None = None) -> Ten
     return _shift(x, 0.125 * min(1.0, s), g, (2,))
 
 
-def random_rotations(b: int, max_deg: float, g: torch.Generator | None = None) -> Tensor:
-    """(B, 3, 3) rotations about a uniformly random axis by an angle uniform in [-max_deg, max_deg] (Rodrigues)."""
-    u = torch.randn((b, 3), generator=g)
-    u = u / u.norm(dim=1, keepdim=True).clamp(min=1e-8)  # (B, 3)
-    theta = torch.deg2rad(_uniform(b, -max_deg, max_deg, g))  # (B,)
-    k = torch.zeros((b, 3, 3))
+def axis_angle(u: Tensor, theta: Tensor) -> Tensor:
+    """(B, 3, 3) rotations about the unit axes `u` (B, 3) by `theta` (B,) radians (Rodrigues)."""
+    b = u.shape[0]
+    k = torch.zeros((b, 3, 3), dtype=u.dtype)
     k[:, 0, 1], k[:, 0, 2], k[:, 1, 2] = -u[:, 2], u[:, 1], -u[:, 0]
     k = k - k.transpose(1, 2)  # the cross-product matrix [u]x
     sin, cos = torch.sin(theta)[:, None, None], torch.cos(theta)[:, None, None]
-    return torch.eye(3).expand(b, 3, 3) + sin * k + (1 - cos) * (k @ k)
+    return torch.eye(3, dtype=u.dtype).expand(b, 3, 3) + sin * k + (1 - cos) * (k @ k)
+
+
+def random_rotations(b: int, max_deg: float, g: torch.Generator | None = None) -> Tensor:
+    """(B, 3, 3) rotations about a uniformly random axis by an angle uniform in [-max_deg, max_deg]."""
+    u = torch.randn((b, 3), generator=g)
+    u = u / u.norm(dim=1, keepdim=True).clamp(min=1e-8)  # (B, 3)
+    return axis_angle(u, torch.deg2rad(_uniform(b, -max_deg, max_deg, g)))
 
 
 def rotate_triplets(
@@ -125,12 +130,10 @@ def turn_heading(x: Tensor, units: list[tuple[Triplet, list[Triplet]]], theta: T
     for acc, mags in units:
         k = x[:, list(acc)].mean(dim=2)  # (B, 3) gravity (and the window's mean linear acceleration, ~0)
         norm = k.norm(dim=1, keepdim=True)  # (B, 1)
-        k = (k / norm.clamp(min=1e-8))[:, :, None].expand(-1, -1, x.shape[2])
         angle = torch.where(norm[:, 0] > 1e-6, theta, torch.zeros_like(theta))
-        cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]  # (B, 1, 1)
+        rot = axis_angle(k / norm.clamp(min=1e-8), angle)  # (B, 3, 3)
         for mag in mags:
-            v = x[:, list(mag)]  # (B, 3, T)
-            out[:, list(mag)] = v * cos + torch.cross(k, v, dim=1) * sin + k * (k * v).sum(1, keepdim=True) * (1 - cos)
+            out[:, list(mag)] = rot @ x[:, list(mag)]  # (B, 3, T)
     return out
 
 
