@@ -298,7 +298,6 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score a run on a split of a dataset folder; write the JSON, markdown and confusion PNGs if `report_path`."""
     from edgefuse.trainer.data import load_data
-    from edgefuse.trainer.models import count_params
 
     run_dir = Path(run_dir)
     if not (run_dir / "checkpoint.pt").exists() and (run_dir / "anomaly.pt").is_file():  # an anomaly-only run
@@ -322,27 +321,22 @@ def evaluate(
         return _finish_report(report, run_dir, ds, split, spec.train.seed, report_path)
     heads = {h: head_metrics(part.targets[h], preds[h], spec.labels[h]) for h in spec.heads}
     joint = np.all([preds[h] == part.targets[h] for h in spec.heads], axis=0)
+    head, tail = _report_frame(spec, model, ckpt, run_dir, data_dir, split, part, inputs, mask)
     report: dict[str, Any] = {
-        "scenario": spec.name,
-        "fusion": spec.model.fusion.method,
-        "run": str(run_dir),
-        "data": str(data_dir),
-        "split": split,
-        "n_test": len(part),
+        **head,
         "accuracy": float(np.mean([r["accuracy"] for r in heads.values()])),
         "joint_accuracy": float(joint.mean()),
         "macro_f1": float(np.mean([r["macro_f1"] for r in heads.values()])),
         "heads": {h: {"classes": spec.labels[h], **r} for h, r in heads.items()},
         "ci95": bootstrap_ci(part.targets, preds, spec.labels, seed=spec.train.seed),
         "calibration": calibration(model, inputs, mask, part.targets),
-        "params": count_params(model),
-        "latency_ms": latency_ms(model, inputs, mask),
+        "params": tail.pop("params"),
+        "latency_ms": tail.pop("latency_ms"),
         "ablation": ablation(model, spec, inputs, mask, part.targets),
         "robustness": robustness(model, spec, part, ref, mask),
         "unimodal": {},
         "without": {},
-        "train": {k: ckpt["metrics"].get(k) for k in ("epochs_run", "best_epoch", "val_accuracy", "train_time_s")},
-        **other_heads(model, spec, inputs, mask, part),
+        **tail,
     }
     if getattr(model, "caption", None) is not None and part.captions is not None:
         from edgefuse.trainer.caption import caption_report
@@ -368,6 +362,38 @@ def _finish_report(
     return report
 
 
+def _report_frame(
+    spec: ScenarioSpec,
+    model: Any,
+    ckpt: dict,
+    run_dir: Path,
+    data_dir: Any,
+    split: str,
+    part: Any,
+    inputs: dict,
+    mask: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What every report carries, as (head, tail): what was evaluated on what, then the model's size, its latency,
+    its training summary and the multilabel/regression heads' metrics."""
+    from edgefuse.trainer.models import count_params
+
+    head = {
+        "scenario": spec.name,
+        "fusion": spec.model.fusion.method,
+        "run": str(run_dir),
+        "data": str(data_dir),
+        "split": split,
+        "n_test": len(part),
+    }
+    tail = {
+        "params": count_params(model),
+        "latency_ms": latency_ms(model, inputs, mask),
+        "train": {k: ckpt["metrics"].get(k) for k in ("epochs_run", "best_epoch", "val_accuracy", "train_time_s")},
+        **other_heads(model, spec, inputs, mask, part),
+    }
+    return head, tail
+
+
 def _report_without_class_heads(
     spec: ScenarioSpec,
     model: Any,
@@ -379,22 +405,8 @@ def _report_without_class_heads(
     inputs: dict,
     mask: Any,
 ) -> dict[str, Any]:
-    from edgefuse.trainer.models import count_params
-
-    report: dict[str, Any] = {
-        "scenario": spec.name,
-        "fusion": spec.model.fusion.method,
-        "run": str(run_dir),
-        "data": str(data_dir),
-        "split": split,
-        "n_test": len(part),
-        "heads": {},
-        "params": count_params(model),
-        "latency_ms": latency_ms(model, inputs, mask),
-        "train": {k: ckpt["metrics"].get(k) for k in ("epochs_run", "best_epoch", "val_accuracy", "train_time_s")},
-        **other_heads(model, spec, inputs, mask, part),
-    }
-    return report
+    head, tail = _report_frame(spec, model, ckpt, run_dir, data_dir, split, part, inputs, mask)
+    return {**head, "heads": {}, **tail}
 
 
 def seed_summary(reports: list[dict[str, Any]]) -> dict[str, Any]:
