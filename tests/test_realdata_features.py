@@ -317,3 +317,23 @@ def test_barbell_converter_windows_each_set_into_one_split_and_names_a_bad_file(
     assert mod.main(["convert", "--src", str(src), "--out", str(tmp_path / "out2")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"{src}/fitness_data/{bad.name}: expected MetaMotion"), err
+
+
+def test_the_benchmark_refuses_an_unknown_or_unconverted_dataset_in_one_line(bench, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "ROOT", tmp_path)  # data/realdata/ and runs/ under tmp_path: nothing converted
+    for argv, said in (
+        (["--datasets", "signlang,nosuch"], "--datasets: no benchmarks/realdata/nosuch.yaml; known: barbell, dsads"),
+        (["--datasets", "signlang"], "data/realdata/signlang: not converted yet; see benchmarks/realdata/signlang.py"),
+        (["--render"], "--render: runs/realdata/realdata.json not found"),
+    ):
+        monkeypatch.setattr(sys, "argv", ["bench_realdata.py", *argv])
+        with pytest.raises(SystemExit) as exit_:
+            bench.main()
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and said in err[-1] and "Traceback" not in "".join(err)
+    labels = tmp_path / "data" / "realdata" / "signlang" / "labels.csv"
+    labels.parent.mkdir(parents=True)
+    labels.write_text("sample,split,letter\n")  # converted, but with no samples: the loader's error, one line
+    monkeypatch.setattr(sys, "argv", ["bench_realdata.py", "--datasets", "signlang", "--no-write"])
+    assert bench.main() == 2
+    assert capsys.readouterr().err.strip() == f"bench_realdata: signlang: {labels}: no samples listed"

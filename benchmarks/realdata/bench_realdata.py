@@ -37,7 +37,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from _sections import write_section  # noqa: E402
 
-from edgefuse.spec import load_spec  # noqa: E402
+from edgefuse.errors import DataError  # noqa: E402
+from edgefuse.spec import SpecError, load_spec  # noqa: E402
 from edgefuse.trainer.data import load_dataset  # noqa: E402
 from edgefuse.trainer.evaluate import evaluate_seeds  # noqa: E402
 from edgefuse.trainer.train import seed_dirs, train_seeds  # noqa: E402
@@ -335,18 +336,36 @@ def main() -> int:
     p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     p.add_argument("--render", action="store_true", help="only re-render the section from runs/realdata/realdata.json")
     args = p.parse_args()
+    names = args.datasets.split(",")
+    known = sorted(f.stem for f in HERE.glob("*.yaml"))
+    unknown = [name for name in names if name not in known]  # all checked before the first hour-long training
+    if unknown:
+        p.error(f"--datasets: no benchmarks/realdata/{unknown[0]}.yaml; known: {', '.join(known)}")
+    for name in names:
+        if not args.render and not (ROOT / "data" / "realdata" / name / "labels.csv").is_file():
+            p.error(
+                f"data/realdata/{name}: not converted yet; see benchmarks/realdata/{name}.py "
+                f"(python benchmarks/realdata/{name}.py convert --src <snapshot> --out data/realdata/{name})"
+            )
     cmd = f"python benchmarks/realdata/bench_realdata.py --datasets {args.datasets} --seeds {args.seeds}"
     cmd += f" --baseline-seeds {args.baseline_seeds}" if args.baseline_seeds else ""
     if args.render:
-        rows = json.loads((ROOT / "runs" / "realdata" / "realdata.json").read_text())
+        saved = ROOT / "runs" / "realdata" / "realdata.json"
+        if not saved.is_file():
+            p.error(f"--render: {saved.relative_to(ROOT)} not found; run the benchmark first")
+        rows = json.loads(saved.read_text())
         for r in rows:
             r["published"] = PUBLISHED.get(r["dataset"], r["published"])
         text = section(rows, args.seeds, cmd)
         write_section(ROOT / "BENCHMARKS.md", "realdata", with_carried(text, [r["dataset"] for r in rows]))
         return 0
     rows = []
-    for name in args.datasets.split(","):  # each dataset's numbers are written as soon as they are measured
-        rows.append(bench(name, args.seeds, args.baseline_seeds))
+    for name in names:  # each dataset's numbers are written as soon as they are measured
+        try:
+            rows.append(bench(name, args.seeds, args.baseline_seeds))
+        except (SpecError, DataError) as err:  # a spec or data file that does not load: one line, no traceback
+            print(f"bench_realdata: {name}: {str(err).replace(chr(10), '; ')}", file=sys.stderr)
+            return 2
         out = ROOT / "runs" / "realdata" / "realdata.json"
         out.write_text(json.dumps(rows, indent=2) + "\n")
         text = section(rows, args.seeds, cmd)
