@@ -316,14 +316,13 @@ def evaluate(
     inputs, _, _ = to_tensors(part)
     mask = run_mask(spec, ckpt, part.mask)  # (N, M)
     preds = predict(model, inputs, mask)
+    front, tail = _report_frame(spec, model, ckpt, run_dir, data_dir, split, part, inputs, mask)
     if not spec.heads:  # no class head: only the multilabel/regression sections and latency (and the anomaly model)
-        report = _report_without_class_heads(spec, model, ckpt, run_dir, data_dir, split, part, inputs, mask)
-        return _finish_report(report, run_dir, ds, split, spec.train.seed, report_path)
+        return _finish_report({**front, "heads": {}, **tail}, run_dir, ds, split, spec.train.seed, report_path)
     heads = {h: head_metrics(part.targets[h], preds[h], spec.labels[h]) for h in spec.heads}
     joint = np.all([preds[h] == part.targets[h] for h in spec.heads], axis=0)
-    head, tail = _report_frame(spec, model, ckpt, run_dir, data_dir, split, part, inputs, mask)
     report: dict[str, Any] = {
-        **head,
+        **front,
         "accuracy": float(np.mean([r["accuracy"] for r in heads.values()])),
         "joint_accuracy": float(joint.mean()),
         "macro_f1": float(np.mean([r["macro_f1"] for r in heads.values()])),
@@ -373,11 +372,11 @@ def _report_frame(
     inputs: dict,
     mask: Any,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """What every report carries, as (head, tail): what was evaluated on what, then the model's size, its latency,
+    """What every report carries, as (front, tail): what was evaluated on what, then the model's size, its latency,
     its training summary and the multilabel/regression heads' metrics."""
     from edgefuse.trainer.models import count_params
 
-    head = {
+    front = {
         "scenario": spec.name,
         "fusion": spec.model.fusion.method,
         "run": str(run_dir),
@@ -391,22 +390,7 @@ def _report_frame(
         "train": {k: ckpt["metrics"].get(k) for k in ("epochs_run", "best_epoch", "val_accuracy", "train_time_s")},
         **other_heads(model, spec, inputs, mask, part),
     }
-    return head, tail
-
-
-def _report_without_class_heads(
-    spec: ScenarioSpec,
-    model: Any,
-    ckpt: dict,
-    run_dir: Path,
-    data_dir: Any,
-    split: str,
-    part: Any,
-    inputs: dict,
-    mask: Any,
-) -> dict[str, Any]:
-    head, tail = _report_frame(spec, model, ckpt, run_dir, data_dir, split, part, inputs, mask)
-    return {**head, "heads": {}, **tail}
+    return front, tail
 
 
 def seed_summary(reports: list[dict[str, Any]]) -> dict[str, Any]:
