@@ -9,7 +9,8 @@
    the magnetometer channels: test accuracy and how many of the test people's 120 standing samples it gets right.
 3. If runs/realdata/dsads holds the bench's runs: per fused seed, standing and elevator_still right out of 120; for
    seed 0's unimodal baselines, how often both are wrong, a perfect pick between them, and their summed
-   log-probabilities, and how many of the samples both get wrong the fused seed-0 model gets right.
+   log-probabilities, how many of the samples both get wrong the fused seed-0 model gets right, and two ensembles
+   by summed log-probabilities (fused seed 0 + both unimodal models; the fused seeds).
 Prints only; one BLAS thread.
 """
 
@@ -135,6 +136,12 @@ def runs(ds, pair: tuple[int, int]) -> None:
             fused = logp["seed-0"].argmax(1) == y
             print(
                 f"the fused seed-0 model gets {(fused & ~a & ~b).sum()} of the {(~a & ~b).sum()} both get wrong right"
+            )
+            three = ((logp["seed-0"] + uni[0] + uni[1]).argmax(1) == y).mean()
+            fused_all = [v for k, v in logp.items() if "baselines" not in k]
+            print(
+                f"ensembles, log-probabilities summed: fused seed-0 + both unimodal models {100 * three:.1f} %, "
+                f"the {len(fused_all)} fused seeds {100 * (sum(fused_all).argmax(1) == y).mean():.1f} %"
             )
 
 
