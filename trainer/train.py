@@ -35,6 +35,7 @@ import copy
 import math
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -414,6 +415,18 @@ def tune_thresholds(model: Any, inputs: dict[str, Any], mask: Any, targets: dict
     return out
 
 
+def classes_not_trained(spec: ScenarioSpec, train_ds: Any) -> dict[str, list[str]]:
+    """Class head -> its classes with no sample in the training split (a model never shown them cannot predict
+    them; e.g. a split by person where only the test people did an activity). Heads missing none are left out."""
+    out = {}
+    for head, classes in spec.labels.items():
+        seen = np.bincount(np.asarray(train_ds.targets[head], dtype=np.int64), minlength=len(classes))
+        missing = [c for c, k in zip(classes, seen, strict=False) if k == 0]
+        if missing:
+            out[head] = missing
+    return out
+
+
 def train_val_splits(ds: Any, spec: ScenarioSpec, data_dir: str | Path) -> tuple[Any, Any]:
     check_dataset(ds, spec, data_dir)
     train_ds, val_ds = ds.subset("train"), ds.subset("val")
@@ -498,6 +511,13 @@ def train(
     progress = progress and (ddp is None or ddp.is_main)
     ds = dataset if dataset is not None else load_data(spec, data_dir, progress=progress)
     train_ds, val_ds = train_val_splits(ds, spec, data_dir)
+    if ddp is None or ddp.is_main:
+        for head, missing in classes_not_trained(spec, train_ds).items():
+            print(
+                f"warning: {Path(data_dir) / 'labels.csv'}: no 'train' sample of {head} {missing}: the model cannot "
+                "learn to predict them",
+                file=sys.stderr,
+            )
     if not spec.head_kinds:  # an anomaly-only spec: no classifier to train (trainer/anomaly.py)
         from edgefuse.trainer.anomaly import train_anomaly
 
