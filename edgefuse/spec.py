@@ -99,7 +99,7 @@ class SourceSpec(Strict):
     device_rate_hz: float | None = Field(None, gt=0)
     device_channels: int | None = Field(None, gt=0)
     # microphone: device channels to keep, in order (default: the mean of all when the modality has 1 channel,
-    # else the first `channels`)
+    # else the first `channels`); the trainer's loader picks a WAV file's channels the same way
     select_channels: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
     # camera (V4L2 devices): requested capture size [W, H] and FOURCC (MJPG lets USB cameras reach full rate);
     # the requested fps is the modality's rate_hz

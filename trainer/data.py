@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from edgefuse.errors import DataError
-from edgefuse.preprocess import prepare_image, prepare_text
+from edgefuse.preprocess import prepare_audio, prepare_image, prepare_text
 from edgefuse.spec import ModalitySpec, ScenarioSpec
 from edgefuse.trainer.caption import read_captions
 
@@ -265,14 +265,17 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
 def load_audio(path: Path, m: ModalitySpec) -> np.ndarray:
     """WAV -> (C, n_steps) float32: the last window_s of the recording (the window ends at the tick)."""
     x, rate = read_wav(path)
-    if rate != round(m.rate_hz):
-        raise DataError(path, f"sample rate {rate} Hz, expected {round(m.rate_hz)} Hz")
-    if x.shape[1] != m.n_channels:
-        raise DataError(path, f"{x.shape[1]} channel(s), expected {m.n_channels}")
-    if x.shape[0] < m.n_steps:
-        raise DataError(path, f"too short: {x.shape[0]} samples, expected at least {m.n_steps} ({m.window_s} s)")
+    if rate <= 0:
+        raise DataError(path, f"sample rate {rate} Hz")
     if not np.isfinite(x).all():
         raise DataError(path, "contains NaN or inf samples")
+    try:
+        x = prepare_audio(x, rate, m)  # another rate or channel count: converted as the runtime's microphone does
+    except ValueError as err:
+        raise DataError(path, str(err)) from None
+    if x.shape[0] < m.n_steps:
+        at = f" once resampled to {m.rate_hz:g} Hz" if rate != m.rate_hz else ""
+        raise DataError(path, f"too short: {x.shape[0]} samples{at}, expected at least {m.n_steps} ({m.window_s} s)")
     return np.ascontiguousarray(x[-m.n_steps :].T)  # (C, n_steps)
 
 
@@ -375,14 +378,17 @@ def _scan(spec: ScenarioSpec, root: Path, rows: list) -> list[dict[str, Path]]:
 
 
 def _cache_key(spec: ScenarioSpec, root: Path, files: list[dict[str, Path]]) -> str:
-    """Hash of what decoding depends on: the spec's modalities, labels and text hashing, labels.csv and the bytes
-    of every sample file (content, not mtimes: a file rewritten within the same clock tick still changes it)."""
+    """Hash of what decoding depends on: the spec's modalities (with an audio source's select_channels), labels and
+    text hashing, labels.csv and the bytes of every sample file (content, not mtimes: a file rewritten within the
+    same clock tick still changes it)."""
     h = hashlib.blake2b(digest_size=16)
     meta = {
         "v": CACHE_VERSION,
         "modalities": {k: v.model_dump(mode="json", exclude={"sync", "source"}) for k, v in spec.modalities.items()},
         "labels": spec.labels,
         "text": {n: _text_params(spec, n) for n, m in spec.modalities.items() if m.kind == "text"},
+        # the one source field decoding reads: the channels an audio recording is mixed from (prepare_audio)
+        "select": {n: m.source.select_channels for n, m in spec.modalities.items() if m.kind == "audio"},
     }
     h.update(json.dumps(meta, sort_keys=True).encode())
     h.update((root / "labels.csv").read_bytes())

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from edgefuse._optional import MissingDependency, require
+from edgefuse.preprocess import mix_matrix
 from edgefuse.runtime.clock import Sample, monotonic_ns
 from edgefuse.runtime.clockfit import ClockFit
 from edgefuse.runtime.sources import Backoff, Pacing, Source, Throttle
@@ -55,21 +56,6 @@ def load_sounddevice() -> tuple[Any, str | None]:
         return None, str(err)
     except OSError as err:  # the module is there but libportaudio.so.2 is not ("PortAudio library not found")
         return None, f"{err}; {PORTAUDIO_FIX}"
-
-
-def mix_matrix(device_channels: int, channels: int, select: list[int] | None) -> np.ndarray:
-    """(device_channels, channels) float32: x @ M keeps `select` (in order), or mixes all down to mono, or keeps
-    the first `channels`."""
-    m = np.zeros((device_channels, channels), np.float32)
-    if select:
-        for j, c in enumerate(select[:channels]):
-            m[c, j] = 1.0
-    elif channels == 1:
-        m[:, 0] = 1.0 / device_channels
-    else:
-        for j in range(min(channels, device_channels)):
-            m[j, j] = 1.0
-    return m
 
 
 class AudioClock:

@@ -191,20 +191,15 @@ CASES = {
         "unknown split 'holdout'",
     ),
     "sample_folder_missing": (lambda r: shutil.rmtree(first_sample(r)), "000000", "sample folder missing"),
-    "wav_rate": (
-        lambda r: write_wav16(first_sample(r) / "mic.wav", np.zeros((16000, 1)), 8000),
-        "mic.wav",
-        "sample rate 8000 Hz, expected 16000 Hz",
-    ),
-    "wav_channels": (
-        lambda r: write_wav16(first_sample(r) / "mic.wav", np.zeros((16000, 2)), 16000),
-        "mic.wav",
-        "2 channel(s), expected 1",
-    ),
     "audio_short": (
         lambda r: write_wav16(first_sample(r) / "mic.wav", np.zeros((9000, 1)), 16000),
         "mic.wav",
         "too short: 9000 samples, expected at least 16000",
+    ),
+    "audio_short_at_another_rate": (
+        lambda r: write_wav16(first_sample(r) / "mic.wav", np.zeros((4000, 1)), 8000),
+        "mic.wav",
+        "too short: 8000 samples once resampled to 16000 Hz, expected at least 16000 (1.0 s)",
     ),
     "series_short": (
         lambda r: (first_sample(r) / "env.csv").write_text(
@@ -262,6 +257,43 @@ def test_bad_data_names_file_and_problem(tmp_path: Path, home_spec, home_data: P
     assert message in err.value.problem
 
 
+def test_audio_at_another_rate_and_channel_count_is_converted_as_the_microphone_does(
+    tmp_path: Path, home_spec, home_data: Path
+):
+    import soxr
+
+    from edgefuse.preprocess import mix_matrix
+    from edgefuse.spec import spec_to_dict
+
+    rate, n = 44100, 16000  # a 44.1 kHz stereo recording for the 16 kHz mono, 1 s microphone of smart_home
+    t = np.arange(int(rate * 1.5)) / rate
+    x = np.stack([0.5 * np.sin(2 * np.pi * 1000 * t), 0.2 * np.sin(2 * np.pi * 3000 * t)], axis=1)
+    root = broken(home_data, tmp_path / "d", lambda r: write_wav16(first_sample(r) / "mic.wav", x, rate))
+    ds = load_dataset(home_spec, root, progress=False)
+    got = ds.inputs["mic"][list(ds.ids).index("000000"), 0]  # (n,)
+    # the runtime microphone's path (runtime/sources/microphone.py): the device's channels mixed by mix_matrix, then
+    # soxr's streaming resampler at HQ, fed 512-frame device blocks
+    pcm, _ = read_wav(first_sample(root) / "mic.wav")
+    stream = soxr.ResampleStream(rate, 16000, 1, dtype="float32", quality="HQ")
+    blocks = np.array_split(pcm @ mix_matrix(2, 1, None), range(512, len(pcm), 512))
+    live = np.concatenate([stream.resample_chunk(b, last=i == len(blocks) - 1) for i, b in enumerate(blocks)])
+    np.testing.assert_allclose(got, live[-n:, 0], atol=1e-6)
+    amp = np.abs(np.fft.rfft(got)) * 2 / n  # 1 Hz bins over the 1 s window
+    assert amp[1000] == pytest.approx(0.25, abs=0.005) and amp[3000] == pytest.approx(0.1, abs=0.005)  # the mean
+    assert np.delete(amp, [1000, 3000]).max() < 0.005
+    # source.select_channels picks a channel of the recording, as it picks one of the device's
+    d = spec_to_dict(home_spec)
+    d["modalities"]["mic"]["source"]["select_channels"] = [0]
+    left = load_dataset(parse_spec(d), root, progress=False).inputs["mic"][list(ds.ids).index("000000"), 0]
+    amp = np.abs(np.fft.rfft(left)) * 2 / n
+    assert amp[1000] == pytest.approx(0.5, abs=0.005) and amp[3000] < 0.005
+    d["modalities"]["mic"]["source"]["select_channels"] = [2]
+    with pytest.raises(DataError) as err:
+        load_dataset(parse_spec(d), root, progress=False)
+    assert err.value.path.endswith("000000/mic.wav")
+    assert err.value.problem == "source.select_channels [2] needs 3 channels, the recording has 2"
+
+
 def test_text_not_utf8(tmp_path: Path, cs_data: Path):
     spec = load_spec(CONFIGS / "customer_service.yaml")
     root = copy(cs_data, tmp_path / "cs")
@@ -272,8 +304,8 @@ def test_text_not_utf8(tmp_path: Path, cs_data: Path):
 
 
 def test_error_message_reads_path_colon_problem(tmp_path: Path, home_spec, home_data: Path):
-    root = broken(home_data, tmp_path / "d", CASES["wav_rate"][0])
-    with pytest.raises(DataError, match=r"000000/mic\.wav: sample rate 8000 Hz, expected 16000 Hz"):
+    root = broken(home_data, tmp_path / "d", CASES["audio_short"][0])
+    with pytest.raises(DataError, match=r"000000/mic\.wav: too short: 9000 samples, expected at least 16000"):
         load_dataset(home_spec, root, progress=False)
 
 
