@@ -421,7 +421,7 @@ def classes_not_trained(spec: ScenarioSpec, train_ds: Any) -> dict[str, list[str
     out = {}
     for head, classes in spec.labels.items():
         seen = np.bincount(np.asarray(train_ds.targets[head], dtype=np.int64), minlength=len(classes))
-        missing = [c for c, k in zip(classes, seen, strict=False) if k == 0]
+        missing = [c for c, k in zip(classes, seen, strict=True) if k == 0]
         if missing:
             out[head] = missing
     return out
