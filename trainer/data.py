@@ -31,6 +31,7 @@ from edgefuse.trainer.caption import read_captions
 
 SPLITS = ("train", "val", "test")
 EXTENSIONS = {"image": (".png", ".jpg", ".jpeg"), "audio": (".wav",), "series": (".csv", ".npy"), "text": (".txt",)}
+TIME_COLUMN = "t_s"  # a series CSV's optional timestamp column (seconds): rows at any rate, put on the rate_hz grid
 CACHE_VERSION = 2  # bump when decoding changes, so old caches stop matching
 
 
@@ -280,7 +281,8 @@ def load_audio(path: Path, m: ModalitySpec) -> np.ndarray:
 
 
 def load_series(path: Path, m: ModalitySpec) -> np.ndarray:
-    """CSV (header = channel names) or .npy (T, C) -> (C, n_steps) float32: the last n_steps rows."""
+    """CSV (header = channel names) or .npy (T, C) -> (C, n_steps) float32: the last n_steps rows. A CSV with a
+    `t_s` column (seconds, increasing) may be at any rate: it is put on the rate_hz grid ending at its last row."""
     channels = list(m.channels)  # type: ignore[arg-type]
     if path.suffix == ".npy":
         try:
@@ -295,13 +297,49 @@ def load_series(path: Path, m: ModalitySpec) -> np.ndarray:
             r, c = bad[0]
             raise DataError(path, f"non-finite value at row {r}, column '{channels[c]}'")
     else:
-        x = _read_series_csv(path, channels)
+        x, t = _read_series_csv(path, channels)
+        if t is not None:
+            return _onto_grid(path, t, x, m)
     if x.shape[0] < m.n_steps:
         raise DataError(path, f"too short: {x.shape[0]} rows, expected at least {m.n_steps} ({m.window_s} s)")
     return np.ascontiguousarray(x[-m.n_steps :].T)  # (C, n_steps)
 
 
-def _read_series_csv(path: Path, channels: list[str]) -> np.ndarray:
+def _onto_grid(path: Path, t: np.ndarray, x: np.ndarray, m: ModalitySpec) -> np.ndarray:
+    """Rows stamped `t` (seconds) -> (C, n_steps) on the rate_hz grid ending at the last row, each step taking the
+    nearest row as the runtime's synchronizer does for a sensor at another rate (runtime/sync.py _resample: values
+    are never interpolated); a step with no row within 0.75 of the longer period is a gap, an error here."""
+    from edgefuse.runtime.sync import _resample
+
+    steps = np.diff(t)  # (k - 1,)
+    if not (steps > 0).all():
+        raise DataError(
+            path, f"column 't_s' must increase from row to row (row {int(np.argmax(steps <= 0)) + 3} does not)"
+        )
+    n, step_ns = m.n_steps, 1e9 / m.rate_hz
+    if len(t) < 2:
+        raise DataError(path, f"too short: {len(t)} row(s), expected at least {m.window_s} s")
+    ts = np.round((t - t[0]) * 1e9).astype(np.int64)  # (k,) ns since the first row
+    src_ns = float(np.median(steps)) * 1e9
+    cover = 0.75 * max(src_ns, step_ns)
+    grid = ts[-1] - np.round(step_ns * np.arange(n - 1, -1, -1)).astype(np.int64)  # (n,) ends at the last row
+    if grid[0] < -cover:
+        raise DataError(path, f"too short: rows span {t[-1] - t[0]:.3f} s, expected at least {m.window_s} s")
+    out, covered, _, _ = _resample(ts, x, grid, src_ns, False, cover)
+    if covered < n:
+        gap = t[0] + grid[int(np.argmin(_covered_mask(ts, grid, cover)))] / 1e9
+        raise DataError(path, f"gap in column 't_s' near {gap:.3f} s: no row within {cover / 1e6:.0f} ms of the grid")
+    return out
+
+
+def _covered_mask(ts: np.ndarray, grid: np.ndarray, cover: float) -> np.ndarray:
+    """(n,) whether a row lies within `cover` ns of each grid point."""
+    i = np.clip(np.searchsorted(ts, grid), 1, len(ts) - 1)
+    return np.minimum(np.abs(ts[i] - grid), np.abs(grid - ts[i - 1])) <= cover
+
+
+def _read_series_csv(path: Path, channels: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """(rows (k, C) in the spec's channel order, the `t_s` column (k,) or None when the file has none)."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
@@ -309,8 +347,9 @@ def _read_series_csv(path: Path, channels: list[str]) -> np.ndarray:
     if not lines:
         raise DataError(path, f"empty: expected a header with channels {channels}")
     header = [h.strip() for h in lines[0].split(",")]
+    stamped = TIME_COLUMN in header and TIME_COLUMN not in channels
     missing = [c for c in channels if c not in header]
-    unknown = [h for h in header if h not in channels]
+    unknown = [h for h in header if h not in channels and not (stamped and h == TIME_COLUMN)]
     if missing or unknown:
         raise DataError(
             path, f"header {header}: missing channel(s) {missing}, unknown column(s) {unknown}; expected {channels}"
@@ -335,7 +374,7 @@ def _read_series_csv(path: Path, channels: list[str]) -> np.ndarray:
     if bad.size:
         r, c = bad[0]
         raise DataError(path, f"row {r + 2}, column '{header[c]}': {x[r, c]} (NaN/inf) is not allowed")
-    return x[:, order].astype(np.float32)
+    return x[:, order].astype(np.float32), (x[:, header.index(TIME_COLUMN)] if stamped else None)
 
 
 def load_text(path: Path, m: ModalitySpec, buckets: int, ngrams: int) -> np.ndarray:

@@ -294,6 +294,48 @@ def test_audio_at_another_rate_and_channel_count_is_converted_as_the_microphone_
     assert err.value.problem == "source.select_channels [2] needs 3 channels, the recording has 2"
 
 
+ENV = ["motion", "door", "temperature", "humidity", "light", "smoke"]  # smart_home's env: 10 Hz, 4 s = 40 steps
+
+
+def write_stamped_csv(path: Path, t: np.ndarray) -> None:
+    """A `t_s` column then smart_home's env channels; every channel of row i holds i (+ the channel's index / 10)."""
+    rows = [f"{ti:.6f}," + ",".join(f"{i + c / 10:g}" for c in range(len(ENV))) for i, ti in enumerate(t)]
+    path.write_text("t_s," + ",".join(ENV) + "\n" + "\n".join(rows) + "\n")
+
+
+def test_a_series_csv_with_t_s_goes_on_the_rate_grid_taking_the_nearest_row(tmp_path, home_spec, home_data: Path):
+    rng = np.random.default_rng(0)
+    t = 1000.0 + np.arange(150) / 25 + rng.uniform(-0.003, 0.003, 150)  # 6 s at 25 Hz, jittered +-3 ms
+    root = broken(home_data, tmp_path / "d", lambda r: write_stamped_csv(first_sample(r) / "env.csv", t))
+    ds = load_dataset(home_spec, root, progress=False)
+    got = ds.inputs["env"][list(ds.ids).index("000000")]  # (6, 40)
+    grid = t[-1] - np.arange(39, -1, -1) / 10  # the 10 Hz grid ending at the last row
+    nearest = np.abs(t[None, :] - grid[:, None]).argmin(axis=1)  # (40,)
+    np.testing.assert_allclose(got, nearest[None, :] + np.arange(6)[:, None] / 10, atol=1e-5)
+    assert nearest[-1] == 149 and set(np.diff(nearest)) <= {2, 3}  # 25 Hz rows, one in 2.5 taken
+    # rows already at 10 Hz: the same 40 values as the file without t_s (its last 40 rows)
+    t10 = 5.0 + np.arange(50) / 10
+    at_rate = broken(home_data, tmp_path / "e", lambda r: write_stamped_csv(first_sample(r) / "env.csv", t10))
+    got = load_dataset(home_spec, at_rate, progress=False).inputs["env"][list(ds.ids).index("000000")]
+    np.testing.assert_allclose(got, np.arange(10, 50)[None, :] + np.arange(6)[:, None] / 10, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "t, problem",
+    [
+        (np.r_[np.arange(20) / 25, np.arange(20, 150) / 25 + 1.0][np.r_[0:30, 29, 30:150]], "row 32 does not"),
+        (np.r_[np.arange(60), np.arange(80, 150)] / 25, "gap in column 't_s' near"),
+        (np.arange(80) / 25, "too short: rows span 3.160 s, expected at least 4.0 s"),
+    ],
+    ids=["not_increasing", "gap", "too_short"],
+)
+def test_bad_t_s_column_is_named(tmp_path, home_spec, home_data: Path, t, problem):
+    root = broken(home_data, tmp_path / "d", lambda r: write_stamped_csv(first_sample(r) / "env.csv", t))
+    with pytest.raises(DataError) as err:
+        load_dataset(home_spec, root, progress=False)
+    assert err.value.path.endswith("000000/env.csv") and problem in err.value.problem
+
+
 def test_text_not_utf8(tmp_path: Path, cs_data: Path):
     spec = load_spec(CONFIGS / "customer_service.yaml")
     root = copy(cs_data, tmp_path / "cs")
