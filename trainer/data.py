@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from edgefuse.trainer.caption import read_captions
 SPLITS = ("train", "val", "test")
 EXTENSIONS = {"image": (".png", ".jpg", ".jpeg"), "audio": (".wav",), "series": (".csv", ".npy"), "text": (".txt",)}
 TIME_COLUMN = "t_s"  # a series CSV's optional timestamp column (seconds): rows at any rate, put on the rate_hz grid
+VAL_FRACTION = 0.15  # of the train split, held out for validation when labels.csv has no val rows
 CACHE_VERSION = 2  # bump when decoding changes, so old caches stop matching
 
 
@@ -458,6 +460,19 @@ def _decode(spec: ScenarioSpec, files: list[dict[str, Path]], progress: bool) ->
     return inputs, mask
 
 
+def carve_val(split: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
+    """(N,) bool: the VAL_FRACTION of the train samples to hold out for validation, per class of `classes` (N,) when
+    given (a class with fewer than 4 train samples keeps them all), drawn with a fixed seed so every run on a dataset
+    holds out the same samples. Samples of one recording or person may then sit in both train and val."""
+    out = np.zeros(len(split), dtype=bool)
+    train = np.flatnonzero(split == "train")
+    rng = np.random.default_rng(0)
+    groups = [train] if classes is None else [train[classes[train] == c] for c in np.unique(classes[train])]
+    for g in groups:
+        out[rng.permutation(g)[: round(len(g) * VAL_FRACTION)]] = True
+    return out
+
+
 def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) -> Dataset:
     """Load a folder dataset for `spec`; decoded arrays are cached in root/.cache and reused while valid."""
     root = Path(root)
@@ -470,6 +485,16 @@ def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) ->
     ids = [r[0] for r in rows]
     split = np.array([r[1] for r in rows])
     targets = {h: np.array([spec.labels[h].index(r[2][h]) for r in rows], dtype=np.int64) for h in spec.heads}
+    if (
+        not (split == "val").any()
+        and (carved := carve_val(split, targets[spec.heads[0]] if spec.heads else None)).any()
+    ):
+        split = np.where(carved, "val", split)
+        print(
+            f"note: {root / 'labels.csv'}: no 'val' rows; {(split == 'val').sum()} of the train samples "
+            f"({VAL_FRACTION:.0%}{', per class' if spec.heads else ''}, fixed seed) are held out for validation",
+            file=sys.stderr,
+        )
     cached = _read_cache(cache, spec)
     if cached is not None:
         inputs, mask = cached

@@ -89,6 +89,38 @@ def test_a_class_without_training_samples_is_named_in_a_warning(tiny_data, tmp_p
     ]
 
 
+def test_without_val_rows_a_stratified_share_of_train_is_held_out(tiny_data, tmp_path, capsys):
+    import shutil
+
+    from edgefuse.trainer.data import load_dataset
+
+    spec, data, ds = tiny_data
+    root = tmp_path / "noval"
+    shutil.copytree(data, root, ignore=shutil.ignore_patterns(".cache"))
+    labels = root / "labels.csv"
+    labels.write_text(labels.read_text().replace(",val,", ",train,"))
+    capsys.readouterr()
+    got = load_dataset(spec, root, progress=False)
+    (head,) = spec.heads
+    was_train = (ds.split == "train") | (ds.split == "val")
+    y = got.targets[head]
+    expected = sum(round(((got.split != "test") & (y == c)).sum() * 0.15) for c in np.unique(y[was_train]))
+    assert (got.split == "val").sum() == expected > 0 and not (got.split[~was_train] == "val").any()
+    assert (got.split == "test").sum() == (ds.split == "test").sum()  # the test split is never touched
+    for c in np.unique(y[was_train]):  # per class: 15 % of its train samples, rounded
+        n_c = (was_train & (y == c)).sum()
+        assert ((got.split == "val") & (y == c)).sum() == round(n_c * 0.15)
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"note: {labels}: no 'val' rows; {expected} of the train samples (15%, per class, fixed seed) are held out "
+        "for validation"
+    )
+    again = load_dataset(spec, root, progress=False)  # the same samples every time (from the cache, too)
+    assert (again.split == got.split).all()
+    metrics = train(spec, root, tmp_path / "run", epochs=1, progress=False, dataset=got)
+    assert 0.0 <= metrics["val_accuracy"] <= 1.0
+
+
 def test_early_stopping_stops(tiny_data, tmp_path):
     spec, data, ds = tiny_data
     d = spec_to_dict(spec)
