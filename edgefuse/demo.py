@@ -40,8 +40,10 @@ class _Subscriber(threading.Thread):
         import zmq
 
         from edgefuse import wire
+        from edgefuse.runtime.listen import RECONNECT_MS
 
         sock = zmq.Context.instance().socket(zmq.SUB)
+        sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)  # started before the runtime binds: join before result #0
         sock.setsockopt(zmq.SUBSCRIBE, wire.TOPIC_PREFIX["result"].encode())
         sock.connect(self.endpoint)
         self.listener.run(sock, stop=self.stop)

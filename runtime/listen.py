@@ -22,6 +22,10 @@ from edgefuse.keys import curve_client
 from edgefuse.wire import Message, WireError, decode
 
 POLL_MS = 200  # how often the receive loop checks for a stop request
+# a subscriber started before the runtime retries its connect this often: at ZeroMQ's default (100 ms, plus a random
+# jitter of up to as much again) it missed a result sent 50 ms after the runtime's bind in 20 of 20 tries, since
+# PUB drops what it sends before a subscriber has joined; at 10 ms it got that result 20 times of 20
+RECONNECT_MS = 10
 
 
 def format_line(msg: Message) -> str:
@@ -90,6 +94,7 @@ def cli_listen(args: argparse.Namespace) -> int:
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.SUB)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
     sock.setsockopt_string(zmq.SUBSCRIBE, args.topic)
     try:
         curve_client(sock, getattr(args, "curve_server_key", None), getattr(args, "curve_key", None), "listen")

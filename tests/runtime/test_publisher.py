@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 
 import cv2
@@ -63,6 +65,40 @@ def test_results_reach_a_subscriber_and_decode():
         sub.close()
         pub.close()
         ctx.term()
+
+
+def test_listen_started_before_the_runtime_gets_its_first_result(capsys):
+    """`edgefuse listen` started first retries its connect every RECONNECT_MS: a runtime's first result, sent 50 ms
+    after it binds (sources open first, so a real one comes later), reaches it as seq 0, five starts out of five."""
+    from edgefuse.cli import main
+
+    ctx = zmq.Context()
+    got = []
+    for _ in range(5):
+        probe = ctx.socket(zmq.PUB)  # a free port, freed again for the publisher
+        probe.bind(ANY)
+        endpoint = probe.getsockopt_string(zmq.LAST_ENDPOINT)
+        probe.close(linger=0)
+        time.sleep(0.02)
+        rc: list[int] = []
+        args = ["listen", "--endpoint", endpoint, "--count", "1", "--json"]
+        t = threading.Thread(target=lambda a=args, r=rc: r.append(main(a)))
+        t.start()
+        time.sleep(0.1)  # listen is connecting: nothing bound there yet
+        pub = Publisher(PublishSpec(endpoint=endpoint), context=ctx, device="d")
+        try:
+            time.sleep(0.05)
+            pub.result("g0", payload(0))
+            t.join(2)
+            if t.is_alive():  # not received: one more result ends it, and the check below fails
+                pub.result("g0", payload(1))
+                t.join(2)
+        finally:
+            pub.close()
+        lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")]
+        got.append((rc, [json.loads(ln)["header"]["seq"] for ln in lines]))
+    ctx.term()
+    assert got == [([0], [0])] * 5
 
 
 @pytest.mark.parametrize("count_drops", [True, False])
@@ -172,7 +208,6 @@ def test_monitoring_topics_decode_with_their_content():
 
 def test_listen_and_monitor_are_curve_clients_of_a_curve_runtime(tmp_path, capsys):
     import asyncio
-    import threading
 
     from edgefuse.cli import main
     from edgefuse.runtime.monitor.server import Monitor
