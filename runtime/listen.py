@@ -62,8 +62,9 @@ def as_json(msg: Message) -> str:
 class Listener:
     """Decodes and prints messages from a SUB socket; counts what it received and what it refused."""
 
-    def __init__(self, out: TextIO = sys.stdout, err: TextIO = sys.stderr, json_lines: bool = False):
-        self.out, self.err, self.json_lines = out, err, json_lines
+    def __init__(self, out: TextIO | None = None, err: TextIO | None = None, json_lines: bool = False):
+        # the streams of the moment (default sys.stdout / sys.stderr when called), not of when this module was imported
+        self.out, self.err, self.json_lines = out or sys.stdout, err or sys.stderr, json_lines
         self.received = 0
         self.malformed = 0
 
