@@ -6,9 +6,9 @@ The bench (bench_realdata.py) trains on p1-p5, validates on p6 and tests on p7-p
 same spec (benchmarks/realdata/dsads.yaml, its options included) and recipe train once per fold, with the fused model
 and each modality alone, for four person folds: test (p1, p2) val p3, test (p3, p4) val p5, test (p5, p6) val p7,
 and the bench's own test (p7, p8) val p6; the other people train. Each fold is a labels.csv in a temporary folder
-whose samples/ links to data/realdata/dsads/samples (removed at the end, with the runs). Prints one markdown row per fold: test accuracy of the fused
-model and of each modality alone, and fused minus the better of the two. One seed per fold; one torch thread per
-training, --jobs trainings at once.
+whose samples/ links to data/realdata/dsads/samples (removed at the end, with the runs). Prints one markdown row per
+fold: test accuracy of the fused model and of each modality alone, and fused minus the better of the two. One seed
+per fold; one torch thread per training, --jobs trainings at once.
 """
 
 from __future__ import annotations

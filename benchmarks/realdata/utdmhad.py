@@ -106,7 +106,6 @@ def _read(blob: bytes, kind: str, where: str) -> np.ndarray:
 
 
 def convert(src: Path, out: Path) -> dict[str, int]:
-
     files = _mat_files(src)
     recs: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}
     for name, blob in files.items():
