@@ -22,10 +22,13 @@ from edgefuse.spec import parse_spec
 
 # drawn examples; each is checked as one to three cases (a sensor message as msgpack, as JSON and damaged; a wire
 # message whole and cut short): together over 10,000 cases, checked by the last test below
-N_SENSOR = 3000
+N_SENSOR = 3300
 N_WIRE = 2200
 CASES: dict[str, int] = {}
-FAST = settings(  # derandomized: the same cases every run, so CI cannot fail on a lucky draw
+# derandomized: the same cases for the same hypothesis and the same loaded modules (hypothesis also draws constants
+# it finds in the project's modules imported so far, so running a subset of the suite changes some draws); the bars
+# below sit well clear of that spread
+FAST = settings(
     max_examples=N_SENSOR, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True
 )
 CHANNELS = ["motion", "door", "temperature"]
@@ -85,7 +88,12 @@ PICK = st.integers(0, 9)
 
 @st.composite
 def sensor_messages(draw):
-    """Messages near the schema: each field valid, hostile or missing, so the fuzzer reaches deep checks."""
+    """Messages near the schema: each field valid, hostile or missing, so the fuzzer reaches deep checks; three in ten
+    wholly valid, with a sequence number from a wide range (so rarely a duplicate): the accept path is exercised
+    often, not only by the ~8 % of mixed draws whose seven fields all come out valid."""
+    if draw(PICK) < 3:
+        msg = {name: draw(good) for name, (good, _) in FIELDS.items()}
+        return {**msg, "seq": draw(st.integers(0, 2**40))}
     msg = {}
     for name, (good, hostile) in FIELDS.items():
         pick = draw(PICK)  # each field: valid 70 %, hostile 20 %, missing 10 %
@@ -143,7 +151,7 @@ def test_sensor_decoder_never_raises_and_accepts_only_usable_samples():
 
     check()
     CASES["sensor"] = seen["n"]
-    assert seen["n"] >= N_SENSOR * 2 and seen["accepted"] > 50  # the fuzzer reached valid messages too
+    assert seen["n"] >= N_SENSOR * 1.8 and seen["accepted"] > 150  # the fuzzer reached valid messages too
     assert "internal" not in src.rejected, src.rejected
     assert len(src.stats()["publishers"]) <= 64
 
