@@ -329,15 +329,10 @@ def _onto_grid(path: Path, t: np.ndarray, x: np.ndarray, m: ModalitySpec) -> np.
         raise DataError(path, f"too short: rows span {t[-1] - t[0]:.3f} s, expected at least {m.window_s} s")
     out, covered, _, _ = _resample(ts, x, grid, src_ns, False, cover)
     if covered < n:
-        gap = t[0] + grid[int(np.argmin(_covered_mask(ts, grid, cover)))] / 1e9
+        ones = _resample(ts, np.ones((len(ts), 1), np.float32), grid, src_ns, False, cover)[0][0]  # 0 where uncovered
+        gap = t[0] + grid[int(np.argmin(ones))] / 1e9
         raise DataError(path, f"gap in column 't_s' near {gap:.3f} s: no row within {cover / 1e6:.0f} ms of the grid")
     return out
-
-
-def _covered_mask(ts: np.ndarray, grid: np.ndarray, cover: float) -> np.ndarray:
-    """(n,) whether a row lies within `cover` ns of each grid point."""
-    i = np.clip(np.searchsorted(ts, grid), 1, len(ts) - 1)
-    return np.minimum(np.abs(ts[i] - grid), np.abs(grid - ts[i - 1])) <= cover
 
 
 def _read_series_csv(path: Path, channels: list[str]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -324,7 +324,7 @@ def test_a_series_csv_with_t_s_goes_on_the_rate_grid_taking_the_nearest_row(tmp_
     "t, problem",
     [
         (np.r_[np.arange(20) / 25, np.arange(20, 150) / 25 + 1.0][np.r_[0:30, 29, 30:150]], "row 32 does not"),
-        (np.r_[np.arange(60), np.arange(80, 150)] / 25, "gap in column 't_s' near"),
+        (np.r_[np.arange(60), np.arange(80, 150)] / 25, "gap in column 't_s' near 2.460 s: no row within 75 ms"),
         (np.arange(80) / 25, "too short: rows span 3.160 s, expected at least 4.0 s"),
     ],
     ids=["not_increasing", "gap", "too_short"],
