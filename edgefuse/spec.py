@@ -482,6 +482,11 @@ class TrainSpec(Strict):
     ema_epochs: float = Field(1.0, ge=0)
     # fit a per-head softmax temperature on the validation split after training (calibrated published scores)
     calibrate: bool = True
+    # score every class as equally likely: after the temperature, each class head's logits get minus the log of the
+    # training split's class frequencies (post-hoc logit adjustment, Menon et al., ICLR 2021); for data whose classes
+    # are unevenly recorded, where rare classes matter as much as common ones (balanced accuracy, macro F1). Off: the
+    # scores follow the training split's frequencies (best plain accuracy where the world has those frequencies)
+    balanced: bool = False
     # unimodal pre-training: first train each modality alone (same recipe and seed; kept in <run>/pretrain/), then
     # start the fused model's encoders from those models and train it as usual; about (M + 1) x the training time;
     # one process only (refused with --nproc)

@@ -13,6 +13,9 @@ when every head is a class head): the kept epoch is the one of lowest validation
 cosine decay is two thirds done (the rate below 30 % of its peak), patience counts from that same epoch, and no stop
 comes before it (EarlyStopping), then temperature scaling of the class heads and per-label F1-maximizing thresholds
 of the multilabel heads, both on the validation split only (trainer/calibrate.py, edgefuse/heads.py). With
+`train.balanced` each class head's calibrated logits then get minus the log of the training split's class frequencies
+(balance_scores: every class scored as equally likely; off by default, and a one-line note names it when a head's
+largest training class has IMBALANCE_NOTE times its smallest's samples). With
 `train.pretrain` each modality first trains alone with the same recipe and seed and the fused model's encoders start
 from those models (pretrain_encoders; off by default: on UTD-MHAD it scored lower, BENCHMARKS.md "Real data"). Seeds
 fix python, NumPy and torch, and the batch order comes from a seeded generator, so the same seed gives the same
@@ -53,6 +56,7 @@ F = torch.nn.functional
 
 EVAL_BATCH = 256  # inference batch for validation/test passes (memory, not accuracy)
 CAPTION_LR_SCALE = 5.0  # the caption decoder's learning rate relative to train.lr
+IMBALANCE_NOTE = 3.0  # largest / smallest training class at which train() notes that scores follow the frequencies
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -415,15 +419,54 @@ def tune_thresholds(model: Any, inputs: dict[str, Any], mask: Any, targets: dict
     return out
 
 
+def class_counts(spec: ScenarioSpec, train_ds: Any) -> dict[str, np.ndarray]:
+    """Class head -> (n_classes,) the training split's samples per class, in the spec's class order."""
+    return {
+        h: np.bincount(np.asarray(train_ds.targets[h], dtype=np.int64), minlength=len(c))
+        for h, c in spec.labels.items()
+    }
+
+
 def classes_not_trained(spec: ScenarioSpec, train_ds: Any) -> dict[str, list[str]]:
     """Class head -> its classes with no sample in the training split (a model never shown them cannot predict
     them; e.g. a split by person where only the test people did an activity). Heads missing none are left out."""
     out = {}
-    for head, classes in spec.labels.items():
-        seen = np.bincount(np.asarray(train_ds.targets[head], dtype=np.int64), minlength=len(classes))
-        missing = [c for c, k in zip(classes, seen, strict=True) if k == 0]
+    for head, seen in class_counts(spec, train_ds).items():
+        missing = [c for c, k in zip(spec.labels[head], seen, strict=True) if k == 0]
         if missing:
             out[head] = missing
+    return out
+
+
+def imbalance_notes(spec: ScenarioSpec, train_ds: Any, labels_csv: Path) -> list[str]:
+    """One note per class head whose largest training class has IMBALANCE_NOTE times the samples of its smallest
+    (classes with none are warned about apart), for a run without `train.balanced`."""
+    notes = []
+    for head, counts in class_counts(spec, train_ds).items():
+        seen = np.flatnonzero(counts)
+        lo, hi = seen[np.argmin(counts[seen])], seen[np.argmax(counts[seen])]
+        if len(seen) > 1 and counts[hi] >= IMBALANCE_NOTE * counts[lo]:
+            classes = spec.labels[head]
+            notes.append(
+                f"note: {labels_csv}: the 'train' classes of {head} range from {counts[lo]} samples "
+                f"({classes[lo]}) to {counts[hi]} ({classes[hi]}); its scores follow these frequencies "
+                "(train.balanced: true scores every class as equally likely)"
+            )
+    return notes
+
+
+def balance_scores(model: Any, counts: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """`train.balanced`: set each class head's bias to minus the log of its training class frequencies (centred),
+    so its scores treat every class as equally likely: post-hoc logit adjustment (Menon et al., "Long-tail learning
+    via logit adjustment", ICLR 2021), which maximizes balanced accuracy where the calibrated scores follow the
+    training frequencies. A class with no training sample counts as one. Returns head -> bias."""
+    out = {}
+    for h, (a, b) in model.class_slices.items():
+        freq = np.maximum(counts[h], 1) / np.maximum(counts[h], 1).sum()
+        bias = -np.log(freq)
+        bias -= bias.mean()
+        model.class_bias[a:b] = torch.as_tensor(bias, dtype=torch.float32)
+        out[h] = [float(v) for v in bias]
     return out
 
 
@@ -518,6 +561,8 @@ def train(
                 "learn to predict them",
                 file=sys.stderr,
             )
+        for note in [] if cfg.balanced else imbalance_notes(spec, train_ds, Path(data_dir) / "labels.csv"):
+            print(note, file=sys.stderr)
     if not spec.head_kinds:  # an anomaly-only spec: no classifier to train (trainer/anomaly.py)
         from edgefuse.trainer.anomaly import train_anomaly
 
@@ -614,6 +659,8 @@ def train(
     model.eval()
     calibration = calibrate(model, x_va, m_va, y_va) if cfg.calibrate and model.class_heads else {}
     thresholds = tune_thresholds(model, x_va, m_va, y_va)  # validation only: the test split never sets them
+    # after the temperature, which is fitted on the validation split's own class frequencies
+    class_bias = balance_scores(model, class_counts(spec, train_ds)) if cfg.balanced and model.class_heads else {}
 
     metrics = {
         "scenario": spec.name,
@@ -635,6 +682,7 @@ def train(
         "n_val": len(val_ds),
         "train_time_s": time.perf_counter() - t0,
         **calibration,
+        **({"class_bias": class_bias} if class_bias else {}),
         **({"thresholds": thresholds} if thresholds else {}),
         **({"pretrain_val_accuracy": pretrained} if pretrained else {}),
         **({"target_stats": {h: {"mean": m, "std": s} for h, (m, s) in stats.items()}} if stats else {}),

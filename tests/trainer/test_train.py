@@ -83,10 +83,55 @@ def test_a_class_without_training_samples_is_named_in_a_warning(tiny_data, tmp_p
     assert classes_not_trained(spec, gone.subset("train")) == {head: classes[:2]}
     train(spec, data, tmp_path / "gone", epochs=1, progress=False, dataset=gone)
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [
+    assert err[0] == (
         f"warning: {data / 'labels.csv'}: no 'train' sample of {head} {classes[:2]}: the model cannot learn to predict "
         "them"
+    )
+    assert err[1:] == [next(n for n in err if n.startswith("note:"))]  # the third class now outnumbers the others
+
+
+def test_balanced_scores_shift_each_class_by_minus_its_log_training_frequency(tiny_data, tmp_path, capsys):
+    import onnxruntime as ort
+
+    from edgefuse.deploy.export import export_bundle
+
+    spec, data, ds = tiny_data
+    ((head, classes),) = spec.labels.items()
+    y = ds.targets[head]
+    rare = np.flatnonzero((ds.split == "train") & (y == 0))
+    keep = np.ones(len(ds), dtype=bool)
+    keep[rare[2:]] = False  # the first class keeps 2 training samples: the others have many times that
+    cut = ds.rows(keep)
+    counts = np.bincount(y[keep & (ds.split == "train")], minlength=len(classes))
+    lo, hi = int(np.argmin(counts)), int(np.argmax(counts))
+    assert lo == 0 and counts[hi] >= 3 * counts[lo]
+    capsys.readouterr()
+    plain = train(spec, data, tmp_path / "plain", epochs=2, progress=False, dataset=cut)
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"note: {data / 'labels.csv'}: the 'train' classes of {head} range from 2 samples ({classes[0]}) to "
+        f"{counts[hi]} ({classes[hi]}); its scores follow these frequencies (train.balanced: true scores every class "
+        "as equally likely)"
     ]
+    d = spec_to_dict(spec)
+    d["train"]["balanced"] = True
+    balanced = train(parse_spec(d), data, tmp_path / "balanced", epochs=2, progress=False, dataset=cut)
+    assert "note" not in capsys.readouterr().err and "class_bias" not in plain
+    bias = -np.log(counts / counts.sum())
+    np.testing.assert_allclose(balanced["class_bias"][head], bias - bias.mean(), atol=1e-6)
+    # the same training (same seed); only the scores move: logits + bias, so the rare class wins more often
+    (_, m_plain, _), (_, m_bal, _) = load_run(tmp_path / "plain"), load_run(tmp_path / "balanced")
+    sd_plain, sd_bal = m_plain.state_dict(), m_bal.state_dict()
+    assert all(torch.equal(v, sd_bal[k]) for k, v in sd_plain.items() if k != "class_bias")
+    inputs, mask, _ = to_tensors(cut.subset("test"))
+    with torch.inference_mode():
+        z_plain, z_bal = m_plain(inputs, mask)[head], m_bal(inputs, mask)[head]
+    np.testing.assert_allclose(z_bal, z_plain + torch.tensor(bias - bias.mean()).float(), atol=1e-5)
+    assert (z_bal.argmax(1) == 0).sum() >= (z_plain.argmax(1) == 0).sum()
+    # and an exported bundle publishes the shifted scores
+    export_bundle(tmp_path / "balanced", tmp_path / "bundle", None, ["fp32"])
+    sess = ort.InferenceSession(str(tmp_path / "bundle" / "model.onnx"), providers=["CPUExecutionProvider"])
+    (scores,) = sess.run([f"scores_{head}"], {**{m: v.numpy() for m, v in inputs.items()}, "mask": mask.numpy()})
+    np.testing.assert_allclose(scores, z_bal.softmax(1).numpy(), atol=1e-4)
 
 
 def test_without_val_rows_a_stratified_share_of_train_is_held_out(tiny_data, tmp_path, capsys):

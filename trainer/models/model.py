@@ -2,7 +2,7 @@
 
     inputs  modality -> (B, *input_shape) float32 (text: int64), raw units as the spec's docstring describes
     mask    (B, M) float32, 1 = present, in spec order
-    output  head -> class heads (B, n_classes) logits / temperature; multilabel heads (B, K) logits;
+    output  head -> class heads (B, n_classes) logits / temperature + class_bias; multilabel heads (B, K) logits;
             regression heads (B, 1) values in the head's unit (edgefuse/heads.py has the kinds); with a caption
             decoder also `last_context` (B, H), its conditioning
 
@@ -60,6 +60,14 @@ class FusionModel(nn.Module):
         # per class head, the softmax temperature fitted on the validation split after training (trainer/calibrate.py);
         # the logits are divided by it inside forward, so exported bundles publish calibrated scores
         self.register_buffer("temperature", torch.ones(len(self.class_heads)))
+        # per class head, a bias added to the calibrated logits: 0 (scores follow the training split's class
+        # frequencies), or minus the log of those frequencies with `train.balanced` (every class equally likely:
+        # post-hoc logit adjustment, Menon et al., ICLR 2021); all class heads' classes concatenated
+        self.class_slices: dict[str, tuple[int, int]] = {}
+        for h in self.class_heads:
+            start = sum(b - a for a, b in self.class_slices.values())
+            self.class_slices[h] = (start, start + classes[h])
+        self.register_buffer("class_bias", torch.zeros(sum(b - a for a, b in self.class_slices.values())))
         # regression heads learn standardized targets; the train split's mean/std turn them back into the unit
         self.register_buffer("target_mean", torch.zeros(len(self.regression_heads)))
         self.register_buffer("target_std", torch.ones(len(self.regression_heads)))
@@ -93,7 +101,10 @@ class FusionModel(nn.Module):
         logits = self.fusion(z, present.to(z.dtype))
         context = logits.pop("caption", None)  # (B, H): the caption decoder's context, not a classifier
         self.last_context = torch.tanh(context) if context is not None else None
-        out = {h: logits[h] / self.temperature[k] for k, h in enumerate(self.class_heads)}
+        out = {}
+        for k, h in enumerate(self.class_heads):
+            a, b = self.class_slices[h]
+            out[h] = logits[h] / self.temperature[k] + self.class_bias[a:b]  # (B, n_classes)
         for h in self.label_slices:
             out[h] = logits[h]  # (B, K) logits; sigmoid outside (loss, export)
         for k, h in enumerate(self.regression_heads):
@@ -102,8 +113,8 @@ class FusionModel(nn.Module):
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         # checkpoints and bundles written before temperature scaling have no temperature: they load uncalibrated (1);
-        # those from before multilabel/regression heads have none of their (then empty) buffers
-        defaults = {"temperature": 1.0, "target_mean": 0.0, "target_std": 1.0, "thresholds": 0.5}
+        # those from before train.balanced have no class bias (0); those from before multilabel/regression heads have none of their (then empty) buffers
+        defaults = {"temperature": 1.0, "class_bias": 0.0, "target_mean": 0.0, "target_std": 1.0, "thresholds": 0.5}
         for name, value in defaults.items():
             state_dict.setdefault(prefix + name, torch.full_like(getattr(self, name), value))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
