@@ -487,6 +487,11 @@ class TrainSpec(Strict):
     # are unevenly recorded, where rare classes matter as much as common ones (balanced accuracy, macro F1). Off: the
     # scores follow the training split's frequencies (best plain accuracy where the world has those frequencies)
     balanced: bool = False
+    # cut every sample's recordings into windows every window_hop_s seconds, each a sample of its own with the same
+    # split, labels and captions: the last window (the one a sample gives when unset), then each window ending
+    # window_hop_s earlier, as many as fit in the sample's shortest audio or series recording (stills and text repeat);
+    # for recordings longer than the window (folder datasets; docs/dataset.md). Unset: the last window only
+    window_hop_s: float | None = Field(None, gt=0)
     # unimodal pre-training: first train each modality alone (same recipe and seed; kept in <run>/pretrain/), then
     # start the fused model's encoders from those models and train it as usual; about (M + 1) x the training time;
     # one process only (refused with --nproc)

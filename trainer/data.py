@@ -7,7 +7,8 @@
 
 Nothing here knows the built-in scenarios: the spec says which modalities, shapes and labels to expect. Every
 problem is a DataError naming the file and what is wrong with it. Decoded arrays are cached under DATA/.cache,
-keyed by a hash of the spec's modalities and labels and of every file's bytes, so a stale cache is never used.
+keyed by a hash of the spec's modalities and labels and of every file's bytes, so a stale cache is never used. With
+`train.window_hop_s` the cache keeps whole audio and series recordings, cut into windows after it (`windows`).
 """
 
 from __future__ import annotations
@@ -265,8 +266,9 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     return x.reshape(-1, channels), rate
 
 
-def load_audio(path: Path, m: ModalitySpec) -> np.ndarray:
-    """WAV -> (C, n_steps) float32: the last window_s of the recording (the window ends at the tick)."""
+def load_audio(path: Path, m: ModalitySpec, whole: bool = False) -> np.ndarray:
+    """WAV -> (C, n_steps) float32: the last window_s of the recording (the window ends at the tick); `whole`: the
+    whole recording, (C, T) with T >= n_steps."""
     x, rate = read_wav(path)
     if rate <= 0:
         raise DataError(path, f"sample rate {rate} Hz")
@@ -279,12 +281,13 @@ def load_audio(path: Path, m: ModalitySpec) -> np.ndarray:
     if x.shape[0] < m.n_steps:
         at = f" once resampled to {m.rate_hz:g} Hz" if rate != m.rate_hz else ""
         raise DataError(path, f"too short: {x.shape[0]} samples{at}, expected at least {m.n_steps} ({m.window_s} s)")
-    return np.ascontiguousarray(x[-m.n_steps :].T)  # (C, n_steps)
+    return np.ascontiguousarray(x[0 if whole else -m.n_steps :].T)  # (C, n_steps), or (C, T) whole
 
 
-def load_series(path: Path, m: ModalitySpec) -> np.ndarray:
-    """CSV (header = channel names) or .npy (T, C) -> (C, n_steps) float32: the last n_steps rows. A CSV with a
-    `t_s` column (seconds, increasing) may be at any rate: it is put on the rate_hz grid ending at its last row."""
+def load_series(path: Path, m: ModalitySpec, whole: bool = False) -> np.ndarray:
+    """CSV (header = channel names) or .npy (T, C) -> (C, n_steps) float32: the last n_steps rows (`whole`: all of
+    them, (C, T) with T >= n_steps). A CSV with a `t_s` column (seconds, increasing) may be at any rate: it is put on
+    the rate_hz grid ending at its last row."""
     channels = list(m.channels)  # type: ignore[arg-type]
     if path.suffix == ".npy":
         try:
@@ -301,16 +304,17 @@ def load_series(path: Path, m: ModalitySpec) -> np.ndarray:
     else:
         x, t = _read_series_csv(path, channels)
         if t is not None:
-            return _onto_grid(path, t, x, m)
+            return _onto_grid(path, t, x, m, whole)
     if x.shape[0] < m.n_steps:
         raise DataError(path, f"too short: {x.shape[0]} rows, expected at least {m.n_steps} ({m.window_s} s)")
-    return np.ascontiguousarray(x[-m.n_steps :].T)  # (C, n_steps)
+    return np.ascontiguousarray(x[0 if whole else -m.n_steps :].T)  # (C, n_steps), or (C, T) whole
 
 
-def _onto_grid(path: Path, t: np.ndarray, x: np.ndarray, m: ModalitySpec) -> np.ndarray:
+def _onto_grid(path: Path, t: np.ndarray, x: np.ndarray, m: ModalitySpec, whole: bool = False) -> np.ndarray:
     """Rows stamped `t` (seconds) -> (C, n_steps) on the rate_hz grid ending at the last row, each step taking the
     nearest row as the runtime's synchronizer does for a sensor at another rate (runtime/sync.py _resample: values
-    are never interpolated); a step with no row within 0.75 of the longer period is a gap, an error here."""
+    are never interpolated); a step with no row within 0.75 of the longer period is a gap, an error here. `whole`:
+    the grid goes back as far as the rows do, (C, T) with T >= n_steps."""
     from edgefuse.runtime.sync import _resample
 
     steps = np.diff(t)  # (k - 1,)
@@ -324,6 +328,8 @@ def _onto_grid(path: Path, t: np.ndarray, x: np.ndarray, m: ModalitySpec) -> np.
     ts = np.round((t - t[0]) * 1e9).astype(np.int64)  # (k,) ns since the first row
     src_ns = float(np.median(steps)) * 1e9
     cover = 0.75 * max(src_ns, step_ns)
+    if whole:  # every step back to the first row (within cover of it)
+        n = max(n, int((ts[-1] + cover) // step_ns) + 1)
     grid = ts[-1] - np.round(step_ns * np.arange(n - 1, -1, -1)).astype(np.int64)  # (n,) ends at the last row
     if grid[0] < -cover:
         raise DataError(path, f"too short: rows span {t[-1] - t[0]:.3f} s, expected at least {m.window_s} s")
@@ -425,6 +431,7 @@ def _cache_key(spec: ScenarioSpec, root: Path, files: list[dict[str, Path]]) -> 
         "text": {n: _text_params(spec, n) for n, m in spec.modalities.items() if m.kind == "text"},
         # the one source field decoding reads: the channels an audio recording is mixed from (prepare_audio)
         "select": {n: m.source.select_channels for n, m in spec.modalities.items() if m.kind == "audio"},
+        "whole": spec.train.window_hop_s is not None,  # whole recordings, cut into windows after the cache
     }
     h.update(json.dumps(meta, sort_keys=True).encode())
     h.update((root / "labels.csv").read_bytes())
@@ -436,9 +443,19 @@ def _cache_key(spec: ScenarioSpec, root: Path, files: list[dict[str, Path]]) -> 
     return h.hexdigest()
 
 
-def _decode(spec: ScenarioSpec, files: list[dict[str, Path]], progress: bool) -> tuple[dict, np.ndarray]:
+def _decode(
+    spec: ScenarioSpec, files: list[dict[str, Path]], progress: bool, whole: bool = False
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every sample's files -> (inputs, mask (N, M)): modality -> (N, *input_shape). `whole`: audio and series keep
+    their whole recordings instead of the last window, as "rows_<m>" (sum of T, C) all samples' rows back to back
+    and "len_<m>" (N,) each sample's T (0 where missing); cut into windows by `windows`."""
     n, names = len(files), spec.modality_names
-    inputs = {k: np.zeros((n, *m.input_shape), dtype=m.input_dtype) for k, m in spec.modalities.items()}
+    ragged = {k for k, m in spec.modalities.items() if whole and m.kind in ("audio", "series")}
+    inputs = {
+        k: np.zeros((n, *m.input_shape), dtype=m.input_dtype) for k, m in spec.modalities.items() if k not in ragged
+    }
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in ragged}
+    lengths = {k: np.zeros(n, dtype=np.int64) for k in ragged}
     mask = np.zeros((n, len(names)), dtype=np.float32)
     loaders = {"image": load_image, "audio": load_audio, "series": load_series}
     for i, sample_files in enumerate(tqdm(files, desc="load dataset", unit="sample", disable=not progress)):
@@ -449,10 +466,49 @@ def _decode(spec: ScenarioSpec, files: list[dict[str, Path]], progress: bool) ->
             m = spec.modalities[name]
             if m.kind == "text":
                 inputs[name][i] = load_text(path, m, *_text_params(spec, name))
+            elif name in ragged:
+                x = loaders[m.kind](path, m, whole=True)  # (C, T)
+                rows[name].append(x.T)
+                lengths[name][i] = x.shape[1]
             else:
                 inputs[name][i] = loaders[m.kind](path, m)
             mask[i, j] = 1.0
+    for k in ragged:
+        c = spec.modalities[k].input_shape[0]
+        inputs[f"rows_{k}"] = np.concatenate(rows[k]) if rows[k] else np.zeros((0, c), np.float32)
+        inputs[f"len_{k}"] = lengths[k]
     return inputs, mask
+
+
+def windows(
+    spec: ScenarioSpec, inputs: dict[str, np.ndarray], mask: np.ndarray, hop_s: float
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Whole recordings (`_decode(whole=True)`) -> windows every hop_s: (inputs, mask, sample (W,), k (W,)).
+
+    A sample's recordings all end at its tick. Window k of a sample ends k * hop_s before that (k = 0 the last
+    window, the one a sample gives without hop_s); in each audio or series recording it ends round(k * hop_s *
+    rate_hz) rows before the last (rounded per window, so modalities at other rates never drift apart). A sample
+    gives as many windows as fit in the shortest of its audio and series recordings (one when it has none); its
+    images and text are the same in each."""
+    names, n = spec.modality_names, len(mask)
+    ragged = [name for name in spec.modalities if f"len_{name}" in inputs]
+    counts = np.full(n, np.iinfo(np.int64).max)  # windows per sample: those that fit in every recording
+    for name in ragged:
+        m, T = spec.modalities[name], inputs[f"len_{name}"]
+        fit = np.floor((T - m.n_steps) / (hop_s * m.rate_hz) + 1e-9).astype(np.int64) + 1  # k * hop_s * rate <= T - n
+        counts = np.where(mask[:, names.index(name)] > 0, np.minimum(counts, fit), counts)
+    counts = np.where(counts == np.iinfo(np.int64).max, 1, counts)  # no audio or series: the one window
+    sample = np.repeat(np.arange(n), counts)  # (W,)
+    k = np.arange(len(sample)) - np.repeat(np.cumsum(counts) - counts, counts)  # (W,) 0 = the last window
+    out = {name: v[sample] for name, v in inputs.items() if not name.startswith(("rows_", "len_"))}
+    for name in ragged:
+        m, T, rows = spec.modalities[name], inputs[f"len_{name}"], inputs[f"rows_{name}"]
+        end = np.cumsum(T)[sample] - np.round(k * hop_s * m.rate_hz).astype(np.int64)  # (W,) exclusive
+        idx = np.clip(end[:, None] - m.n_steps + np.arange(m.n_steps)[None, :], 0, max(0, len(rows) - 1))
+        x = rows[idx] if len(rows) else np.zeros((len(sample), m.n_steps, m.input_shape[0]), np.float32)
+        x = np.where((T[sample] > 0)[:, None, None], x, 0.0).astype(np.float32)  # a missing recording: zeros
+        out[name] = np.ascontiguousarray(x.transpose(0, 2, 1))  # (W, C, n_steps)
+    return out, mask[sample], sample, k
 
 
 def carve_val(split: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
@@ -490,14 +546,21 @@ def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) ->
             f"({VAL_FRACTION:.0%}{', per class' if spec.heads else ''}, fixed seed) are held out for validation",
             file=sys.stderr,
         )
+    hop_s = spec.train.window_hop_s
     cached = _read_cache(cache, spec)
     if cached is not None:
         inputs, mask = cached
     else:
-        inputs, mask = _decode(spec, files, progress)
+        inputs, mask = _decode(spec, files, progress, whole=hop_s is not None)
         _write_cache(cache, inputs, mask)
     captions = read_captions(root, ids) if spec.captions is not None else None
     extra = head_targets(spec, [r[2] for r in rows])
+    if hop_s is not None:  # every window of a sample keeps its split, labels and captions
+        inputs, mask, sample, k = windows(spec, inputs, mask, hop_s)
+        ids = [f"{ids[i]}#{j}" for i, j in zip(sample, k, strict=True)]
+        split, targets = split[sample], {h: v[sample] for h, v in targets.items()}
+        extra = {h: v[sample] for h, v in extra.items()}
+        captions = [captions[i] for i in sample] if captions is not None else None
     return Dataset(
         spec=spec, ids=ids, split=split, inputs=inputs, mask=mask, targets=targets, extra=extra, captions=captions
     )
@@ -508,8 +571,10 @@ def _read_cache(path: Path, spec: ScenarioSpec) -> tuple[dict, np.ndarray] | Non
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            inputs = {name: z[f"in_{name}"] for name in spec.modalities}
+            inputs = {name[3:]: z[name] for name in z.files if name.startswith("in_")}  # see _decode
             mask = z["mask"]
+        if not all(name in inputs or f"rows_{name}" in inputs for name in spec.modalities):
+            return None
     except (OSError, KeyError, ValueError):
         return None  # a damaged cache is rebuilt, never trusted
     return inputs, mask

@@ -390,3 +390,61 @@ def test_corrupt_cache_is_rebuilt(tmp_path: Path, home_spec, home_data: Path):
     cache.write_bytes(b"garbage")
     again = load_dataset(home_spec, root, progress=False)
     assert np.array_equal(again.inputs["camera"], good.inputs["camera"])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# long recordings cut into windows (train.window_hop_s)
+
+WINDOWED = {
+    "name": "windowed",
+    "modalities": {
+        "cam": {"kind": "image", "shape": [8, 8], "channels": 1},
+        "mic": {"kind": "audio", "rate_hz": 1000, "window_s": 0.5},
+        "env": {"kind": "series", "rate_hz": 10, "window_s": 2.0, "channels": ["a"]},
+    },
+    "labels": {"event": ["x", "y"]},
+}
+
+
+def write_windowed(root: Path) -> Path:
+    """s0: 2 s of audio + 5 s of series + a still; s1: exactly one window of each; s2: 3 s of series only, its rows
+    stamped at 20 Hz (t_s). Audio sample j holds j / 4000, series row i holds i (its time in rate steps)."""
+    (root / "samples").mkdir(parents=True)
+    (root / "labels.csv").write_text("sample,split,event\ns0,train,x\ns1,val,y\ns2,test,y\n")
+    for name, audio_s, series_rows in (("s0", 2.0, 50), ("s1", 0.5, 20), ("s2", None, None)):
+        d = root / "samples" / name
+        d.mkdir()
+        cv2.imwrite(str(d / "cam.png"), np.full((8, 8), 40 * int(name[1]) + 10, np.uint8))
+        if audio_s is not None:
+            write_float_wav(d / "mic.wav", (np.arange(int(audio_s * 1000)) / 4000)[:, None], 1000)
+        if series_rows is not None:
+            (d / "env.csv").write_text("a\n" + "\n".join(str(i) for i in range(series_rows)) + "\n")
+    t = np.arange(61) / 20  # 3.0 s at 20 Hz: the 10 Hz grid takes every other row (value 10 * t)
+    (root / "samples" / "s2" / "env.csv").write_text("t_s,a\n" + "\n".join(f"{v:.4f},{v * 10:g}" for v in t) + "\n")
+    return root
+
+
+def test_window_hop_cuts_long_recordings_into_aligned_windows(tmp_path):
+    root = write_windowed(tmp_path / "d")
+    last = load_dataset(parse_spec(WINDOWED), root, progress=False)  # unset: one window per sample, the last
+    d = {**WINDOWED, "train": {"window_hop_s": 0.5}}
+    ds = load_dataset(parse_spec(d), root, progress=False)
+    # s0: audio fits (2000 - 500) / 500 + 1 = 4 windows, series (50 - 20) / 5 + 1 = 7: the shorter decides
+    assert ds.ids == ["s0#0", "s0#1", "s0#2", "s0#3", "s1#0", "s2#0", "s2#1", "s2#2"]
+    assert list(ds.split) == ["train"] * 4 + ["val"] + ["test"] * 3
+    assert list(ds.targets["event"]) == [0, 0, 0, 0, 1, 1, 1, 1]
+    for w, k in enumerate(range(4)):  # window k ends k * 0.5 s before the end, in both modalities
+        np.testing.assert_allclose(ds.inputs["mic"][w, 0], np.arange(1500 - 500 * k, 2000 - 500 * k) / 4000, atol=1e-7)
+        np.testing.assert_array_equal(ds.inputs["env"][w, 0], np.arange(30 - 5 * k, 50 - 5 * k))
+        np.testing.assert_array_equal(ds.inputs["cam"][w], last.inputs["cam"][0])  # the still repeats
+    for k in range(3):  # s2: no audio (masked, zeros); its 20 Hz rows on the 10 Hz grid, back to its first row
+        w = 5 + k
+        np.testing.assert_allclose(ds.inputs["env"][w, 0], np.arange(11 - 5 * k, 31 - 5 * k), atol=1e-4)
+        assert not ds.inputs["mic"][w].any() and list(ds.mask[w]) == [1.0, 0.0, 1.0]
+    for i, w in enumerate((0, 4, 5)):  # each sample's window 0 is what an unset hop loads
+        for name in WINDOWED["modalities"]:
+            np.testing.assert_array_equal(ds.inputs[name][w], last.inputs[name][i])
+    again = load_dataset(parse_spec({**WINDOWED, "train": {"window_hop_s": 1.0}}), root, progress=False)
+    assert again.ids == ["s0#0", "s0#1", "s1#0", "s2#0", "s2#1"]  # the cache keeps whole recordings: any hop reuses it
+    np.testing.assert_array_equal(again.inputs["env"][1, 0], np.arange(20, 40))
+    assert len(list((root / ".cache").glob("*.npz"))) == 2  # one with last windows, one with whole recordings
