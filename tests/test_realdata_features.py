@@ -337,3 +337,26 @@ def test_the_benchmark_refuses_an_unknown_or_unconverted_dataset_in_one_line(ben
     monkeypatch.setattr(sys, "argv", ["bench_realdata.py", "--datasets", "signlang", "--no-write"])
     assert bench.main() == 2
     assert capsys.readouterr().err.strip() == f"bench_realdata: signlang: {labels}: no samples listed"
+
+
+def test_longtail_cut_keeps_a_geometric_share_per_class_and_the_whole_test_split(tmp_path):
+    cut = _module("longtail").write_cut
+    src = tmp_path / "src"
+    (src / "samples").mkdir(parents=True)
+    rows = [
+        (f"{c}{split}{i}", split, c)
+        for c in "abc"
+        for split, n in (("train", 20), ("val", 10), ("test", 5))
+        for i in range(n)
+    ]
+    with open(src / "labels.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("sample", "split", "event"), *rows])
+    counts = cut(src, tmp_path / "cut", 10.0)
+    # in the cut's fixed class order, the k-th of 3 keeps round(n * 10 ** (-k / 2)): 20, 6 and 2 of 20 train samples
+    assert sorted(counts.values()) == [2, 6, 20] and (tmp_path / "cut" / "samples").resolve() == src / "samples"
+    with open(tmp_path / "cut" / "labels.csv", newline="") as f:
+        kept = list(csv.DictReader(f))
+    for c, n in counts.items():
+        of = [r for r in kept if r["event"] == c]
+        val = {20: 10, 6: 3, 2: 1}[n]  # of 10: round(10 * 10 ** (-k / 2))
+        assert [len([r for r in of if r["split"] == s]) for s in ("train", "val", "test")] == [n, val, 5]
