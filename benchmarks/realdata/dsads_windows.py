@@ -1,0 +1,120 @@
+"""DSADS as whole recordings cut by `train.window_hop_s`: the loader's windows on real data. Information, not the bench.
+
+    python benchmarks/realdata/dsads_windows.py [--seeds 2] [--jobs 2]
+
+DSADS's 60 segments of one person doing one activity are the consecutive 5-s pieces of one 5-minute recording
+(Altun et al. 2010). Here they are joined back: one sample per (activity, person), upper.npy and lower.npy of 7,500
+rows each, split by person as benchmarks/realdata/dsads.py splits them (p1-p5 train, p6 val, p7-p8 test). Then:
+  1. loaded with window_hop_s 5.0 (the window), the 152 recordings must give exactly the 9,120 converted segments,
+     window k of a recording being its segment 60 - k (checked value for value);
+  2. per seed, the dsads spec (benchmarks/realdata/dsads.yaml) trains the fused model on windows every 5 s (the
+     segments: the bench's data) and every 2.5 s (twice the windows, each overlapping its neighbours by half);
+     both are scored on the same test windows, the bench's 2,280 test segments.
+The joined folder is a temporary one (removed at the end, with the runs); one torch thread per training, --jobs
+trainings at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+DATA = ROOT / "data" / "realdata" / "dsads"
+SEGMENTS = 60
+
+
+def join(root: Path) -> None:
+    """root/labels.csv + root/samples/a<AA>_p<P>/{upper,lower}.npy: each recording's 60 segments in order."""
+    with open(DATA / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    recordings: dict[str, tuple[str, str]] = {}
+    for r in rows:
+        recordings.setdefault(r["sample"].rsplit("_s", 1)[0], (r["split"], r["activity"]))  # a01_p7_s01 -> a01_p7
+    with open(root / "labels.csv", "w", newline="") as out:
+        w = csv.writer(out)
+        w.writerow(["sample", "split", "activity"])
+        for name, (split, activity) in recordings.items():
+            folder = root / "samples" / name
+            folder.mkdir(parents=True)
+            for part in ("upper", "lower"):
+                segs = [np.load(DATA / "samples" / f"{name}_s{s:02d}" / f"{part}.npy") for s in range(1, SEGMENTS + 1)]
+                np.save(folder / f"{part}.npy", np.concatenate(segs))
+            w.writerow([name, split, activity])
+
+
+def spec_with(hop_s: float):
+    from edgefuse.spec import load_spec, parse_spec, spec_to_dict
+
+    d = spec_to_dict(load_spec(HERE / "dsads.yaml"))
+    d["train"]["window_hop_s"] = hop_s
+    return parse_spec(d, "dsads")
+
+
+def check_windows(joined: Path) -> int:
+    """Step 1: the hop-5 windows equal the converted segments; returns how many were compared."""
+    from edgefuse.spec import load_spec
+    from edgefuse.trainer.data import load_dataset
+
+    windows = load_dataset(spec_with(5.0), joined, progress=False)
+    segments = load_dataset(load_spec(HERE / "dsads.yaml"), DATA, progress=False)
+    at = {sid: i for i, sid in enumerate(segments.ids)}
+    for w, wid in enumerate(windows.ids):
+        name, k = wid.split("#")
+        i = at[f"{name}_s{SEGMENTS - int(k):02d}"]
+        for m in ("upper", "lower"):
+            if not np.array_equal(windows.inputs[m][w], segments.inputs[m][i]):
+                raise SystemExit(f"window {wid} differs from segment {segments.ids[i]} in {m}")
+        if windows.split[w] != segments.split[i] or windows.targets["activity"][w] != segments.targets["activity"][i]:
+            raise SystemExit(f"window {wid}: split or label differs from segment {segments.ids[i]}")
+    if len(windows) != len(segments):
+        raise SystemExit(f"{len(windows)} windows for {len(segments)} segments")
+    return len(windows)
+
+
+def run(joined: str, hop_s: float, seed: int) -> tuple[float, int]:
+    """Train on windows every hop_s; (accuracy on the hop-5 test windows, training windows)."""
+    from edgefuse.trainer.data import load_dataset
+    from edgefuse.trainer.evaluate import baseline_accuracy
+    from edgefuse.trainer.train import train
+
+    ds = load_dataset(spec_with(hop_s), Path(joined), progress=False)
+    test = load_dataset(spec_with(5.0), Path(joined), progress=False).subset("test")
+    with tempfile.TemporaryDirectory(prefix="dsads-windows-run-") as out:
+        train(spec_with(hop_s), Path(joined), Path(out), seed=seed, progress=False, dataset=ds)
+        return baseline_accuracy(Path(out), test), int((ds.split == "train").sum())
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=1, help="trainings at once (each one torch thread)")
+    args = p.parse_args()
+    if not (DATA / "labels.csv").is_file():
+        p.error(f"{DATA} is not converted yet: run benchmarks/realdata/dsads.py convert first")
+    with tempfile.TemporaryDirectory(prefix="dsads-windows-") as tmp:
+        joined = Path(tmp)
+        join(joined)
+        n = check_windows(joined)
+        print(f"window_hop_s 5.0 on the 152 joined recordings: {n} windows, each equal to its converted segment")
+        jobs = [(str(joined), hop, seed) for seed in range(args.seeds) for hop in (5.0, 2.5)]
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            results = list(pool.map(run, *zip(*jobs, strict=True)))
+    print("| window_hop_s | training windows | test accuracy per seed (the bench's 2,280 test segments) | mean |")
+    print("|---|---|---|---|")
+    for hop in (5.0, 2.5):
+        got = [r for (_, h, _), r in zip(jobs, results, strict=True) if h == hop]
+        accs = ", ".join(f"{100 * a:.1f} %" for a, _ in got)
+        print(f"| {hop:g} s | {got[0][1]} | {accs} | {100 * np.mean([a for a, _ in got]):.1f} % |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
