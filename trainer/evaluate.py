@@ -28,6 +28,9 @@ Definitions used throughout the report (all computed with NumPy):
   latency_ms      batch-1 forward in torch on the CPU, in the inference form the torch backend runs (BatchNorm
                   folded, channels-last weights), inference_mode, after warm-up; p50/p99 over `iters` calls with
                   `threads` torch threads
+  recordings      with `train.window_hop_s` (long recordings cut into windows, ids `<sample>#<k>`): per class head,
+                  each recording's windows' log-probabilities summed, then accuracy and macro F1 over recordings
+                  (the decision from every window of a recording, where accuracy scores each window alone)
   captions        with a caption head (spec `captions:`) and captions.csv: BLEU-4 (sacrebleu) and ROUGE-L
                   (rouge-score) of the greedy captions against every reference of each sample, beside the most
                   frequent reference said for every sample (trainer/caption.py); no CIDEr (see there why)
@@ -265,6 +268,27 @@ def other_heads(model: Any, spec: ScenarioSpec, inputs: dict[str, Any], mask: An
     return out
 
 
+def recording_scores(spec: ScenarioSpec, logits: dict[str, Any], part: Any) -> dict[str, Any]:
+    """The "recordings" section: per class head, each recording's windows' log-probabilities summed, scored over
+    recordings (a recording is the id before '#'; its windows share its labels)."""
+    names, which = np.unique([i.rsplit("#", 1)[0] for i in part.ids], return_inverse=True)
+    heads = {}
+    for h in spec.heads:
+        logp = torch.log_softmax(logits[h].float(), dim=1).numpy()  # (W, C)
+        summed = np.zeros((len(names), logp.shape[1]))
+        np.add.at(summed, which, logp)
+        y = np.zeros(len(names), dtype=np.int64)
+        y[which] = part.targets[h]
+        m = head_metrics(y, summed.argmax(1), spec.labels[h])
+        heads[h] = {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
+    return {
+        "n": len(names),
+        "accuracy": float(np.mean([r["accuracy"] for r in heads.values()])),
+        "macro_f1": float(np.mean([r["macro_f1"] for r in heads.values()])),
+        "heads": heads,
+    }
+
+
 def calibration(model: Any, inputs: dict[str, Any], mask: Any, targets: dict[str, np.ndarray]) -> dict[str, float]:
     """ECE and NLL (means over heads) of the scores with temperature 1 ("before") and the fitted one ("after")."""
     from edgefuse.trainer.calibrate import expected_calibration_error, nll
@@ -337,6 +361,8 @@ def evaluate(
         "without": {},
         **tail,
     }
+    if spec.train.window_hop_s is not None:
+        report["recordings"] = recording_scores(spec, predict_logits(model, inputs, mask), part)
     if getattr(model, "caption", None) is not None and part.captions is not None:
         from edgefuse.trainer.caption import caption_report
 

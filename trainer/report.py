@@ -47,6 +47,18 @@ def _pts(delta: float) -> str:
     return f"{100 * delta:+.1f}"
 
 
+def _recording_lines(r: dict[str, Any]) -> list[str]:
+    """With windows cut from long recordings: the scores per recording (all its windows' log-probabilities summed)."""
+    rec = r.get("recordings")
+    if rec is None:
+        return []
+    return [
+        f"Per recording ({rec['n']} recordings, each decided by all its windows' log-probabilities summed): accuracy "
+        f"{rec['accuracy']:.3f}, macro F1 {rec['macro_f1']:.3f}.",
+        "",
+    ]
+
+
 def render_markdown(r: dict[str, Any], pngs: dict[str, str]) -> str:
     """The report as markdown; `pngs` maps head -> confusion PNG file name (relative to the .md)."""
     if not r["heads"]:  # no class head: the multilabel and regression sections only
@@ -77,6 +89,7 @@ def render_markdown(r: dict[str, Any], pngs: dict[str, str]) -> str:
                 ]
             ],
         ),
+        *_recording_lines(r),
         "## Modalities",
         "",
         "Ablation masks the modality at test time; *without* is a model trained without it; *only* is one trained "

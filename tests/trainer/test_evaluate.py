@@ -17,6 +17,7 @@ from edgefuse.trainer.evaluate import (
     head_metrics,
     macro_f1,
     per_class_scores,
+    recording_scores,
 )
 
 # y_true = 0 0 1 1 2 2, y_pred = 0 1 1 1 2 0:
@@ -139,3 +140,45 @@ def test_cli_eval_missing_split(tiny_run, tmp_path, capsys):
     rc = main(["eval", "--run", str(run), "--data", str(data), "--report", str(tmp_path / "r.json"), "--split", "dev"])
     assert rc == 1
     assert "no samples in split 'dev'" in capsys.readouterr().err
+
+
+def test_recording_scores_sum_each_recordings_window_log_probabilities():
+    from types import SimpleNamespace
+
+    import torch
+
+    from edgefuse.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "name": "r",
+            "modalities": {"s": {"kind": "series", "rate_hz": 10, "window_s": 1, "channels": ["a"]}},
+            "labels": {"event": ["x", "y"]},
+        }
+    )
+    # a (x): windows say x, y, y but x by much more; b (y): y; c (y): x twice -> per window 3 of 6 right
+    probs = [[0.9, 0.1], [0.4, 0.6], [0.45, 0.55], [0.2, 0.8], [0.7, 0.3], [0.6, 0.4]]
+    part = SimpleNamespace(
+        ids=["a#0", "a#1", "a#2", "b#0", "c#0", "c#1"], targets={"event": np.array([0, 0, 0, 1, 1, 1])}
+    )
+    got = recording_scores(spec, {"event": torch.tensor(probs).log()}, part)
+    # a: log .9 + log .4 + log .45 = -1.82 against log .1 + log .6 + log .55 = -3.41: x, right; b right; c wrong
+    assert got["n"] == 3 and got["accuracy"] == pytest.approx(2 / 3)
+    assert got["heads"]["event"]["macro_f1"] == pytest.approx((2 / 3 + 2 / 3) / 2)  # x: P 1/2 R 1; y: P 1 R 1/2
+
+
+def test_a_windowed_run_reports_per_recording_scores(tiny_run, tmp_path):
+    from edgefuse.spec import parse_spec, spec_to_dict
+    from edgefuse.trainer.data import load_dataset
+    from edgefuse.trainer.train import train
+
+    spec, data, _, _ = tiny_run
+    d = spec_to_dict(spec)
+    d["train"]["window_hop_s"] = 0.5
+    windowed = parse_spec(d)
+    ds = load_dataset(windowed, data, progress=False)  # the synthetic recordings are one window long: one each
+    assert all(i.endswith("#0") for i in ds.ids)
+    train(windowed, data, tmp_path / "run", epochs=1, progress=False, dataset=ds)
+    r = evaluate(tmp_path / "run", data, tmp_path / "r.json", with_baselines=False, progress=False, dataset=ds)
+    assert r["recordings"]["n"] == r["n_test"] and r["recordings"]["accuracy"] == pytest.approx(r["accuracy"])
+    assert f"Per recording ({r['n_test']} recordings" in (tmp_path / "r.md").read_text()
