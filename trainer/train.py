@@ -561,7 +561,8 @@ def train(
                 "learn to predict them",
                 file=sys.stderr,
             )
-        for note in [] if cfg.balanced else imbalance_notes(spec, train_ds, Path(data_dir) / "labels.csv"):
+        # once per dataset: not again for each baseline eval trains on the same data
+        for note in [] if cfg.balanced or masked else imbalance_notes(spec, train_ds, Path(data_dir) / "labels.csv"):
             print(note, file=sys.stderr)
     if not spec.head_kinds:  # an anomaly-only spec: no classifier to train (trainer/anomaly.py)
         from edgefuse.trainer.anomaly import train_anomaly

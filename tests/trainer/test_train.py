@@ -112,6 +112,8 @@ def test_balanced_scores_shift_each_class_by_minus_its_log_training_frequency(ti
         f"{counts[hi]} ({classes[hi]}); its scores follow these frequencies (train.balanced: true scores every class "
         "as equally likely)"
     ]
+    train(spec, data, tmp_path / "only", epochs=1, progress=False, dataset=cut, only=spec.modality_names[0])
+    assert "note" not in capsys.readouterr().err  # a baseline on the same data does not repeat it
     d = spec_to_dict(spec)
     d["train"]["balanced"] = True
     balanced = train(parse_spec(d), data, tmp_path / "balanced", epochs=2, progress=False, dataset=cut)
