@@ -430,6 +430,9 @@ def seed_summary(reports: list[dict[str, Any]]) -> dict[str, Any]:
         "ece_before": mean_std([r["calibration"]["ece_before"] for r in reports]),
         "ece_after": mean_std([r["calibration"]["ece_after"] for r in reports]),
     }
+    if all("recordings" in r for r in reports):  # windows cut from long recordings: the per-recording scores too
+        out["recordings_accuracy"] = mean_std([r["recordings"]["accuracy"] for r in reports])
+        out["recordings_macro_f1"] = mean_std([r["recordings"]["macro_f1"] for r in reports])
     for key in ("unimodal", "without"):
         names = reports[0][key]
         out[key] = {m: mean_std([r[key][m] for r in reports if m in r[key]]) for m in names}
@@ -489,6 +492,8 @@ def seeds_markdown(s: dict[str, Any]) -> str:
         "|---|---|---|---|",
         f"| fused | {pm(s['accuracy'])} | {pm(s['macro_f1'])} | {pm(s['ece_before'])} / {pm(s['ece_after'])} |",
     ]
+    if "recordings_accuracy" in s:
+        lines.append(f"| fused, per recording | {pm(s['recordings_accuracy'])} | {pm(s['recordings_macro_f1'])} | |")
     lines += [f"| only {m} | {pm(v)} | | |" for m, v in s["unimodal"].items()]
     lines += ["", "| seed run | accuracy [95 % CI] | macro F1 [95 % CI] | ECE after |", "|---|---|---|---|"]
     for r in s["seeds"]:

@@ -182,3 +182,31 @@ def test_a_windowed_run_reports_per_recording_scores(tiny_run, tmp_path):
     r = evaluate(tmp_path / "run", data, tmp_path / "r.json", with_baselines=False, progress=False, dataset=ds)
     assert r["recordings"]["n"] == r["n_test"] and r["recordings"]["accuracy"] == pytest.approx(r["accuracy"])
     assert f"Per recording ({r['n_test']} recordings" in (tmp_path / "r.md").read_text()
+
+
+def test_seed_summary_carries_the_per_recording_scores():
+    from edgefuse.trainer.evaluate import seed_summary, seeds_markdown
+
+    def one(acc: float, rec: float) -> dict:
+        cal = {"ece_before": 0.1, "ece_after": 0.05}
+        rec_part = {"n": 4, "accuracy": rec, "macro_f1": rec - 0.1, "heads": {}}
+        return {
+            "accuracy": acc,
+            "macro_f1": acc,
+            "calibration": cal,
+            "unimodal": {},
+            "without": {},
+            "recordings": rec_part,
+        }
+
+    reports = [one(0.8, 0.75), one(0.9, 1.0)]
+    s = seed_summary(reports)
+    assert s["recordings_accuracy"]["mean"] == pytest.approx(0.875)
+    assert s["recordings_accuracy"]["std"] == pytest.approx(np.std([0.75, 1.0], ddof=1))
+    assert s["recordings_macro_f1"]["mean"] == pytest.approx(0.775)
+    ci = {"accuracy": [0.7, 0.9], "macro_f1": [0.7, 0.9]}
+    s.update(seeds=[{**r, "run": f"seed-{i}", "ci95": ci} for i, r in enumerate(reports)], scenario="t")
+    s.update(fusion="attention", n_test=10)
+    assert "| fused, per recording | 0.875 +- 0.177 | 0.775 +- 0.177 | |" in seeds_markdown(s)
+    plain = [{k: v for k, v in r.items() if k != "recordings"} for r in reports]  # windows not cut: no such row
+    assert "recordings_accuracy" not in seed_summary(plain)
