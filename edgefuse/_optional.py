@@ -12,6 +12,7 @@ EXTRAS = {
     "pycuda": "trt",
     "sounddevice": "audio",
     "soxr": "audio",
+    "soundfile": "train",
     "cv2": "opencv",
     "prometheus_client": "monitor",
     "aiohttp": "monitor",

@@ -26,13 +26,19 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from edgefuse._optional import require
 from edgefuse.errors import DataError
 from edgefuse.preprocess import prepare_audio, prepare_image, prepare_text
 from edgefuse.spec import ModalitySpec, ScenarioSpec
 from edgefuse.trainer.caption import read_captions
 
 SPLITS = ("train", "val", "test")
-EXTENSIONS = {"image": (".png", ".jpg", ".jpeg"), "audio": (".wav",), "series": (".csv", ".npy"), "text": (".txt",)}
+EXTENSIONS = {
+    "image": (".png", ".jpg", ".jpeg"),
+    "audio": (".wav", ".flac", ".ogg", ".mp3"),  # WAV read here (read_wav), the others by libsndfile (read_audio)
+    "series": (".csv", ".npy"),
+    "text": (".txt",),
+}
 TIME_COLUMN = "t_s"  # a series CSV's optional timestamp column (seconds): rows at any rate, put on the rate_hz grid
 VAL_FRACTION = 0.15  # of the train split, held out for validation when labels.csv has no val rows
 CACHE_VERSION = 2  # bump when decoding changes, so old caches stop matching
@@ -266,10 +272,26 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     return x.reshape(-1, channels), rate
 
 
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """A FLAC, Ogg (Vorbis, Opus) or MP3 file -> ((n, channels) float32 in [-1, 1], sample rate), decoded by
+    libsndfile through soundfile (the `train` extra); DataError in one line when it cannot decode the file."""
+    sf = require("soundfile", f"reading {path.suffix} audio")
+    try:
+        x, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        problem = " ".join(str(getattr(err, "error_string", err)).split())  # libsndfile's reason, without the path
+        if "does not exist" in problem and path.is_file():  # what libsndfile says of an MP3 it finds no frame in
+            problem = "no decodable audio frames"
+        raise DataError(path, f"unreadable {path.suffix[1:].upper()} audio: {problem}") from None
+    if x.shape[0] == 0:
+        raise DataError(path, "no audio samples")
+    return x, int(rate)
+
+
 def load_audio(path: Path, m: ModalitySpec, whole: bool = False) -> np.ndarray:
-    """WAV -> (C, n_steps) float32: the last window_s of the recording (the window ends at the tick); `whole`: the
-    whole recording, (C, T) with T >= n_steps."""
-    x, rate = read_wav(path)
+    """WAV, FLAC, Ogg or MP3 -> (C, n_steps) float32: the last window_s of the recording (the window ends at the
+    tick); `whole`: the whole recording, (C, T) with T >= n_steps."""
+    x, rate = read_wav(path) if path.suffix == ".wav" else read_audio(path)
     if rate <= 0:
         raise DataError(path, f"sample rate {rate} Hz")
     if not np.isfinite(x).all():

@@ -294,6 +294,47 @@ def test_audio_at_another_rate_and_channel_count_is_converted_as_the_microphone_
     assert err.value.problem == "source.select_channels [2] needs 3 channels, the recording has 2"
 
 
+def test_flac_ogg_and_mp3_recordings_load_as_the_wav_of_the_same_sound(tmp_path: Path, home_spec, home_data: Path):
+    import soundfile as sf
+
+    rate, n = 16000, 16000  # smart_home's microphone: 16 kHz mono, 1 s
+    t = np.arange(int(rate * 1.5)) / rate
+    x = (0.4 * np.sin(2 * np.pi * 1000 * t) + 0.2 * np.sin(2 * np.pi * 3000 * t))[:, None]
+    as_wav = broken(home_data, tmp_path / "wav", lambda r: write_wav16(first_sample(r) / "mic.wav", x, rate))
+    want = load_dataset(home_spec, as_wav, progress=False).inputs["mic"][list(range(24))].copy()
+    for fmt, subtype in (("flac", "PCM_16"), ("ogg", "VORBIS"), ("mp3", "MPEG_LAYER_III")):
+
+        def swap(r: Path, fmt: str = fmt, subtype: str = subtype) -> None:
+            (first_sample(r) / "mic.wav").unlink()
+            pcm = (np.clip(x, -1, 1) * 32767).astype("<i2")  # the WAV's 16-bit samples, as write_wav16 wrote them
+            sf.write(first_sample(r) / f"mic.{fmt}", pcm, rate, format=fmt.upper(), subtype=subtype)
+
+        root = broken(as_wav, tmp_path / fmt, swap)
+        got = load_dataset(home_spec, root, progress=False)
+        i = list(got.ids).index("000000")
+        others = [j for j in range(len(got)) if j != i]
+        np.testing.assert_array_equal(got.inputs["mic"][others], want[others])  # the other samples' WAVs as before
+        if fmt == "flac":  # lossless: the same 16-bit samples
+            np.testing.assert_array_equal(got.inputs["mic"][i], want[i])
+        else:  # lossy: the same two tones at the same levels in the last second, little else
+            amp = np.abs(np.fft.rfft(got.inputs["mic"][i, 0])) * 2 / n
+            assert amp[1000] == pytest.approx(0.4, abs=0.04) and amp[3000] == pytest.approx(0.2, abs=0.03), fmt
+            assert np.delete(amp, [999, 1000, 1001, 2999, 3000, 3001]).max() < 0.02, fmt
+    bad = broken(
+        home_data, tmp_path / "bad", lambda r: (first_sample(r) / "mic.wav").rename(first_sample(r) / "mic.flac")
+    )
+    with pytest.raises(DataError) as err:  # WAV bytes named .flac: libsndfile's reason, in one line
+        (first_sample(bad) / "mic.flac").write_bytes(b"fLaC" + b"\0" * 40)
+        load_dataset(home_spec, bad, progress=False)
+    assert err.value.path.endswith("000000/mic.flac") and err.value.problem.startswith("unreadable FLAC audio: ")
+    assert "\n" not in err.value.problem
+    (first_sample(bad) / "mic.flac").rename(first_sample(bad) / "mic.mp3")
+    (first_sample(bad) / "mic.mp3").write_bytes(b"not an mp3 at all")
+    with pytest.raises(DataError) as err:
+        load_dataset(home_spec, bad, progress=False)
+    assert err.value.problem == "unreadable MP3 audio: no decodable audio frames"
+
+
 ENV = ["motion", "door", "temperature", "humidity", "light", "smoke"]  # smart_home's env: 10 Hz, 4 s = 40 steps
 
 
