@@ -113,7 +113,8 @@ class FusionModel(nn.Module):
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
         # checkpoints and bundles written before temperature scaling have no temperature: they load uncalibrated (1);
-        # those from before train.balanced have no class bias (0); those from before multilabel/regression heads have none of their (then empty) buffers
+        # those from before train.balanced have no class bias (0); those from before multilabel/regression heads have
+        # none of their (then empty) buffers
         defaults = {"temperature": 1.0, "class_bias": 0.0, "target_mean": 0.0, "target_std": 1.0, "thresholds": 0.5}
         for name, value in defaults.items():
             state_dict.setdefault(prefix + name, torch.full_like(getattr(self, name), value))
