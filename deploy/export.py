@@ -190,6 +190,8 @@ def manifest_outputs(spec: ScenarioSpec, model: Any = None) -> list[OutputSpec]:
             name=f"{kind.output_prefix}{h}", dtype="float32", shape=[-1, len(labels)], head=h, labels=labels, kind=k
         )
         o.meaning = kind.meaning
+        if k == "class" and spec.train.balanced:  # what the scores assume (trainer/train.py balance_scores)
+            o.meaning += "; every class taken as equally likely (train.balanced), not as often as in the training data"
         if k == "multilabel":
             o.thresholds = model.head_thresholds(h) if model is not None else [0.5] * len(labels)
         elif k == "regression":

@@ -93,6 +93,7 @@ def test_a_class_without_training_samples_is_named_in_a_warning(tiny_data, tmp_p
 def test_balanced_scores_shift_each_class_by_minus_its_log_training_frequency(tiny_data, tmp_path, capsys):
     import onnxruntime as ort
 
+    from edgefuse.deploy.bundle import load_bundle
     from edgefuse.deploy.export import export_bundle
 
     spec, data, ds = tiny_data
@@ -134,6 +135,10 @@ def test_balanced_scores_shift_each_class_by_minus_its_log_training_frequency(ti
     sess = ort.InferenceSession(str(tmp_path / "bundle" / "model.onnx"), providers=["CPUExecutionProvider"])
     (scores,) = sess.run([f"scores_{head}"], {**{m: v.numpy() for m, v in inputs.items()}, "mask": mask.numpy()})
     np.testing.assert_allclose(scores, z_bal.softmax(1).numpy(), atol=1e-4)
+    (out,) = [o for o in load_bundle(tmp_path / "bundle").manifest.outputs if o.head == head]
+    assert out.meaning.endswith(
+        "every class taken as equally likely (train.balanced), not as often as in the training data"
+    )
 
 
 def test_without_val_rows_a_stratified_share_of_train_is_held_out(tiny_data, tmp_path, capsys):
