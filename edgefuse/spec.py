@@ -490,7 +490,8 @@ class TrainSpec(Strict):
     # cut every sample's recordings into windows every window_hop_s seconds, each a sample of its own with the same
     # split, labels and captions: the last window (the one a sample gives when unset), then each window ending
     # window_hop_s earlier, as many as fit in the sample's shortest audio or series recording (stills and text repeat);
-    # for recordings longer than the window (folder datasets; docs/dataset.md). Unset: the last window only
+    # for recordings longer than the window (folder datasets; docs/dataset.md); at least one step of every audio and
+    # series modality. Unset: the last window only
     window_hop_s: float | None = Field(None, gt=0)
     # unimodal pre-training: first train each modality alone (same recipe and seed; kept in <run>/pretrain/), then
     # start the fused model's encoders from those models and train it as usual; about (M + 1) x the training time;
@@ -810,6 +811,17 @@ def cross_check(data: dict[str, Any]) -> list[tuple[str, str]]:
                 problems.append(
                     (f"{section}.caption", "'caption' is the caption head's name (captions:); rename this head")
                 )
+    hop = d(data.get("train")).get("window_hop_s")
+    if isinstance(hop, (int, float)) and hop > 0:  # a shorter hop repeats rows: windows that differ by nothing
+        for m, ms in modalities.items():
+            rate = d(ms).get("rate_hz")
+            if (
+                d(ms).get("kind") in ("audio", "series")
+                and isinstance(rate, (int, float))
+                and rate > 0
+                and hop * rate < 1
+            ):
+                problems.append(("train.window_hop_s", f"{hop:g} s is shorter than one step of {m} ({1 / rate:g} s)"))
     if "encoders" in model:
         for m in modalities:
             if m not in encoders:

@@ -520,6 +520,14 @@ def windows(
         fit = np.floor((T - m.n_steps) / (hop_s * m.rate_hz) + 1e-9).astype(np.int64) + 1  # k * hop_s * rate <= T - n
         counts = np.where(mask[:, names.index(name)] > 0, np.minimum(counts, fit), counts)
     counts = np.where(counts == np.iinfo(np.int64).max, 1, counts)  # no audio or series: the one window
+    per_window = sum(4 * int(np.prod(m.input_shape)) for m in spec.modalities.values())  # bytes, float32 (text: less)
+    need, have = int(counts.sum()) * per_window, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have // 2:
+        raise DataError(
+            "train.window_hop_s",
+            f"{hop_s:g} s cuts {int(counts.sum()):,} windows ({need / 2**30:.1f} GiB), more than half of this "
+            f"machine's {have / 2**30:.0f} GiB of memory: use a longer hop",
+        )
     sample = np.repeat(np.arange(n), counts)  # (W,)
     k = np.arange(len(sample)) - np.repeat(np.cumsum(counts) - counts, counts)  # (W,) 0 = the last window
     out = {name: v[sample] for name, v in inputs.items() if not name.startswith(("rows_", "len_"))}

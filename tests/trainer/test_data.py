@@ -489,3 +489,18 @@ def test_window_hop_cuts_long_recordings_into_aligned_windows(tmp_path):
     assert again.ids == ["s0#0", "s0#1", "s1#0", "s2#0", "s2#1"]  # the cache keeps whole recordings: any hop reuses it
     np.testing.assert_array_equal(again.inputs["env"][1, 0], np.arange(20, 40))
     assert len(list((root / ".cache").glob("*.npz"))) == 2  # one with last windows, one with whole recordings
+
+
+def test_a_window_hop_shorter_than_a_step_or_beyond_memory_is_refused_in_one_line(tmp_path, monkeypatch):
+    from edgefuse.spec import SpecError
+    from edgefuse.trainer import data as data_module
+
+    with pytest.raises(SpecError) as err:  # env runs at 10 Hz: a 0.05 s hop would repeat its rows
+        parse_spec({**WINDOWED, "train": {"window_hop_s": 0.05}})
+    assert "train.window_hop_s: 0.05 s is shorter than one step of env (0.1 s)" in str(err.value)
+    root = write_windowed(tmp_path / "d")
+    monkeypatch.setattr(data_module.os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 1}[name])
+    with pytest.raises(DataError) as err:  # 8 windows of 8x8 + 500 + 20 floats need 18 KiB; "memory" is 4 KiB
+        load_dataset(parse_spec({**WINDOWED, "train": {"window_hop_s": 0.5}}), root, progress=False)
+    assert err.value.path == "train.window_hop_s"
+    assert err.value.problem.startswith("0.5 s cuts 8 windows (0.0 GiB), more than half of this machine's 0 GiB")
