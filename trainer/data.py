@@ -1,7 +1,7 @@
 """The folder dataset: labels.csv + one folder of modality files per sample (docs/dataset.md), loaded as tensors.
 
     DATA/labels.csv                 sample,split,<head>...   (split: train, val or test)
-    DATA/samples/<sample>/<modality>.png|.jpg|.wav|.csv|.npy|.txt
+    DATA/samples/<sample>/<modality>.<ext>   one file per modality, ext by kind: EXTENSIONS
     DATA/captions.csv               optional: sample,caption (several rows per sample; trainer/caption.py)
     DATA/dataset.json               optional: what wrote it
 
@@ -34,7 +34,7 @@ from edgefuse.trainer.caption import read_captions
 
 SPLITS = ("train", "val", "test")
 EXTENSIONS = {
-    "image": (".png", ".jpg", ".jpeg"),
+    "image": (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"),  # decoded by OpenCV (load_image)
     "audio": (".wav", ".flac", ".ogg", ".mp3"),  # WAV read here (read_wav), the others by libsndfile (read_audio)
     "series": (".csv", ".npy"),
     "text": (".txt",),
@@ -217,7 +217,7 @@ def image_size(path: Path) -> tuple[int, int]:
 
 
 def load_image(path: Path, m: ModalitySpec) -> np.ndarray:
-    """PNG/JPEG -> (C, H, W) float32 in [0, 1] via edgefuse.preprocess (the runtime's code).
+    """PNG, JPEG, BMP, WebP or TIFF -> (C, H, W) float32 in [0, 1] via edgefuse.preprocess (the runtime's code).
 
     The pixel count is checked from the header before decoding, so a tiny file claiming a huge image is refused."""
     w, h = image_size(path)
@@ -225,7 +225,7 @@ def load_image(path: Path, m: ModalitySpec) -> np.ndarray:
         raise DataError(path, f"image is {w}x{h} = {w * h:,} pixels, above the {MAX_IMAGE_PIXELS:,}-pixel limit")
     frame = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_COLOR)
     if frame is None:
-        raise DataError(path, "unreadable image: not a PNG/JPEG OpenCV can decode")
+        raise DataError(path, f"unreadable image: not a {path.suffix[1:].upper()} OpenCV can decode")
     return prepare_image(frame, m)
 
 

@@ -335,6 +335,25 @@ def test_flac_ogg_and_mp3_recordings_load_as_the_wav_of_the_same_sound(tmp_path:
     assert err.value.problem == "unreadable MP3 audio: no decodable audio frames"
 
 
+def test_bmp_webp_and_tiff_images_load_as_the_png_of_the_same_picture(tmp_path: Path, home_spec, home_data: Path):
+    png = cv2.imread(str(first_sample(home_data) / "camera.png"), cv2.IMREAD_COLOR)
+    ds = load_dataset(home_spec, home_data, progress=False)
+    want = ds.inputs["camera"][list(ds.ids).index("000000")]
+    for ext, params in ((".bmp", []), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]), (".tiff", [])):  # 101: lossless
+
+        def swap(r: Path, ext: str = ext, params: list = params) -> None:
+            (first_sample(r) / "camera.png").unlink()
+            assert cv2.imwrite(str(first_sample(r) / f"camera{ext}"), png, params)
+
+        got = load_dataset(home_spec, broken(home_data, tmp_path / ext[1:], swap), progress=False)
+        np.testing.assert_array_equal(got.inputs["camera"][list(got.ids).index("000000")], want)
+    bad = broken(home_data, tmp_path / "bad", lambda r: (first_sample(r) / "camera.png").unlink())
+    (first_sample(bad) / "camera.webp").write_bytes(b"RIFF\x10\0\0\0WEBPVP8 not really")
+    with pytest.raises(DataError) as err:
+        load_dataset(home_spec, bad, progress=False)
+    assert err.value.path.endswith("000000/camera.webp") and err.value.problem.startswith("unreadable image")
+
+
 ENV = ["motion", "door", "temperature", "humidity", "light", "smoke"]  # smart_home's env: 10 Hz, 4 s = 40 steps
 
 
