@@ -19,6 +19,8 @@ import json
 import os
 import struct
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -272,12 +274,30 @@ def read_wav(path: Path) -> tuple[np.ndarray, int]:
     return x.reshape(-1, channels), rate
 
 
+@contextmanager
+def _quiet_stderr(quiet: bool) -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null meanwhile (C libraries' diagnostics; our own errors come after)."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def read_audio(path: Path) -> tuple[np.ndarray, int]:
     """A FLAC, Ogg (Vorbis, Opus) or MP3 file -> ((n, channels) float32 in [-1, 1], sample rate), decoded by
     libsndfile through soundfile (the `train` extra); DataError in one line when it cannot decode the file."""
     sf = require("soundfile", f"reading {path.suffix} audio")
     try:
-        x, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with _quiet_stderr(path.suffix == ".mp3"):  # libsndfile's MP3 decoder prints "Note: ..." lines on fd 2
+            x, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         problem = " ".join(str(getattr(err, "error_string", err)).split())  # libsndfile's reason, without the path
         if "does not exist" in problem and path.is_file():  # what libsndfile says of an MP3 it finds no frame in
