@@ -15,7 +15,8 @@ Definitions used throughout the report (all computed with NumPy):
                   training split) added to image, audio and series inputs (images clipped to [0, 1], audio to
                   [-1, 1]); for text a fraction min(1, noise / 2) of the non-padding tokens replaced by random ids
   ci95            bootstrap 95 % intervals (percentiles 2.5 / 97.5 over 1000 resamples of the test samples, seeded)
-                  of accuracy and macro F1
+                  of accuracy and macro F1; with `train.window_hop_s`, whole recordings are resampled (all their
+                  windows together), since windows of one recording are not independent
   calibration     expected calibration error (15 equal-width confidence bins) and NLL, mean over heads, of the
                   scores before (temperature 1) and after the temperature fitted on the validation split
   multilabel[h]   per multilabel head: mAP (mean over labels with a positive test sample of scikit-learn's average
@@ -238,13 +239,23 @@ def bootstrap_ci(
     labels: dict[str, list[str]],
     n: int = 1000,
     seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
-    """95 % percentile intervals of accuracy and macro F1 (means over heads) over `n` resamples of the samples."""
+    """95 % percentile intervals of accuracy and macro F1 (means over heads) over `n` resamples of the samples; with
+    `groups` (N,) (the recording of each window) whole groups are resampled (a cluster bootstrap), since windows of
+    one recording are not independent samples and resampling them alone gives too narrow an interval."""
     rng = np.random.default_rng(seed)
     size = len(next(iter(targets.values())))
+    which = np.unique(groups, return_inverse=True)[1] if groups is not None else np.arange(size)  # (N,) group ids
+    order = np.argsort(which, kind="stable")  # sample indices, group by group
+    counts = np.bincount(which)  # (G,)
+    start = np.cumsum(counts) - counts  # (G,) where each group's samples begin in `order`
     acc, f1 = np.empty(n), np.empty(n)
     for i in range(n):
-        idx = rng.integers(0, size, size)
+        drawn = rng.integers(0, len(counts), len(counts))  # groups, with replacement
+        sizes = counts[drawn]
+        offset = np.arange(sizes.sum()) - np.repeat(np.cumsum(sizes) - sizes, sizes)  # position within its group
+        idx = order[np.repeat(start[drawn], sizes) + offset]
         acc[i] = np.mean([(preds[h][idx] == y[idx]).mean() for h, y in targets.items()])
         f1[i] = np.mean([macro_f1(confusion_matrix(y[idx], preds[h][idx], len(labels[h]))) for h, y in targets.items()])
     return {
@@ -266,6 +277,11 @@ def other_heads(model: Any, spec: ScenarioSpec, inputs: dict[str, Any], mask: An
         metrics = HEAD_KINDS["regression"].metrics(part.extra[h], logits[h].numpy(), [h], unit=unit, train_mean=mean)
         out["regression"][h] = metrics
     return out
+
+
+def recordings_of(spec: ScenarioSpec, part: Any) -> np.ndarray | None:
+    """(N,) the recording each sample is a window of (the id before '#') when `train.window_hop_s` cut windows."""
+    return np.array([i.rsplit("#", 1)[0] for i in part.ids]) if spec.train.window_hop_s is not None else None
 
 
 def recording_scores(spec: ScenarioSpec, logits: dict[str, Any], part: Any) -> dict[str, Any]:
@@ -351,7 +367,7 @@ def evaluate(
         "joint_accuracy": float(joint.mean()),
         "macro_f1": float(np.mean([r["macro_f1"] for r in heads.values()])),
         "heads": {h: {"classes": spec.labels[h], **r} for h, r in heads.items()},
-        "ci95": bootstrap_ci(part.targets, preds, spec.labels, seed=spec.train.seed),
+        "ci95": bootstrap_ci(part.targets, preds, spec.labels, seed=spec.train.seed, groups=recordings_of(spec, part)),
         "calibration": calibration(model, inputs, mask, part.targets),
         "params": tail.pop("params"),
         "latency_ms": tail.pop("latency_ms"),

@@ -154,6 +154,22 @@ def test_bootstrap_interval_contains_the_point_estimate_and_narrows_with_n():
     assert 0 < ci["macro_f1"][0] < ci["macro_f1"][1] < 1
 
 
+def test_bootstrap_over_recordings_resamples_whole_recordings():
+    # 10 recordings of 20 windows each, 7 all right and 3 all wrong: 200 windows are not 200 independent samples
+    y = np.zeros(200, dtype=np.int64)
+    pred = np.repeat([0, 0, 0, 0, 0, 0, 0, 1, 1, 1], 20)
+    rec = np.repeat([f"r{i}" for i in range(10)], 20)
+    labels = {"h": ["a", "b"]}
+    windows = bootstrap_ci({"h": y}, {"h": pred}, labels, n=400)
+    recordings = bootstrap_ci({"h": y}, {"h": pred}, labels, n=400, groups=rec)
+    width = lambda ci: ci["accuracy"][1] - ci["accuracy"][0]  # noqa: E731
+    assert width(windows) < 0.15 and width(recordings) > 0.4  # binomial: about 0.13 with n = 200, 0.57 with n = 10
+    # one window per recording is the plain bootstrap, draw for draw
+    assert bootstrap_ci({"h": y}, {"h": pred}, labels, n=50, groups=np.arange(200)) == bootstrap_ci(
+        {"h": y}, {"h": pred}, labels, n=50
+    )
+
+
 def write_minimal_data(root, n=48):
     """A tiny folder dataset for minimal_spec: the class shows in both modalities (brightness, imu mean)."""
     import cv2
