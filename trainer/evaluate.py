@@ -107,7 +107,12 @@ def mean_accuracy(preds: dict[str, np.ndarray], targets: dict[str, np.ndarray]) 
 
 def predict(model: Any, inputs: dict[str, Any], mask: Any) -> dict[str, np.ndarray]:
     """head -> (N,) predicted class ids."""
-    return {h: v.argmax(-1).numpy() for h, v in predict_logits(model, inputs, mask).items()}
+    return classes_of(predict_logits(model, inputs, mask))
+
+
+def classes_of(logits: dict[str, Any]) -> dict[str, np.ndarray]:
+    """head -> (N,) the class id of the highest logit."""
+    return {h: v.argmax(-1).numpy() for h, v in logits.items()}
 
 
 def latency_ms(
@@ -279,15 +284,15 @@ def other_heads(model: Any, spec: ScenarioSpec, inputs: dict[str, Any], mask: An
     return out
 
 
-def recordings_of(spec: ScenarioSpec, part: Any) -> np.ndarray | None:
-    """(N,) the recording each sample is a window of (the id before '#') when `train.window_hop_s` cut windows."""
-    return np.array([i.rsplit("#", 1)[0] for i in part.ids]) if spec.train.window_hop_s is not None else None
+def recording_ids(part: Any) -> np.ndarray:
+    """(N,) the recording each sample is a window of: its id before '#' (trainer/data.py windows)."""
+    return np.array([i.rsplit("#", 1)[0] for i in part.ids])
 
 
 def recording_scores(spec: ScenarioSpec, logits: dict[str, Any], part: Any) -> dict[str, Any]:
     """The "recordings" section: per class head, each recording's windows' log-probabilities summed, scored over
-    recordings (a recording is the id before '#'; its windows share its labels)."""
-    names, which = np.unique([i.rsplit("#", 1)[0] for i in part.ids], return_inverse=True)
+    recordings (recording_ids; its windows share its labels)."""
+    names, which = np.unique(recording_ids(part), return_inverse=True)
     heads = {}
     for h in spec.heads:
         logp = torch.log_softmax(logits[h].float(), dim=1).numpy()  # (W, C)
@@ -355,7 +360,9 @@ def evaluate(
     ref = ref if len(ref) else part  # noise scales come from training data when there is any
     inputs, _, _ = to_tensors(part)
     mask = run_mask(spec, ckpt, part.mask)  # (N, M)
-    preds = predict(model, inputs, mask)
+    logits = predict_logits(model, inputs, mask)  # one pass: the predictions and the per-recording scores
+    preds = classes_of(logits)
+    windows = spec.train.window_hop_s is not None  # long recordings cut into windows (trainer/data.py)
     front, tail = _report_frame(spec, model, ckpt, run_dir, data_dir, split, part, inputs, mask)
     if not spec.heads:  # no class head: only the multilabel/regression sections and latency (and the anomaly model)
         return _finish_report({**front, "heads": {}, **tail}, run_dir, ds, split, spec.train.seed, report_path)
@@ -367,7 +374,9 @@ def evaluate(
         "joint_accuracy": float(joint.mean()),
         "macro_f1": float(np.mean([r["macro_f1"] for r in heads.values()])),
         "heads": {h: {"classes": spec.labels[h], **r} for h, r in heads.items()},
-        "ci95": bootstrap_ci(part.targets, preds, spec.labels, seed=spec.train.seed, groups=recordings_of(spec, part)),
+        "ci95": bootstrap_ci(
+            part.targets, preds, spec.labels, seed=spec.train.seed, groups=recording_ids(part) if windows else None
+        ),
         "calibration": calibration(model, inputs, mask, part.targets),
         "params": tail.pop("params"),
         "latency_ms": tail.pop("latency_ms"),
@@ -377,8 +386,8 @@ def evaluate(
         "without": {},
         **tail,
     }
-    if spec.train.window_hop_s is not None:
-        report["recordings"] = recording_scores(spec, predict_logits(model, inputs, mask), part)
+    if windows:
+        report["recordings"] = recording_scores(spec, logits, part)
     if getattr(model, "caption", None) is not None and part.captions is not None:
         from edgefuse.trainer.caption import caption_report
 
