@@ -22,6 +22,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+from _folder import write_labels  # noqa: E402
+
 DATA = ROOT / "data" / "realdata" / "dsads"
 FOLDS = {"p1-p2": ((1, 2), 3), "p3-p4": ((3, 4), 5), "p5-p6": ((5, 6), 7), "p7-p8 (the bench's)": ((7, 8), 6)}
 
@@ -30,12 +33,12 @@ def write_fold(root: Path, test: tuple[int, int], val: int) -> Path:
     """root/labels.csv with this fold's splits; root/samples -> the converted samples."""
     root.mkdir(parents=True)
     (root / "samples").symlink_to(DATA / "samples", target_is_directory=True)
-    with open(DATA / "labels.csv") as f, open(root / "labels.csv", "w", newline="") as out:
-        w = csv.writer(out)
-        w.writerow(["sample", "split", "activity"])
+    rows = []
+    with open(DATA / "labels.csv", newline="") as f:
         for r in csv.DictReader(f):
             person = int(r["sample"].split("_p")[1].split("_")[0])  # a01_p7_s01
-            w.writerow([r["sample"], "test" if person in test else "val" if person == val else "train", r["activity"]])
+            rows.append((r["sample"], "test" if person in test else "val" if person == val else "train", r["activity"]))
+    write_labels(root, "activity", rows)
     return root
 
 

@@ -28,6 +28,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+from _folder import write_labels  # noqa: E402
+
 DATA = ROOT / "data" / "realdata" / "dsads"
 SEGMENTS = 60
 
@@ -39,16 +42,13 @@ def join(root: Path) -> None:
     recordings: dict[str, tuple[str, str]] = {}
     for r in rows:
         recordings.setdefault(r["sample"].rsplit("_s", 1)[0], (r["split"], r["activity"]))  # a01_p7_s01 -> a01_p7
-    with open(root / "labels.csv", "w", newline="") as out:
-        w = csv.writer(out)
-        w.writerow(["sample", "split", "activity"])
-        for name, (split, activity) in recordings.items():
-            folder = root / "samples" / name
-            folder.mkdir(parents=True)
-            for part in ("upper", "lower"):
-                segs = [np.load(DATA / "samples" / f"{name}_s{s:02d}" / f"{part}.npy") for s in range(1, SEGMENTS + 1)]
-                np.save(folder / f"{part}.npy", np.concatenate(segs))
-            w.writerow([name, split, activity])
+    for name in recordings:
+        folder = root / "samples" / name
+        folder.mkdir(parents=True)
+        for part in ("upper", "lower"):
+            segs = [np.load(DATA / "samples" / f"{name}_s{s:02d}" / f"{part}.npy") for s in range(1, SEGMENTS + 1)]
+            np.save(folder / f"{part}.npy", np.concatenate(segs))
+    write_labels(root, "activity", [(name, split, activity) for name, (split, activity) in recordings.items()])
 
 
 def spec_with(hop_s: float):
