@@ -65,12 +65,11 @@ def write_cut(src: Path, root: Path, rho: float) -> dict[str, int]:
 def run(name: str, data: str, seed: int) -> dict[str, dict[str, float]]:
     """Train `name` on the cut at `data` with train.balanced; its test scores with the class bias and without."""
     import torch
-    from sklearn.metrics import f1_score
 
     from edgefuse.spec import load_spec, parse_spec, spec_to_dict
     from edgefuse.trainer.checkpoint import load_run
     from edgefuse.trainer.data import load_dataset
-    from edgefuse.trainer.evaluate import run_mask
+    from edgefuse.trainer.evaluate import head_metrics, run_mask
     from edgefuse.trainer.train import class_counts, predict_logits, to_tensors, train
 
     d = spec_to_dict(load_spec(HERE / f"{name}.yaml"))
@@ -92,10 +91,11 @@ def run(name: str, data: str, seed: int) -> dict[str, dict[str, float]]:
                 model.class_bias.zero_()
             with torch.inference_mode():
                 pred = predict_logits(model, x, mask)[head].argmax(1).numpy()
-            recall = np.array([(pred[y == c] == c).mean() for c in range(len(prior))])
+            m = head_metrics(y, pred, spec.labels[head])  # the eval report's accuracy, macro F1 and recalls
+            recall = np.array([m["per_class"][c]["recall"] for c in spec.labels[head]])
             out[tag] = {
-                "accuracy": float((pred == y).mean()),
-                "macro_f1": float(f1_score(y, pred, average="macro")),
+                "accuracy": m["accuracy"],
+                "macro_f1": m["macro_f1"],
                 "worst3_recall": float(np.sort(recall)[:3].mean()),
                 "accuracy_at_train_freq": float(prior @ recall),
             }
