@@ -493,6 +493,11 @@ class TrainSpec(Strict):
     # for recordings longer than the window (folder datasets; docs/dataset.md); at least one step of every audio and
     # series modality. Unset: the last window only
     window_hop_s: float | None = Field(None, gt=0)
+    # pad audio and series recordings shorter than their modality's window at the start, so that they end at the
+    # tick as the loader's windows do: audio with silence (zeros), series with their first row held (a CSV with
+    # `t_s` from its first row); for datasets of short clips (spoken words, sound events). Training prints how
+    # many were padded per modality and the shortest. Off: a recording shorter than the window is an error
+    pad_short: bool = False
     # unimodal pre-training: first train each modality alone (same recipe and seed; kept in <run>/pretrain/), then
     # start the fused model's encoders from those models and train it as usual; about (M + 1) x the training time;
     # one process only (refused with --nproc)

@@ -44,6 +44,7 @@ EXTENSIONS = {
 TIME_COLUMN = "t_s"  # a series CSV's optional timestamp column (seconds): rows at any rate, put on the rate_hz grid
 VAL_FRACTION = 0.15  # of the train split, held out for validation when labels.csv has no val rows
 CACHE_VERSION = 2  # bump when decoding changes, so old caches stop matching
+PAD_HINT = " (train.pad_short: true pads short recordings)"
 
 
 @dataclass
@@ -308,9 +309,10 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
     return x, int(rate)
 
 
-def load_audio(path: Path, m: ModalitySpec, whole: bool = False) -> np.ndarray:
+def load_audio(path: Path, m: ModalitySpec, whole: bool = False, short: bool = False) -> np.ndarray:
     """WAV, FLAC, Ogg or MP3 -> (C, n_steps) float32: the last window_s of the recording (the window ends at the
-    tick); `whole`: the whole recording, (C, T) with T >= n_steps."""
+    tick); `whole`: the whole recording, (C, T) with T >= n_steps. `short`: a recording shorter than the window is
+    returned whole, (C, T) with T < n_steps, instead of an error (`pad_start` pads it)."""
     x, rate = read_wav(path) if path.suffix == ".wav" else read_audio(path)
     if rate <= 0:
         raise DataError(path, f"sample rate {rate} Hz")
@@ -320,16 +322,18 @@ def load_audio(path: Path, m: ModalitySpec, whole: bool = False) -> np.ndarray:
         x = prepare_audio(x, rate, m)  # another rate or channel count: converted as the runtime's microphone does
     except ValueError as err:
         raise DataError(path, str(err)) from None
-    if x.shape[0] < m.n_steps:
+    if x.shape[0] < m.n_steps and not (short and x.shape[0]):
         at = f" once resampled to {m.rate_hz:g} Hz" if rate != m.rate_hz else ""
-        raise DataError(path, f"too short: {x.shape[0]} samples{at}, expected at least {m.n_steps} ({m.window_s} s)")
+        raise DataError(
+            path, f"too short: {x.shape[0]} samples{at}, expected at least {m.n_steps} ({m.window_s} s){PAD_HINT}"
+        )
     return np.ascontiguousarray(x[0 if whole else -m.n_steps :].T)  # (C, n_steps), or (C, T) whole
 
 
-def load_series(path: Path, m: ModalitySpec, whole: bool = False) -> np.ndarray:
+def load_series(path: Path, m: ModalitySpec, whole: bool = False, short: bool = False) -> np.ndarray:
     """CSV (header = channel names) or .npy (T, C) -> (C, n_steps) float32: the last n_steps rows (`whole`: all of
     them, (C, T) with T >= n_steps). A CSV with a `t_s` column (seconds, increasing) may be at any rate: it is put on
-    the rate_hz grid ending at its last row."""
+    the rate_hz grid ending at its last row. `short`: as for load_audio."""
     channels = list(m.channels)  # type: ignore[arg-type]
     if path.suffix == ".npy":
         try:
@@ -346,17 +350,20 @@ def load_series(path: Path, m: ModalitySpec, whole: bool = False) -> np.ndarray:
     else:
         x, t = _read_series_csv(path, channels)
         if t is not None:
-            return _onto_grid(path, t, x, m, whole)
-    if x.shape[0] < m.n_steps:
-        raise DataError(path, f"too short: {x.shape[0]} rows, expected at least {m.n_steps} ({m.window_s} s)")
+            return _onto_grid(path, t, x, m, whole, short)
+    if x.shape[0] < m.n_steps and not (short and x.shape[0]):
+        raise DataError(path, f"too short: {x.shape[0]} rows, expected at least {m.n_steps} ({m.window_s} s){PAD_HINT}")
     return np.ascontiguousarray(x[0 if whole else -m.n_steps :].T)  # (C, n_steps), or (C, T) whole
 
 
-def _onto_grid(path: Path, t: np.ndarray, x: np.ndarray, m: ModalitySpec, whole: bool = False) -> np.ndarray:
+def _onto_grid(
+    path: Path, t: np.ndarray, x: np.ndarray, m: ModalitySpec, whole: bool = False, short: bool = False
+) -> np.ndarray:
     """Rows stamped `t` (seconds) -> (C, n_steps) on the rate_hz grid ending at the last row, each step taking the
     nearest row as the runtime's synchronizer does for a sensor at another rate (runtime/sync.py _resample: values
     are never interpolated); a step with no row within 0.75 of the longer period is a gap, an error here. `whole`:
-    the grid goes back as far as the rows do, (C, T) with T >= n_steps."""
+    the grid goes back as far as the rows do, (C, T) with T >= n_steps. `short`: rows spanning less than the window
+    give the steps back to the first row, (C, T) with T < n_steps, instead of an error."""
     from edgefuse.runtime.sync import _resample
 
     steps = np.diff(t)  # (k - 1,)
@@ -370,11 +377,16 @@ def _onto_grid(path: Path, t: np.ndarray, x: np.ndarray, m: ModalitySpec, whole:
     ts = np.round((t - t[0]) * 1e9).astype(np.int64)  # (k,) ns since the first row
     src_ns = float(np.median(steps)) * 1e9
     cover = 0.75 * max(src_ns, step_ns)
-    if whole:  # every step back to the first row (within cover of it)
-        n = max(n, int((ts[-1] + cover) // step_ns) + 1)
+    back = int((ts[-1] + cover) // step_ns) + 1  # steps back to the first row (within cover of it)
+    if whole:
+        n = max(n, back)
     grid = ts[-1] - np.round(step_ns * np.arange(n - 1, -1, -1)).astype(np.int64)  # (n,) ends at the last row
     if grid[0] < -cover:
-        raise DataError(path, f"too short: rows span {t[-1] - t[0]:.3f} s, expected at least {m.window_s} s")
+        if not short:
+            raise DataError(
+                path, f"too short: rows span {t[-1] - t[0]:.3f} s, expected at least {m.window_s} s{PAD_HINT}"
+            )
+        n, grid = back, grid[-back:]
     out, covered, _, _ = _resample(ts, x, grid, src_ns, False, cover)
     if covered < n:
         ones = _resample(ts, np.ones((len(ts), 1), np.float32), grid, src_ns, False, cover)[0][0]  # 0 where uncovered
@@ -474,6 +486,7 @@ def _cache_key(spec: ScenarioSpec, root: Path, files: list[dict[str, Path]]) -> 
         # the one source field decoding reads: the channels an audio recording is mixed from (prepare_audio)
         "select": {n: m.source.select_channels for n, m in spec.modalities.items() if m.kind == "audio"},
         "whole": spec.train.window_hop_s is not None,  # whole recordings, cut into windows after the cache
+        **({"pad": True} if spec.train.pad_short else {}),  # (absent when off: caches made before it still match)
     }
     h.update(json.dumps(meta, sort_keys=True).encode())
     h.update((root / "labels.csv").read_bytes())
@@ -485,12 +498,22 @@ def _cache_key(spec: ScenarioSpec, root: Path, files: list[dict[str, Path]]) -> 
     return h.hexdigest()
 
 
+def pad_start(x: np.ndarray, n: int, kind: str) -> np.ndarray:
+    """(C, T) with T < n -> (C, n): the recording ends where the window ends; before it, audio is silence (zeros) and
+    a series holds its first row."""
+    fill = (
+        np.zeros((x.shape[0], n - x.shape[1]), x.dtype) if kind == "audio" else np.repeat(x[:, :1], n - x.shape[1], 1)
+    )
+    return np.concatenate([fill, x], axis=1)
+
+
 def _decode(
     spec: ScenarioSpec, files: list[dict[str, Path]], progress: bool, whole: bool = False
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Every sample's files -> (inputs, mask (N, M)): modality -> (N, *input_shape). `whole`: audio and series keep
     their whole recordings instead of the last window, as "rows_<m>" (sum of T, C) all samples' rows back to back
-    and "len_<m>" (N,) each sample's T (0 where missing); cut into windows by `windows`."""
+    and "len_<m>" (N,) each sample's T (0 where missing); cut into windows by `windows`. With `train.pad_short`,
+    "short_<m>" (N,) holds the steps each audio or series recording had before `pad_start` (0: not padded)."""
     n, names = len(files), spec.modality_names
     ragged = {k for k, m in spec.modalities.items() if whole and m.kind in ("audio", "series")}
     inputs = {
@@ -499,7 +522,10 @@ def _decode(
     rows: dict[str, list[np.ndarray]] = {k: [] for k in ragged}
     lengths = {k: np.zeros(n, dtype=np.int64) for k in ragged}
     mask = np.zeros((n, len(names)), dtype=np.float32)
-    loaders = {"image": load_image, "audio": load_audio, "series": load_series}
+    pad = spec.train.pad_short
+    timed = [k for k, m in spec.modalities.items() if m.kind in ("audio", "series")]
+    short = {k: np.zeros(n, dtype=np.int64) for k in timed} if pad else {}
+    loaders = {"audio": load_audio, "series": load_series}
     for i, sample_files in enumerate(tqdm(files, desc="load dataset", unit="sample", disable=not progress)):
         for j, name in enumerate(names):
             path = sample_files.get(name)
@@ -508,17 +534,24 @@ def _decode(
             m = spec.modalities[name]
             if m.kind == "text":
                 inputs[name][i] = load_text(path, m, *_text_params(spec, name))
-            elif name in ragged:
-                x = loaders[m.kind](path, m, whole=True)  # (C, T)
-                rows[name].append(x.T)
-                lengths[name][i] = x.shape[1]
+            elif m.kind == "image":
+                inputs[name][i] = load_image(path, m)
             else:
-                inputs[name][i] = loaders[m.kind](path, m)
+                x = loaders[m.kind](path, m, whole=name in ragged, short=pad)  # (C, T)
+                if x.shape[1] < m.n_steps:
+                    short[name][i] = x.shape[1]
+                    x = pad_start(x, m.n_steps, m.kind)
+                if name in ragged:
+                    rows[name].append(x.T)
+                    lengths[name][i] = x.shape[1]
+                else:
+                    inputs[name][i] = x
             mask[i, j] = 1.0
     for k in ragged:
         c = spec.modalities[k].input_shape[0]
         inputs[f"rows_{k}"] = np.concatenate(rows[k]) if rows[k] else np.zeros((0, c), np.float32)
         inputs[f"len_{k}"] = lengths[k]
+    inputs.update({f"short_{k}": v for k, v in short.items()})
     return inputs, mask
 
 
@@ -603,6 +636,10 @@ def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) ->
     else:
         inputs, mask = _decode(spec, files, progress, whole=hop_s is not None)
         _write_cache(cache, inputs, mask)
+    for name in [k for k in inputs if k.startswith("short_")]:
+        _note_padded(
+            root, spec.modalities[name[6:]], name[6:], inputs.pop(name), mask[:, spec.modality_names.index(name[6:])]
+        )
     captions = read_captions(root, ids) if spec.captions is not None else None
     extra = head_targets(spec, [r[2] for r in rows])
     if hop_s is not None:  # every window of a sample keeps its split, labels and captions
@@ -613,6 +650,18 @@ def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) ->
         captions = [captions[i] for i in sample] if captions is not None else None
     return Dataset(
         spec=spec, ids=ids, split=split, inputs=inputs, mask=mask, targets=targets, extra=extra, captions=captions
+    )
+
+
+def _note_padded(root: Path, m: ModalitySpec, name: str, short: np.ndarray, present: np.ndarray) -> None:
+    """One line on stderr: how many of a modality's recordings train.pad_short padded, and the shortest."""
+    if not short.any():
+        return
+    print(
+        f"note: {root}: train.pad_short padded {int((short > 0).sum()):,} of {int((present > 0).sum()):,} '{name}' "
+        f"recordings shorter than its {m.window_s:g} s window at their start (shortest "
+        f"{short[short > 0].min() / m.rate_hz:.3f} s)",
+        file=sys.stderr,
     )
 
 

@@ -527,3 +527,54 @@ def test_a_window_hop_shorter_than_a_step_or_beyond_memory_is_refused_in_one_lin
         load_dataset(parse_spec({**WINDOWED, "train": {"window_hop_s": 0.5}}), root, progress=False)
     assert err.value.path == "train.window_hop_s"
     assert err.value.problem.startswith("0.5 s cuts 8 windows (0.0 GiB), more than half of this machine's 0 GiB")
+
+
+def write_short(root: Path) -> Path:
+    """p0: 0.2 s of audio (sample j holds j / 4000) and 8 series rows (row i holds i + 1), both shorter than their
+    window; p1: a whole audio window, and series rows stamped at 20 Hz over 1.0 s (t_s; value 10 t + 1)."""
+    (root / "samples" / "p0").mkdir(parents=True)
+    (root / "samples" / "p1").mkdir()
+    (root / "labels.csv").write_text("sample,split,event\np0,train,x\np1,val,y\n")
+    write_float_wav(root / "samples" / "p0" / "mic.wav", (np.arange(200) / 4000)[:, None], 1000)
+    (root / "samples" / "p0" / "env.csv").write_text("a\n" + "\n".join(str(i + 1) for i in range(8)) + "\n")
+    write_float_wav(root / "samples" / "p1" / "mic.wav", np.full((500, 1), 0.25), 1000)
+    t = np.arange(21) / 20
+    (root / "samples" / "p1" / "env.csv").write_text("t_s,a\n" + "\n".join(f"{v:.4f},{10 * v + 1:g}" for v in t) + "\n")
+    return root
+
+
+def test_pad_short_pads_short_clips_at_their_start_and_says_how_many(tmp_path, capfd):
+    root = write_short(tmp_path / "d")
+    with pytest.raises(DataError) as err:  # off (the default): an error that names the option
+        load_dataset(parse_spec(WINDOWED), root, progress=False)
+    assert err.value.path.endswith("p0/mic.wav")
+    assert err.value.problem == (
+        "too short: 200 samples, expected at least 500 (0.5 s) (train.pad_short: true pads short recordings)"
+    )
+    spec = parse_spec({**WINDOWED, "train": {"pad_short": True}})
+    capfd.readouterr()
+    for _ in range(2):  # decoded, then from the cache: the same arrays and the same note
+        ds = load_dataset(spec, root, progress=False)
+        # audio: silence before the clip, which ends where the window ends
+        np.testing.assert_array_equal(ds.inputs["mic"][0, 0, :300], 0.0)
+        np.testing.assert_allclose(ds.inputs["mic"][0, 0, 300:], np.arange(200) / 4000, atol=1e-7)
+        np.testing.assert_allclose(ds.inputs["mic"][1, 0], 0.25, atol=1e-7)  # a whole window: untouched
+        # series: the first row held before the rows; a t_s file's 10 Hz grid goes back to its first row (11 steps)
+        np.testing.assert_array_equal(ds.inputs["env"][0, 0], [1] * 12 + list(range(1, 9)))
+        np.testing.assert_allclose(ds.inputs["env"][1, 0], [1] * 9 + list(range(1, 12)), atol=1e-4)
+        assert ds.mask[:, 1:].min() == 1.0 and sorted(ds.inputs) == ["cam", "env", "mic"]
+        err_lines = capfd.readouterr().err.splitlines()
+        assert err_lines == [
+            f"note: {root}: train.pad_short padded 1 of 2 'mic' recordings shorter than its 0.5 s window at their "
+            "start (shortest 0.200 s)",
+            f"note: {root}: train.pad_short padded 2 of 2 'env' recordings shorter than its 2 s window at their "
+            "start (shortest 0.800 s)",
+        ]
+    assert len(list((root / ".cache").glob("*.npz"))) == 1
+    # with a hop, a padded recording gives one window: the padded one
+    hop = load_dataset(
+        parse_spec({**WINDOWED, "train": {"pad_short": True, "window_hop_s": 0.1}}), root, progress=False
+    )
+    assert hop.ids == ["p0#0", "p1#0"]
+    for name in ("mic", "env"):
+        np.testing.assert_array_equal(hop.inputs[name], ds.inputs[name])
