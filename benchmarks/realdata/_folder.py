@@ -19,6 +19,18 @@ def write_labels(out: Path, head: str, rows: list[tuple[str, str, str]]) -> None
         w.writerows(rows)
 
 
+def resplit(data: Path, root: Path, split_of: Callable[[str, str], str]) -> Path:
+    """root/labels.csv: data's labels.csv with each sample's split replaced by split_of(sample, split), and
+    root/samples linked to data/samples; for benchmarks that re-split a converted dataset (person folds)."""
+    root.mkdir(parents=True)
+    (root / "samples").symlink_to(data.resolve() / "samples", target_is_directory=True)
+    with open(data / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    head = [k for k in rows[0] if k not in ("sample", "split")][0]
+    write_labels(root, head, [(r["sample"], split_of(r["sample"], r["split"]), r[head]) for r in rows])
+    return root
+
+
 def converter_main(
     convert: Callable[..., dict[str, int]],
     doc: str | None,

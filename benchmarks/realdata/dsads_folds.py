@@ -14,7 +14,6 @@ per fold; one torch thread per training, --jobs trainings at once.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -23,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
-from _folder import write_labels  # noqa: E402
+from _folder import resplit  # noqa: E402
 
 DATA = ROOT / "data" / "realdata" / "dsads"
 FOLDS = {"p1-p2": ((1, 2), 3), "p3-p4": ((3, 4), 5), "p5-p6": ((5, 6), 7), "p7-p8 (the bench's)": ((7, 8), 6)}
@@ -31,15 +30,12 @@ FOLDS = {"p1-p2": ((1, 2), 3), "p3-p4": ((3, 4), 5), "p5-p6": ((5, 6), 7), "p7-p
 
 def write_fold(root: Path, test: tuple[int, int], val: int) -> Path:
     """root/labels.csv with this fold's splits; root/samples -> the converted samples."""
-    root.mkdir(parents=True)
-    (root / "samples").symlink_to(DATA / "samples", target_is_directory=True)
-    rows = []
-    with open(DATA / "labels.csv", newline="") as f:
-        for r in csv.DictReader(f):
-            person = int(r["sample"].split("_p")[1].split("_")[0])  # a01_p7_s01
-            rows.append((r["sample"], "test" if person in test else "val" if person == val else "train", r["activity"]))
-    write_labels(root, "activity", rows)
-    return root
+
+    def split(sample: str, _: str) -> str:
+        person = int(sample.split("_p")[1].split("_")[0])  # a01_p7_s01
+        return "test" if person in test else "val" if person == val else "train"
+
+    return resplit(DATA, root, split)
 
 
 def run(data: str, only: str | None, seed: int) -> float:
