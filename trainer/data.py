@@ -43,6 +43,7 @@ EXTENSIONS = {
 }
 TIME_COLUMN = "t_s"  # a series CSV's optional timestamp column (seconds): rows at any rate, put on the rate_hz grid
 VAL_FRACTION = 0.15  # of the train split, held out for validation when labels.csv has no val rows
+GROUP_COLUMN = "group"  # labels.csv's optional column: the person, session or place each sample comes from
 CACHE_VERSION = 2  # bump when decoding changes, so old caches stop matching
 PAD_HINT = " (train.pad_short: true pads short recordings)"
 
@@ -62,6 +63,8 @@ class Dataset:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     # captions.csv (trainer/caption.py): the reference captions of each sample; None when the folder has none
     captions: list[list[str]] | None = None
+    # (N,) str: labels.csv's `group` column (read_groups); None when it has none
+    group: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -82,6 +85,7 @@ class Dataset:
             targets={k: v[keep] for k, v in self.targets.items()},
             extra={k: v[keep] for k, v in self.extra.items()},
             captions=[self.captions[i] for i in keep] if self.captions is not None else None,
+            group=self.group[keep] if self.group is not None else None,
         )
 
 
@@ -142,6 +146,30 @@ def read_labels(spec: ScenarioSpec, root: Path) -> list[tuple[str, str, dict[str
     if not out:
         raise DataError(path, "no samples listed")
     return out
+
+
+def read_groups(spec: ScenarioSpec, root: Path, ids: list[str]) -> np.ndarray | None:
+    """(N,) str in the order of `ids`: labels.csv's `group` column, or None when it has none (or a head is named
+    group: the column is then that head's). Call after read_labels, which checks the rest of the file."""
+    if GROUP_COLUMN in spec.head_kinds:
+        return None
+    path = root / "labels.csv"
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    header = [h.strip() for h in rows[0]]
+    if GROUP_COLUMN not in header:
+        return None
+    col, sample = header.index(GROUP_COLUMN), header.index("sample")
+    of = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if not row[col].strip():
+            raise DataError(
+                path, f"line {line} (sample '{row[sample].strip()}'): empty group (a group column needs one per row)"
+            )
+        of[row[sample].strip()] = row[col].strip()
+    return np.array([of[i] for i in ids])
 
 
 def _multilabel_cell(spec: ScenarioSpec, head: str, cell: str, path: Path, line: int, sample: str) -> str:
@@ -594,13 +622,23 @@ def windows(
     return out, mask[sample], sample, k
 
 
-def carve_val(split: np.ndarray, classes: np.ndarray | None) -> np.ndarray:
+def carve_val(split: np.ndarray, classes: np.ndarray | None, groups: np.ndarray | None = None) -> np.ndarray:
     """(N,) bool: the VAL_FRACTION of the train samples to hold out for validation, per class of `classes` (N,) when
     given (a class with fewer than 4 train samples keeps them all), drawn with a fixed seed so every run on a dataset
-    holds out the same samples. Samples of one recording or person may then sit in both train and val."""
+    holds out the same samples. Samples of one recording or person may then sit in both train and val, unless
+    `groups` (N,) names each sample's group: whole groups are then held out, in a fixed shuffled order until they
+    hold VAL_FRACTION of the train samples, never every group (with one group, samples are drawn as without)."""
     out = np.zeros(len(split), dtype=bool)
     train = np.flatnonzero(split == "train")
     rng = np.random.default_rng(0)
+    names = np.unique(groups[train]) if groups is not None else np.array([])
+    if len(names) >= 2:
+        want = round(len(train) * VAL_FRACTION)
+        for g in rng.permutation(names)[:-1]:  # the last one always trains
+            if out.sum() >= max(1, want):
+                break
+            out[train[groups[train] == g]] = True
+        return out
     groups = [train] if classes is None else [train[classes[train] == c] for c in np.unique(classes[train])]
     for g in groups:
         out[rng.permutation(g)[: round(len(g) * VAL_FRACTION)]] = True
@@ -619,16 +657,27 @@ def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) ->
     ids = [r[0] for r in rows]
     split = np.array([r[1] for r in rows])
     targets = {h: np.array([spec.labels[h].index(r[2][h]) for r in rows], dtype=np.int64) for h in spec.heads}
+    group = read_groups(spec, root, ids)
     if (
         not (split == "val").any()
-        and (carved := carve_val(split, targets[spec.heads[0]] if spec.heads else None)).any()
+        and (carved := carve_val(split, targets[spec.heads[0]] if spec.heads else None, group)).any()
     ):
         split = np.where(carved, "val", split)
+        held = np.unique(group[carved]) if group is not None else []
+        how = (
+            f"whole groups, {len(held)} of {len(np.unique(group[carved | (split == 'train')]))}: "
+            + ", ".join(f"'{g}'" for g in held[:5])
+            + (", ..." if len(held) > 5 else "")
+            if len(held)
+            else f"{VAL_FRACTION:.0%}{', per class' if spec.heads else ''}"
+        )
         print(
-            f"note: {root / 'labels.csv'}: no 'val' rows; {(split == 'val').sum()} of the train samples "
-            f"({VAL_FRACTION:.0%}{', per class' if spec.heads else ''}, fixed seed) are held out for validation",
+            f"note: {root / 'labels.csv'}: no 'val' rows; {(split == 'val').sum()} of the train samples ({how}, "
+            "fixed seed) are held out for validation",
             file=sys.stderr,
         )
+    if group is not None:
+        _note_shared_groups(root, split, group)
     hop_s = spec.train.window_hop_s
     cached = _read_cache(cache, spec)
     if cached is not None:
@@ -648,9 +697,32 @@ def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) ->
         split, targets = split[sample], {h: v[sample] for h, v in targets.items()}
         extra = {h: v[sample] for h, v in extra.items()}
         captions = [captions[i] for i in sample] if captions is not None else None
+        group = group[sample] if group is not None else None
     return Dataset(
-        spec=spec, ids=ids, split=split, inputs=inputs, mask=mask, targets=targets, extra=extra, captions=captions
+        spec=spec,
+        ids=ids,
+        split=split,
+        inputs=inputs,
+        mask=mask,
+        targets=targets,
+        extra=extra,
+        captions=captions,
+        group=group,
     )
+
+
+def _note_shared_groups(root: Path, split: np.ndarray, group: np.ndarray) -> None:
+    """One line on stderr when a group has samples in more than one split (a person seen in training and in test)."""
+    shared = [g for g in np.unique(group) if len(set(split[group == g])) > 1]
+    if shared:
+        names = ", ".join(
+            f"'{g}' ({'/'.join(s for s in SPLITS if (split[group == g] == s).any())})" for g in shared[:3]
+        )
+        print(
+            f"note: {root / 'labels.csv'}: {len(shared)} group(s) have samples in more than one split, e.g. {names}: "
+            "validation and test then score groups seen in training",
+            file=sys.stderr,
+        )
 
 
 def _note_padded(root: Path, m: ModalitySpec, name: str, short: np.ndarray, present: np.ndarray) -> None:

@@ -15,8 +15,10 @@ Definitions used throughout the report (all computed with NumPy):
                   training split) added to image, audio and series inputs (images clipped to [0, 1], audio to
                   [-1, 1]); for text a fraction min(1, noise / 2) of the non-padding tokens replaced by random ids
   ci95            bootstrap 95 % intervals (percentiles 2.5 / 97.5 over 1000 resamples of the test samples, seeded)
-                  of accuracy and macro F1; with `train.window_hop_s`, whole recordings are resampled (all their
-                  windows together), since windows of one recording are not independent
+                  of accuracy and macro F1; with a `group` column in labels.csv whole groups are resampled (people:
+                  an interval for people not seen), else with `train.window_hop_s` whole recordings (all their
+                  windows together), since windows of one recording are not independent; `unit` says which
+  groups          with a `group` column: accuracy per group of the split, and the worst group
   calibration     expected calibration error (15 equal-width confidence bins) and NLL, mean over heads, of the
                   scores before (temperature 1) and after the temperature fitted on the validation split
   multilabel[h]   per multilabel head: mAP (mean over labels with a positive test sample of scikit-learn's average
@@ -310,6 +312,16 @@ def recording_scores(spec: ScenarioSpec, logits: dict[str, Any], part: Any) -> d
     }
 
 
+def group_scores(part: Any, preds: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The "groups" section: accuracy (mean over class heads) of each of labels.csv's groups in the split, and the
+    worst; which person, session or place the model fails on."""
+    right = np.mean([preds[h] == y for h, y in part.targets.items()], axis=0)  # (N,)
+    per = {str(g): {"n": int((part.group == g).sum()), "accuracy": float(right[part.group == g].mean())}
+           for g in np.unique(part.group)}  # fmt: skip
+    worst = min(per, key=lambda g: per[g]["accuracy"])
+    return {"n": len(per), "worst": worst, "per_group": per}
+
+
 def calibration(model: Any, inputs: dict[str, Any], mask: Any, targets: dict[str, np.ndarray]) -> dict[str, float]:
     """ECE and NLL (means over heads) of the scores with temperature 1 ("before") and the fitted one ("after")."""
     from edgefuse.trainer.calibrate import expected_calibration_error, nll
@@ -363,6 +375,14 @@ def evaluate(
     logits = predict_logits(model, inputs, mask)  # one pass: the predictions and the per-recording scores
     preds = classes_of(logits)
     windows = spec.train.window_hop_s is not None  # long recordings cut into windows (trainer/data.py)
+    # what the bootstrap resamples: labels.csv's groups (people, sessions), else recordings cut into windows
+    unit, unit_ids = (
+        ("group", part.group)
+        if part.group is not None
+        else ("recording", recording_ids(part))
+        if windows
+        else ("sample", None)
+    )
     front, tail = _report_frame(spec, model, ckpt, run_dir, data_dir, split, part, inputs, mask)
     if not spec.heads:  # no class head: only the multilabel/regression sections and latency (and the anomaly model)
         return _finish_report({**front, "heads": {}, **tail}, run_dir, ds, split, spec.train.seed, report_path)
@@ -374,9 +394,7 @@ def evaluate(
         "joint_accuracy": float(joint.mean()),
         "macro_f1": float(np.mean([r["macro_f1"] for r in heads.values()])),
         "heads": {h: {"classes": spec.labels[h], **r} for h, r in heads.items()},
-        "ci95": bootstrap_ci(
-            part.targets, preds, spec.labels, seed=spec.train.seed, groups=recording_ids(part) if windows else None
-        ),
+        "ci95": {**bootstrap_ci(part.targets, preds, spec.labels, seed=spec.train.seed, groups=unit_ids), "unit": unit},
         "calibration": calibration(model, inputs, mask, part.targets),
         "params": tail.pop("params"),
         "latency_ms": tail.pop("latency_ms"),
@@ -388,6 +406,8 @@ def evaluate(
     }
     if windows:
         report["recordings"] = recording_scores(spec, logits, part)
+    if part.group is not None:
+        report["groups"] = group_scores(part, preds)
     if getattr(model, "caption", None) is not None and part.captions is not None:
         from edgefuse.trainer.caption import caption_report
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,20 @@ def _recording_lines(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def _group_lines(r: dict[str, Any]) -> list[str]:
+    """With a `group` column in labels.csv: accuracy over the split's groups, the worst named."""
+    g = r.get("groups")
+    if g is None:
+        return []
+    acc = sorted(v["accuracy"] for v in g["per_group"].values())
+    worst = g["per_group"][g["worst"]]
+    return [
+        f"Per group ({g['n']} groups; the 95 % intervals resample whole groups): accuracy from {acc[0]:.3f} (group "
+        f"'{g['worst']}', {worst['n']} samples) to {acc[-1]:.3f}, median {statistics.median(acc):.3f}.",
+        "",
+    ]
+
+
 def render_markdown(r: dict[str, Any], pngs: dict[str, str]) -> str:
     """The report as markdown; `pngs` maps head -> confusion PNG file name (relative to the .md)."""
     if not r["heads"]:  # no class head: the multilabel and regression sections only
@@ -90,6 +105,7 @@ def render_markdown(r: dict[str, Any], pngs: dict[str, str]) -> str:
             ],
         ),
         *_recording_lines(r),
+        *_group_lines(r),
         "## Modalities",
         "",
         "Ablation masks the modality at test time; *without* is a model trained without it; *only* is one trained "

@@ -11,13 +11,16 @@ from _trainer_tiny import make_data, make_run
 from edgefuse.cli import main
 from edgefuse.trainer.evaluate import (
     NOISE_LEVELS,
+    bootstrap_ci,
     confusion_matrix,
     corrupt,
     evaluate,
     head_metrics,
     macro_f1,
     per_class_scores,
+    predict,
     recording_scores,
+    run_mask,
 )
 
 # y_true = 0 0 1 1 2 2, y_pred = 0 1 1 1 2 0:
@@ -97,6 +100,7 @@ def test_report_values(report):
     r, _, spec = report
     for key in ("accuracy", "joint_accuracy", "macro_f1", "heads", "params", "latency_ms", "unimodal", "without"):
         assert key in r
+    assert r["ci95"]["unit"] == "sample" and "groups" not in r  # no group column, no windows: samples resampled
     for key in ("ablation", "robustness", "n_test", "split", "run", "data"):
         assert key in r
     assert 0 <= r["joint_accuracy"] <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1
@@ -181,6 +185,7 @@ def test_a_windowed_run_reports_per_recording_scores(tiny_run, tmp_path):
     train(windowed, data, tmp_path / "run", epochs=1, progress=False, dataset=ds)
     r = evaluate(tmp_path / "run", data, tmp_path / "r.json", with_baselines=False, progress=False, dataset=ds)
     assert r["recordings"]["n"] == r["n_test"] and r["recordings"]["accuracy"] == pytest.approx(r["accuracy"])
+    assert r["ci95"]["unit"] == "recording"
     assert f"Per recording ({r['n_test']} recordings" in (tmp_path / "r.md").read_text()
 
 
@@ -210,3 +215,45 @@ def test_seed_summary_carries_the_per_recording_scores():
     assert "| fused, per recording | 0.875 +- 0.177 | 0.775 +- 0.177 | |" in seeds_markdown(s)
     plain = [{k: v for k, v in r.items() if k != "recordings"} for r in reports]  # windows not cut: no such row
     assert "recordings_accuracy" not in seed_summary(plain)
+
+
+def test_a_group_column_resamples_whole_groups_and_scores_each_group(tiny_run, tmp_path):
+    import csv
+    import shutil
+
+    import torch
+
+    from edgefuse.trainer.checkpoint import load_run
+    from edgefuse.trainer.data import load_dataset
+    from edgefuse.trainer.train import to_tensors
+
+    spec, data, run, _ = tiny_run
+    root = tmp_path / "d"
+    shutil.copytree(data, root, ignore=shutil.ignore_patterns(".cache"))
+    rows = list(csv.reader((root / "labels.csv").open()))
+    rows = [rows[0] + ["group"]] + [r + [f"g{i % 4}"] for i, r in enumerate(rows[1:])]
+    with (root / "labels.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    ds = load_dataset(spec, root, progress=False)
+    r = evaluate(run, root, tmp_path / "r.json", with_baselines=False, progress=False, dataset=ds)
+    test = ds.subset("test")
+    _, model, ckpt = load_run(run)
+    x, _, _ = to_tensors(test)
+    with torch.inference_mode():
+        preds = predict(model, x, run_mask(spec, ckpt, test.mask))
+    assert r["ci95"] == {
+        **bootstrap_ci(test.targets, preds, spec.labels, seed=spec.train.seed, groups=test.group),
+        "unit": "group",
+    }
+    assert r["ci95"] != {**bootstrap_ci(test.targets, preds, spec.labels, seed=spec.train.seed), "unit": "group"}
+    right = np.mean([preds[h] == test.targets[h] for h in spec.heads], axis=0)
+    per = {g: right[test.group == g].mean() for g in ("g0", "g1", "g2", "g3")}
+    assert r["groups"]["n"] == 4 and set(r["groups"]["per_group"]) == set(per)
+    for g, acc in per.items():
+        assert r["groups"]["per_group"][g] == {"n": int((test.group == g).sum()), "accuracy": pytest.approx(acc)}
+    worst = min(per, key=per.get)
+    assert r["groups"]["worst"] == worst
+    assert (
+        f"Per group (4 groups; the 95 % intervals resample whole groups): accuracy from {per[worst]:.3f} (group "
+        f"'{worst}'" in (tmp_path / "r.md").read_text()
+    )

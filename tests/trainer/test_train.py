@@ -173,6 +173,56 @@ def test_without_val_rows_a_stratified_share_of_train_is_held_out(tiny_data, tmp
     assert 0.0 <= metrics["val_accuracy"] <= 1.0
 
 
+def test_a_group_column_holds_out_whole_groups_and_names_groups_in_two_splits(tiny_data, tmp_path, capsys):
+    import csv
+    import shutil
+
+    from edgefuse.errors import DataError
+    from edgefuse.trainer.data import load_dataset
+
+    spec, data, ds = tiny_data
+    root = tmp_path / "groups"
+    shutil.copytree(data, root, ignore=shutil.ignore_patterns(".cache"))
+    labels = root / "labels.csv"
+    rows = list(csv.reader(labels.open()))
+    person = {r[0]: f"p{i % 7}" if r[1] != "test" else f"t{i % 3}" for i, r in enumerate(rows[1:])}  # test: its own
+    rows = [rows[0] + ["group"]] + [[r[0], "train" if r[1] == "val" else r[1], *r[2:], person[r[0]]] for r in rows[1:]]
+    with labels.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    capsys.readouterr()
+    got = load_dataset(spec, root, progress=False)
+    assert list(got.group) == [person[i] for i in got.ids]
+    val, train_ = set(got.group[got.split == "val"]), set(got.group[got.split == "train"])
+    assert val and train_ and not val & train_  # whole groups: no person in both
+    was_train = (got.split == "train") | (got.split == "val")
+    assert (got.split == "val").sum() >= round(0.15 * was_train.sum())  # groups until they hold 15 %
+    assert (got.split == "test").sum() == (ds.split == "test").sum()
+    held = sorted(val)
+    names = ", ".join(f"'{g}'" for g in held)
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"note: {labels}: no 'val' rows; {(got.split == 'val').sum()} of the train samples (whole groups, {len(held)} "
+        f"of 7: {names}, fixed seed) are held out for validation"
+    )
+    # the same person in train and test: one note naming the groups and their splits
+    rows[1][-1] = "t0"  # a train sample of the test group t0
+    with labels.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    capsys.readouterr()
+    load_dataset(spec, root, progress=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        f"note: {labels}: 1 group(s) have samples in more than one split, e.g. 't0' (train/test): validation and "
+        "test then score groups seen in training"
+    )
+    rows[2][-1] = " "
+    with labels.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(DataError) as e:
+        load_dataset(spec, root, progress=False)
+    assert e.value.problem == f"line 3 (sample '{rows[2][0]}'): empty group (a group column needs one per row)"
+
+
 def test_early_stopping_stops(tiny_data, tmp_path):
     spec, data, ds = tiny_data
     d = spec_to_dict(spec)
