@@ -489,7 +489,8 @@ class TrainSpec(Strict):
     balanced: bool = False
     # cut every sample's recordings into windows every window_hop_s seconds, each a sample of its own with the same
     # split, labels and captions: the last window (the one a sample gives when unset), then each window ending
-    # window_hop_s earlier, as many as fit in the sample's shortest audio or series recording (stills and text repeat);
+    # window_hop_s earlier, as many as fit in the sample's shortest audio or series recording or video (stills and
+    # text repeat, a video gives the frame shown at each window's end);
     # for recordings longer than the window (folder datasets; docs/dataset.md); at least one step of every audio and
     # series modality. Unset: the last window only
     window_hop_s: float | None = Field(None, gt=0)

@@ -1,6 +1,6 @@
 """The folder dataset: labels.csv + one folder of modality files per sample (docs/dataset.md), loaded as tensors.
 
-    DATA/labels.csv                 sample,split,<head>...   (split: train, val or test)
+    DATA/labels.csv                 sample,split,<head>...[,group]   (split: train, val or test)
     DATA/samples/<sample>/<modality>.<ext>   one file per modality, ext by kind: EXTENSIONS
     DATA/captions.csv               optional: sample,caption (several rows per sample; trainer/caption.py)
     DATA/dataset.json               optional: what wrote it
@@ -8,7 +8,8 @@
 Nothing here knows the built-in scenarios: the spec says which modalities, shapes and labels to expect. Every
 problem is a DataError naming the file and what is wrong with it. Decoded arrays are cached under DATA/.cache,
 keyed by a hash of the spec's modalities and labels and of every file's bytes, so a stale cache is never used. With
-`train.window_hop_s` the cache keeps whole audio and series recordings, cut into windows after it (`windows`).
+`train.window_hop_s` the cache keeps whole audio and series recordings and videos' frames, cut into windows after it
+(`windows`).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from edgefuse.spec import ModalitySpec, ScenarioSpec
 from edgefuse.trainer.caption import read_captions
 
 SPLITS = ("train", "val", "test")
+VIDEO = (".mp4", ".avi", ".mov", ".mkv", ".webm")  # an image modality's recording: frames on its rate_hz grid
 EXTENSIONS = {
-    "image": (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"),  # decoded by OpenCV (load_image)
+    "image": (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", *VIDEO),  # OpenCV (load_image, load_video)
     "audio": (".wav", ".flac", ".ogg", ".mp3"),  # WAV read here (read_wav), the others by libsndfile (read_audio)
     "series": (".csv", ".npy"),
     "text": (".txt",),
@@ -258,6 +260,53 @@ def load_image(path: Path, m: ModalitySpec) -> np.ndarray:
     if frame is None:
         raise DataError(path, f"unreadable image: not a {path.suffix[1:].upper()} OpenCV can decode")
     return prepare_image(frame, m)
+
+
+def load_video(path: Path, m: ModalitySpec, whole: bool = False) -> np.ndarray:
+    """MP4, AVI, MOV, MKV or WebM (decoded by OpenCV's FFmpeg) -> (T, C, H, W) float32 frames as load_image gives
+    them: the last frame (T = 1; the image at the tick, where the recording ends), or with `whole` one frame per step
+    of the rate_hz grid ending at the last frame and going back to the first, each the latest frame shown at that
+    step (the runtime's camera: the newest frame at the tick)."""
+    with _quiet_stderr(True):  # FFmpeg prints its own lines ("moov atom not found") for a broken file
+        cap = cv2.VideoCapture(str(path))
+        try:
+            if not cap.isOpened():
+                raise DataError(path, f"unreadable video: OpenCV cannot open this {path.suffix[1:].upper()}")
+            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            if w * h > MAX_IMAGE_PIXELS:
+                raise DataError(
+                    path, f"video is {w}x{h} = {w * h:,} pixels, above the {MAX_IMAGE_PIXELS:,}-pixel limit"
+                )
+            fps, pts = cap.get(cv2.CAP_PROP_FPS), []
+            while cap.grab():  # pass 1: every frame's presentation time (s)
+                pts.append(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000)
+        finally:
+            cap.release()
+        if not pts:
+            raise DataError(path, "unreadable video: no decodable frame")
+        t = np.array(pts)
+        if len(t) > 1 and not (np.diff(t) > 0).all():  # a container without usable times: the nominal frame rate
+            if not fps > 0:
+                raise DataError(path, "video frames carry no increasing times and the file states no frame rate")
+            t = np.arange(len(t)) / fps
+        step = 1.0 / m.rate_hz
+        n = int(np.floor((t[-1] - t[0]) / step + 1e-6)) + 1 if whole else 1  # grid steps back to the first frame
+        grid = t[-1] - step * np.arange(n - 1, -1, -1)  # (n,) ascending, ends at the last frame
+        pick = np.searchsorted(t, grid + 1e-6, side="right") - 1  # (n,) the latest frame at or before each step
+        frames, want = {}, set(pick.tolist())
+        cap = cv2.VideoCapture(str(path))
+        try:
+            for i in range(max(want) + 1):  # pass 2: decode only the frames picked
+                if not cap.grab():
+                    raise DataError(path, f"unreadable video: frame {i} decoded once, not twice")
+                if i in want:
+                    ok, frame = cap.retrieve()
+                    if not ok:
+                        raise DataError(path, f"unreadable video: frame {i} does not decode")
+                    frames[i] = prepare_image(frame, m)
+        finally:
+            cap.release()
+    return np.stack([frames[i] for i in pick.tolist()])
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
@@ -540,10 +589,11 @@ def _decode(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Every sample's files -> (inputs, mask (N, M)): modality -> (N, *input_shape). `whole`: audio and series keep
     their whole recordings instead of the last window, as "rows_<m>" (sum of T, C) all samples' rows back to back
-    and "len_<m>" (N,) each sample's T (0 where missing); cut into windows by `windows`. With `train.pad_short`,
+    and "len_<m>" (N,) each sample's T (0 where missing); images as "rows_<m>" (sum of T, C, H, W), a still one
+    frame, a video its frames on the rate_hz grid (load_video); cut into windows by `windows`. With `train.pad_short`,
     "short_<m>" (N,) holds the steps each audio or series recording had before `pad_start` (0: not padded)."""
     n, names = len(files), spec.modality_names
-    ragged = {k for k, m in spec.modalities.items() if whole and m.kind in ("audio", "series")}
+    ragged = {k for k, m in spec.modalities.items() if whole and m.kind in ("audio", "series", "image")}
     inputs = {
         k: np.zeros((n, *m.input_shape), dtype=m.input_dtype) for k, m in spec.modalities.items() if k not in ragged
     }
@@ -562,8 +612,13 @@ def _decode(
             m = spec.modalities[name]
             if m.kind == "text":
                 inputs[name][i] = load_text(path, m, *_text_params(spec, name))
-            elif m.kind == "image":
-                inputs[name][i] = load_image(path, m)
+            elif m.kind == "image":  # (T, C, H, W): a still is one frame, a video its frames (load_video)
+                x = load_video(path, m, whole=name in ragged) if path.suffix in VIDEO else load_image(path, m)[None]
+                if name in ragged:
+                    rows[name].append(x)
+                    lengths[name][i] = len(x)
+                else:
+                    inputs[name][i] = x[-1]
             else:
                 x = loaders[m.kind](path, m, whole=name in ragged, short=pad)  # (C, T)
                 if x.shape[1] < m.n_steps:
@@ -576,8 +631,9 @@ def _decode(
                     inputs[name][i] = x
             mask[i, j] = 1.0
     for k in ragged:
-        c = spec.modalities[k].input_shape[0]
-        inputs[f"rows_{k}"] = np.concatenate(rows[k]) if rows[k] else np.zeros((0, c), np.float32)
+        m = spec.modalities[k]
+        empty = np.zeros((0, *m.input_shape) if m.kind == "image" else (0, m.input_shape[0]), np.float32)
+        inputs[f"rows_{k}"] = np.concatenate(rows[k]) if rows[k] else empty
         inputs[f"len_{k}"] = lengths[k]
     inputs.update({f"short_{k}": v for k, v in short.items()})
     return inputs, mask
@@ -591,14 +647,17 @@ def windows(
     A sample's recordings all end at its tick. Window k of a sample ends k * hop_s before that (k = 0 the last
     window, the one a sample gives without hop_s); in each audio or series recording it ends round(k * hop_s *
     rate_hz) rows before the last (rounded per window, so modalities at other rates never drift apart). A sample
-    gives as many windows as fit in the shortest of its audio and series recordings (one when it has none); its
-    images and text are the same in each."""
+    gives as many windows as fit in the shortest of its audio and series recordings and videos (one when it has
+    none); a window's image is the video frame at the step round(k * hop_s * rate_hz) before the last (a still: the
+    same in each), and its text is the same in each."""
     names, n = spec.modality_names, len(mask)
     ragged = [name for name in spec.modalities if f"len_{name}" in inputs]
     counts = np.full(n, np.iinfo(np.int64).max)  # windows per sample: those that fit in every recording
     for name in ragged:
         m, T = spec.modalities[name], inputs[f"len_{name}"]
         fit = np.floor((T - m.n_steps) / (hop_s * m.rate_hz) + 1e-9).astype(np.int64) + 1  # k * hop_s * rate <= T - n
+        if m.kind == "image":  # a still (one frame) fits any number of windows
+            fit = np.where(T > 1, fit, np.iinfo(np.int64).max)
         counts = np.where(mask[:, names.index(name)] > 0, np.minimum(counts, fit), counts)
     counts = np.where(counts == np.iinfo(np.int64).max, 1, counts)  # no audio or series: the one window
     per_window = sum(4 * int(np.prod(m.input_shape)) for m in spec.modalities.values())  # bytes, float32 (text: less)
@@ -615,6 +674,12 @@ def windows(
     for name in ragged:
         m, T, rows = spec.modalities[name], inputs[f"len_{name}"], inputs[f"rows_{name}"]
         end = np.cumsum(T)[sample] - np.round(k * hop_s * m.rate_hz).astype(np.int64)  # (W,) exclusive
+        if m.kind == "image":  # the frame shown at the window's end; a still's only frame
+            first = (np.cumsum(T) - T)[sample]
+            idx = np.where(T[sample] > 1, end - 1, first).clip(0, max(0, len(rows) - 1))
+            x = rows[idx] if len(rows) else np.zeros((len(sample), *m.input_shape), np.float32)
+            out[name] = np.where((T[sample] > 0)[:, None, None, None], x, 0.0).astype(np.float32)
+            continue
         idx = np.clip(end[:, None] - m.n_steps + np.arange(m.n_steps)[None, :], 0, max(0, len(rows) - 1))
         x = rows[idx] if len(rows) else np.zeros((len(sample), m.n_steps, m.input_shape[0]), np.float32)
         x = np.where((T[sample] > 0)[:, None, None], x, 0.0).astype(np.float32)  # a missing recording: zeros

@@ -578,3 +578,50 @@ def test_pad_short_pads_short_clips_at_their_start_and_says_how_many(tmp_path, c
     assert hop.ids == ["p0#0", "p1#0"]
     for name in ("mic", "env"):
         np.testing.assert_array_equal(hop.inputs[name], ds.inputs[name])
+
+
+def write_video(path: Path, values: list[int], fps: float, fourcc: str) -> None:
+    """An 8x8 gray video, frame i all `values[i]`, written by OpenCV's FFmpeg (a real container and codec)."""
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (8, 8), False)
+    assert w.isOpened()
+    for v in values:
+        w.write(np.full((8, 8), v, np.uint8))
+    w.release()
+
+
+@pytest.mark.parametrize("ext, fourcc", [(".avi", "MJPG"), (".mp4", "mp4v")])
+def test_a_video_gives_the_frame_at_the_tick_and_with_a_hop_the_frame_at_each_window_end(tmp_path, ext, fourcc):
+    root = write_windowed(tmp_path / "d")
+    (root / "samples" / "s0" / "cam.png").unlink()
+    write_video(root / "samples" / "s0" / f"cam{ext}", [10 * i for i in range(25)], 10, fourcc)  # 2.5 s at 10 fps
+    write_video(root / "samples" / "s2" / f"cam{ext}", [200], 10, fourcc)  # a one-frame video: a still
+    (root / "samples" / "s2" / "cam.png").unlink()
+    d = {**WINDOWED, "modalities": {**WINDOWED["modalities"], "cam": {**WINDOWED["modalities"]["cam"], "rate_hz": 10}}}
+    last = load_dataset(parse_spec(d), root, progress=False)
+    np.testing.assert_allclose(last.inputs["cam"][0], 240 / 255, atol=2 / 255)  # the last frame: the one at the tick
+    np.testing.assert_allclose(last.inputs["cam"][2], 200 / 255, atol=2 / 255)
+    ds = load_dataset(parse_spec({**d, "train": {"window_hop_s": 0.5}}), root, progress=False)
+    # s0: audio fits 4 windows, series 7, the video's 10 Hz grid (25 steps back to its first frame) 5: audio decides
+    assert ds.ids == ["s0#0", "s0#1", "s0#2", "s0#3", "s1#0", "s2#0", "s2#1", "s2#2"]
+    for w in range(4):  # window k ends k * 0.5 s earlier: frame 24 - 5k (2.4 - 0.5 k s)
+        np.testing.assert_allclose(ds.inputs["cam"][w], 10 * (24 - 5 * w) / 255, atol=2 / 255)
+    np.testing.assert_array_equal(ds.inputs["cam"][4], last.inputs["cam"][1])  # s1's png still
+    for w in (5, 6, 7):  # the one-frame video repeats, as a still does
+        np.testing.assert_allclose(ds.inputs["cam"][w], 200 / 255, atol=2 / 255)
+    # a video shorter than the audio limits the windows: 13 frames (1.2 s) fit 3 windows 0.5 s apart
+    write_video(root / "samples" / "s0" / f"cam{ext}", [10 * i for i in range(13)], 10, fourcc)
+    short = load_dataset(parse_spec({**d, "train": {"window_hop_s": 0.5}}), root, progress=False)
+    assert short.ids[:4] == ["s0#0", "s0#1", "s0#2", "s1#0"]
+    np.testing.assert_allclose(short.inputs["cam"][2], 20 / 255, atol=2 / 255)  # 1.2 - 1.0 s: frame 2
+
+
+def test_a_broken_video_is_named_in_one_line(tmp_path, capfd):
+    root = write_windowed(tmp_path / "d")
+    (root / "samples" / "s0" / "cam.png").unlink()
+    (root / "samples" / "s0" / "cam.mp4").write_bytes(b"\0\0\0\x18ftypmp42" + bytes(200))
+    capfd.readouterr()
+    with pytest.raises(DataError) as err:
+        load_dataset(parse_spec(WINDOWED), root, progress=False)
+    assert err.value.path.endswith("s0/cam.mp4")
+    assert err.value.problem == "unreadable video: OpenCV cannot open this MP4"
+    assert capfd.readouterr().err == ""  # FFmpeg's own lines do not reach the terminal
