@@ -291,6 +291,13 @@ def load_video(path: Path, m: ModalitySpec, whole: bool = False) -> np.ndarray:
             t = np.arange(len(t)) / fps
         step = 1.0 / m.rate_hz
         n = int(np.floor((t[-1] - t[0]) / step + 1e-6)) + 1 if whole else 1  # grid steps back to the first frame
+        need, have = n * 4 * int(np.prod(m.input_shape)), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if need > have // 4:  # frame times spanning hours (or forged) would otherwise take the machine's memory
+            raise DataError(
+                path,
+                f"frames span {t[-1] - t[0]:,.0f} s: {n:,} steps of the {m.rate_hz:g} Hz grid would take "
+                f"{need / 2**30:.1f} GiB, more than a quarter of this machine's memory",
+            )
         grid = t[-1] - step * np.arange(n - 1, -1, -1)  # (n,) ascending, ends at the last frame
         pick = np.searchsorted(t, grid + 1e-6, side="right") - 1  # (n,) the latest frame at or before each step
         frames, want = {}, set(pick.tolist())

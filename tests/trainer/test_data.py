@@ -625,3 +625,19 @@ def test_a_broken_video_is_named_in_one_line(tmp_path, capfd):
     assert err.value.path.endswith("s0/cam.mp4")
     assert err.value.problem == "unreadable video: OpenCV cannot open this MP4"
     assert capfd.readouterr().err == ""  # FFmpeg's own lines do not reach the terminal
+
+
+def test_a_video_whose_frames_would_not_fit_in_memory_is_refused_in_one_line(tmp_path, monkeypatch):
+    from edgefuse.trainer import data as data_module
+
+    root = write_windowed(tmp_path / "d")
+    (root / "samples" / "s0" / "cam.png").unlink()
+    write_video(root / "samples" / "s0" / "cam.avi", [10 * i for i in range(25)], 10, "MJPG")
+    monkeypatch.setattr(data_module.os, "sysconf", lambda name: {"SC_PAGE_SIZE": 1024, "SC_PHYS_PAGES": 1}[name])
+    d = {**WINDOWED, "modalities": {**WINDOWED["modalities"], "cam": {**WINDOWED["modalities"]["cam"], "rate_hz": 10}}}
+    with pytest.raises(DataError) as err:  # 25 steps of 8x8 floats: 6.4 KB; a quarter of "memory" is 256 bytes
+        load_dataset(parse_spec({**d, "train": {"window_hop_s": 0.5}}), root, progress=False)
+    assert err.value.path.endswith("s0/cam.avi")
+    assert err.value.problem == (
+        "frames span 2 s: 25 steps of the 10 Hz grid would take 0.0 GiB, more than a quarter of this machine's memory"
+    )
