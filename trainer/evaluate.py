@@ -17,7 +17,8 @@ Definitions used throughout the report (all computed with NumPy):
   ci95            bootstrap 95 % intervals (percentiles 2.5 / 97.5 over 1000 resamples of the test samples, seeded)
                   of accuracy and macro F1; with a `group` column in labels.csv whole groups are resampled (people:
                   an interval for people not seen), else with `train.window_hop_s` whole recordings (all their
-                  windows together), since windows of one recording are not independent; `unit` says which
+                  windows together), since windows of one recording are not independent; `unit` says which (a
+                  split holding one group resamples as without groups)
   groups          with a `group` column: accuracy per group of the split, and the worst group
   calibration     expected calibration error (15 equal-width confidence bins) and NLL, mean over heads, of the
                   scores before (temperature 1) and after the temperature fitted on the validation split
@@ -376,9 +377,10 @@ def evaluate(
     preds = classes_of(logits)
     windows = spec.train.window_hop_s is not None  # long recordings cut into windows (trainer/data.py)
     # what the bootstrap resamples: labels.csv's groups (people, sessions), else recordings cut into windows
+    # (one group cannot be resampled into an interval: then as without groups)
     unit, unit_ids = (
         ("group", part.group)
-        if part.group is not None
+        if part.group is not None and len(np.unique(part.group)) > 1
         else ("recording", recording_ids(part))
         if windows
         else ("sample", None)

@@ -67,9 +67,11 @@ def _group_lines(r: dict[str, Any]) -> list[str]:
         return []
     acc = sorted(v["accuracy"] for v in g["per_group"].values())
     worst = g["per_group"][g["worst"]]
+    how = "whole groups" if r["ci95"]["unit"] == "group" else f"{r['ci95']['unit']}s: one group"
     return [
-        f"Per group ({g['n']} groups; the 95 % intervals resample whole groups): accuracy from {acc[0]:.3f} (group "
-        f"'{g['worst']}', {worst['n']} samples) to {acc[-1]:.3f}, median {statistics.median(acc):.3f}.",
+        f"Per group ({g['n']} group{'s' * (g['n'] != 1)}; the 95 % intervals resample {how}): accuracy from "
+        f"{acc[0]:.3f} (group '{g['worst']}', {worst['n']} samples) to {acc[-1]:.3f}, median "
+        f"{statistics.median(acc):.3f}.",
         "",
     ]
 

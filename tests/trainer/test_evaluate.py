@@ -257,3 +257,12 @@ def test_a_group_column_resamples_whole_groups_and_scores_each_group(tiny_run, t
         f"Per group (4 groups; the 95 % intervals resample whole groups): accuracy from {per[worst]:.3f} (group "
         f"'{worst}'" in (tmp_path / "r.md").read_text()
     )
+    one = ds.rows(ds.split == "test")
+    one.group[:] = "g0"  # a split of one group: no interval over groups, the samples are resampled as without
+    r1 = evaluate(run, root, tmp_path / "r1.json", with_baselines=False, progress=False, dataset=one)
+    assert r1["ci95"] == {**bootstrap_ci(test.targets, preds, spec.labels, seed=spec.train.seed), "unit": "sample"}
+    assert r1["groups"]["n"] == 1 and r1["groups"]["per_group"]["g0"]["accuracy"] == pytest.approx(right.mean())
+    assert (
+        "Per group (1 group; the 95 % intervals resample samples: one group): accuracy from"
+        in (tmp_path / "r1.md").read_text()
+    )
