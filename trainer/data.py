@@ -2,6 +2,7 @@
 
     DATA/labels.csv                 sample,split,<head>...[,group]   (split: train, val or test)
     DATA/samples/<sample>/<modality>.<ext>   one file per modality, ext by kind: EXTENSIONS
+    DATA/samples/<sample>/segments.csv      optional: labelled time ranges t0_s,t1_s,<head>... (range_labels)
     DATA/captions.csv               optional: sample,caption (several rows per sample; trainer/caption.py)
     DATA/dataset.json               optional: what wrote it
 
@@ -46,6 +47,7 @@ EXTENSIONS = {
 TIME_COLUMN = "t_s"  # a series CSV's optional timestamp column (seconds): rows at any rate, put on the rate_hz grid
 VAL_FRACTION = 0.15  # of the train split, held out for validation when labels.csv has no val rows
 GROUP_COLUMN = "group"  # labels.csv's optional column: the person, session or place each sample comes from
+SEGMENTS = "segments.csv"  # a sample's labelled time ranges (t0_s,t1_s,<head>...), cut by train.window_hop_s
 CACHE_VERSION = 2  # bump when decoding changes, so old caches stop matching
 PAD_HINT = " (train.pad_short: true pads short recordings)"
 
@@ -132,8 +134,23 @@ def read_labels(spec: ScenarioSpec, root: Path) -> list[tuple[str, str, dict[str
                 path, f"line {line} (sample '{sample}'): unknown split '{split}'; use one of {list(SPLITS)}"
             )
         labels = {}
+        ranged = "segments" not in spec.modalities and (root / "samples" / sample / SEGMENTS).is_file()
+        if ranged and (spec.multilabel or spec.regression):
+            raise DataError(
+                root / "samples" / sample / SEGMENTS,
+                "labelled time ranges carry class heads only; this spec also has multilabel or regression heads",
+            )
         for head in spec.heads:
             value = row[col[head]].strip()
+            if ranged:  # its labels come from its segments.csv, window by window (segment_labels)
+                if value:
+                    raise DataError(
+                        path,
+                        f"line {line} (sample '{sample}'): {head} '{value}' here and time ranges in its {SEGMENTS}; "
+                        "leave the cell empty",
+                    )
+                labels[head] = ""
+                continue
             if value not in spec.labels[head]:
                 raise DataError(
                     path,
@@ -728,7 +745,18 @@ def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) ->
     cache = root / ".cache" / f"{key}.npz"
     ids = [r[0] for r in rows]
     split = np.array([r[1] for r in rows])
-    targets = {h: np.array([spec.labels[h].index(r[2][h]) for r in rows], dtype=np.int64) for h in spec.heads}
+    # -1: labelled by the sample's segments.csv, window by window (range_labels)
+    targets = {
+        h: np.array([spec.labels[h].index(r[2][h]) if r[2][h] else -1 for r in rows], dtype=np.int64)
+        for h in spec.heads
+    }
+    ranged = np.flatnonzero(targets[spec.heads[0]] < 0) if spec.heads else np.zeros(0, np.int64)
+    if len(ranged) and spec.train.window_hop_s is None:
+        raise DataError(
+            root / "samples" / ids[ranged[0]] / SEGMENTS,
+            "labelled time ranges need train.window_hop_s (the recording is cut into windows, each labelled by the "
+            "range covering its end)",
+        )
     group = read_groups(spec, root, ids)
     if (
         not (split == "val").any()
@@ -764,12 +792,22 @@ def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) ->
     captions = read_captions(root, ids) if spec.captions is not None else None
     extra = head_targets(spec, [r[2] for r in rows])
     if hop_s is not None:  # every window of a sample keeps its split, labels and captions
+        ends = recording_ends(spec, inputs, len(mask))  # (N,)
         inputs, mask, sample, k = windows(spec, inputs, mask, hop_s)
-        ids = [f"{ids[i]}#{j}" for i, j in zip(sample, k, strict=True)]
-        split, targets = split[sample], {h: v[sample] for h, v in targets.items()}
+        targets = {h: v[sample] for h, v in targets.items()}
+        start = range_labels(spec, root, ids, ranged, sample, ends[sample] - k * hop_s, targets)
+        ids = [
+            f"{ids[i]}#{j}" if np.isnan(t0) else f"{ids[i]}@{t0:g}#{j}"
+            for i, j, t0 in zip(sample, k, start, strict=True)
+        ]
+        split = split[sample]
         extra = {h: v[sample] for h, v in extra.items()}
         captions = [captions[i] for i in sample] if captions is not None else None
         group = group[sample] if group is not None else None
+        if len(ranged):  # windows no labelled range covers are left out
+            keep = targets[spec.heads[0]] >= 0
+            _note_unlabelled(root, int((~keep).sum()), int(np.isin(sample, ranged).sum()))
+            return Dataset(spec, ids, split, inputs, mask, targets, extra, captions, group).rows(keep)
     return Dataset(
         spec=spec,
         ids=ids,
@@ -781,6 +819,59 @@ def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) ->
         captions=captions,
         group=group,
     )
+
+
+def recording_ends(spec: ScenarioSpec, inputs: dict[str, np.ndarray], n: int) -> np.ndarray:
+    """(N,) seconds: each sample's longest audio or series recording (`_decode(whole=True)`), where its recordings
+    end; its labelled time ranges count from that recording's start."""
+    ends = np.zeros(n)
+    for name, m in spec.modalities.items():
+        if m.kind in ("audio", "series") and f"len_{name}" in inputs:
+            ends = np.maximum(ends, inputs[f"len_{name}"] / m.rate_hz)
+    return ends
+
+
+def range_labels(
+    spec: ScenarioSpec,
+    root: Path,
+    names: list[str],
+    ranged: np.ndarray,
+    sample: np.ndarray,
+    end_s: np.ndarray,
+    targets: dict[str, np.ndarray],
+) -> np.ndarray:
+    """Windows (of `sample` (W,), ending `end_s` (W,) seconds from their recording's start) of the samples `ranged`
+    take the class labels of the time range in their sample's segments.csv that covers their end, as a recorded
+    session's ticks do (runtime/sync.py label_at); filled into `targets` (W,) in place, -1 where no range covers.
+    Returns (W,) each window's range start (t0_s), NaN for windows of other samples or of no range."""
+    from bisect import bisect_right
+
+    from edgefuse.runtime.record import read_labels as read_ranges
+    from edgefuse.runtime.sync import NS, label_at, label_segments
+
+    start = np.full(len(sample), np.nan)
+    for i in ranged:
+        path = root / "samples" / names[i] / SEGMENTS
+        segments = label_segments(read_ranges(path, spec.labels), 0, spec.labels, str(path))
+        starts = [seg[0] for seg in segments]
+        for w in np.flatnonzero(sample == i):
+            t = round(end_s[w] * NS)
+            truth = label_at(segments, starts, t)
+            if truth is not None:
+                start[w] = starts[bisect_right(starts, t) - 1] / NS
+                for h in spec.heads:
+                    targets[h][w] = spec.labels[h].index(truth[h])
+    return start
+
+
+def _note_unlabelled(root: Path, left_out: int, of: int) -> None:
+    """One line on stderr: how many windows of the samples with labelled time ranges no range covers."""
+    if left_out:
+        print(
+            f"note: {root}: {left_out:,} of {of:,} windows of the recordings with {SEGMENTS} end outside every "
+            "labelled time range and are left out",
+            file=sys.stderr,
+        )
 
 
 def _note_shared_groups(root: Path, split: np.ndarray, group: np.ndarray) -> None:

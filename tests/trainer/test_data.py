@@ -641,3 +641,58 @@ def test_a_video_whose_frames_would_not_fit_in_memory_is_refused_in_one_line(tmp
     assert err.value.problem == (
         "frames span 2 s: 25 steps of the 10 Hz grid would take 0.0 GiB, more than a quarter of this machine's memory"
     )
+
+
+def test_labelled_time_ranges_label_each_window_by_the_range_covering_its_end(tmp_path, capfd):
+    """r0: 4 s of audio and series with a segments.csv; r1: labelled in labels.csv as usual. Audio sample j holds
+    j / 4000, series row i holds i."""
+    root = tmp_path / "d"
+    for name, secs in (("r0", 4.0), ("r1", 2.0)):
+        d = root / "samples" / name
+        d.mkdir(parents=True)
+        write_float_wav(d / "mic.wav", (np.arange(int(secs * 1000)) / 4000)[:, None], 1000)
+        (d / "env.csv").write_text("a\n" + "\n".join(str(i) for i in range(int(secs * 10))) + "\n")
+    (root / "labels.csv").write_text("sample,split,event\nr0,train,\nr1,test,y\n")
+    ranges = "t0_s,t1_s,event\n0,2.4,x\n2.6,3.4,y\n3.6,4.0,x\n"  # gaps at 2.4-2.6 and 3.4-3.6 s
+    (root / "samples" / "r0" / "segments.csv").write_text(ranges)
+    plain = load_dataset(parse_spec({**WINDOWED, "train": {"window_hop_s": 0.5}}), root, progress=False)
+    # r0: env fits (40 - 20) / 5 + 1 = 5 windows, ending at 4.0, 3.5, 3.0, 2.5 and 2.0 s; 3.5 and 2.5 fall in gaps
+    assert plain.ids == ["r0@3.6#0", "r0@2.6#2", "r0@0#4", "r1#0"]
+    assert list(plain.targets["event"]) == [0, 1, 0, 1] and list(plain.split) == ["train", "train", "train", "test"]
+    for w, k in enumerate((0, 2, 4)):  # the same rows as any window k
+        np.testing.assert_array_equal(plain.inputs["env"][w, 0], np.arange(20 - 5 * k, 40 - 5 * k))
+        np.testing.assert_allclose(plain.inputs["mic"][w, 0], np.arange(3500 - 500 * k, 4000 - 500 * k) / 4000)
+    assert capfd.readouterr().err.strip() == (
+        f"note: {root}: 2 of 5 windows of the recordings with segments.csv end outside every labelled time range "
+        "and are left out"
+    )
+    # eval's per-recording scores then decide each labelled range once: its windows share its label
+    from edgefuse.trainer.evaluate import recording_ids
+
+    assert list(recording_ids(plain)) == ["r0@3.6", "r0@2.6", "r0@0", "r1"]
+
+    def refused(spec: dict) -> DataError:
+        with pytest.raises(DataError) as err:
+            load_dataset(parse_spec(spec), root, progress=False)
+        return err.value
+
+    err = refused(WINDOWED)  # without a hop
+    assert err.path.endswith("r0/segments.csv") and err.problem.startswith(
+        "labelled time ranges need train.window_hop_s"
+    )
+    (root / "samples" / "r0" / "segments.csv").write_text(ranges.replace("2.6,3.4,y", "2.6,3.4,z"))
+    err = refused({**WINDOWED, "train": {"window_hop_s": 0.5}})
+    assert err.path.endswith("r0/segments.csv") and err.problem == "line 3: event='z' is not one of ['x', 'y']"
+    (root / "samples" / "r0" / "segments.csv").write_text(ranges)
+    (root / "labels.csv").write_text("sample,split,event\nr0,train,x\nr1,test,y\n")
+    err = refused({**WINDOWED, "train": {"window_hop_s": 0.5}})
+    assert err.path.endswith("labels.csv")
+    assert (
+        err.problem == "line 2 (sample 'r0'): event 'x' here and time ranges in its segments.csv; leave the cell empty"
+    )
+    (root / "labels.csv").write_text("sample,split,event,speed\nr0,train,,\nr1,test,y,1.5\n")
+    err = refused({**WINDOWED, "regression": {"speed": {"unit": "m/s"}}, "train": {"window_hop_s": 0.5}})
+    assert err.path.endswith("r0/segments.csv")
+    assert (
+        err.problem == "labelled time ranges carry class heads only; this spec also has multilabel or regression heads"
+    )
