@@ -841,8 +841,9 @@ def range_labels(
     targets: dict[str, np.ndarray],
 ) -> np.ndarray:
     """Windows (of `sample` (W,), ending `end_s` (W,) seconds from their recording's start) of the samples `ranged`
-    take the class labels of the time range in their sample's segments.csv that covers their end, as a recorded
-    session's ticks do (runtime/sync.py label_at); filled into `targets` (W,) in place, -1 where no range covers.
+    take the class labels of the time range in their sample's segments.csv that covers their last instant (1 ns
+    before the end), by the rule a recorded session's ticks follow (runtime/sync.py label_at); filled into `targets`
+    (W,) in place, -1 where no range covers.
     Returns (W,) each window's range start (t0_s), NaN for windows of other samples or of no range."""
     from bisect import bisect_right
 
@@ -855,8 +856,8 @@ def range_labels(
         segments = label_segments(read_ranges(path, spec.labels), 0, spec.labels, str(path))
         starts = [seg[0] for seg in segments]
         for w in np.flatnonzero(sample == i):
-            t = round(end_s[w] * NS)
-            truth = label_at(segments, starts, t)
+            t = round(end_s[w] * NS) - 1  # the window's last instant: back-to-back ranges give a window ending on
+            truth = label_at(segments, starts, t)  # their boundary to the range it holds, not to the next
             if truth is not None:
                 start[w] = starts[bisect_right(starts, t) - 1] / NS
                 for h in spec.heads:

@@ -676,6 +676,12 @@ def test_labelled_time_ranges_label_each_window_by_the_range_covering_its_end(tm
             load_dataset(parse_spec(spec), root, progress=False)
         return err.value
 
+    # back-to-back ranges: a window ending on their boundary belongs to the range it holds
+    (root / "samples" / "r0" / "segments.csv").write_text("t0_s,t1_s,event\n0,3,x\n3,4,y\n")
+    back = load_dataset(parse_spec({**WINDOWED, "train": {"window_hop_s": 0.5}}), root, progress=False)
+    assert back.ids == ["r0@3#0", "r0@3#1", "r0@0#2", "r0@0#3", "r0@0#4", "r1#0"]  # ends 4, 3.5 | 3, 2.5, 2
+    assert list(back.targets["event"]) == [1, 1, 0, 0, 0, 1]
+    (root / "samples" / "r0" / "segments.csv").write_text(ranges)
     err = refused(WINDOWED)  # without a hop
     assert err.path.endswith("r0/segments.csv") and err.problem.startswith(
         "labelled time ranges need train.window_hop_s"
