@@ -11,7 +11,10 @@ rows each, split by person as benchmarks/realdata/dsads.py splits them (p1-p5 tr
      segments: the bench's data) and every 2.5 s (twice the windows, each overlapping its neighbours by half);
      both are scored on the same test windows, the bench's 2,280 test segments, and on the 38 test recordings
      (each decided by its 60 windows' log-probabilities summed, as `edgefuse eval` scores recordings).
-The joined folder is a temporary one (removed at the end, with the runs); one torch thread per training, --jobs
+Before the trainings (and alone with --checks-only), the same segments are joined into one 95-minute recording per
+person, the 19 activities back to back, labelled by time range (samples/p<P>/segments.csv: 19 rows of 300 s); loaded
+with window_hop_s 5.0, they too must give exactly the 9,120 segments, each window with its segment's activity.
+The joined folders are temporary ones is a temporary one (removed at the end, with the runs); one torch thread per training, --jobs
 trainings at once.
 """
 
@@ -51,6 +54,34 @@ def join(root: Path) -> None:
     write_labels(root, "activity", [(name, split, activity) for name, (split, activity) in recordings.items()])
 
 
+def join_people(root: Path) -> list[str]:
+    """root/labels.csv + root/samples/p<P>/{upper,lower}.npy + segments.csv: each person's activities back to back,
+    in the converted order, one labelled time range of 300 s each. Returns the activities in that order."""
+    with open(DATA / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    order = list(dict.fromkeys(r["sample"].split("_")[0] for r in rows))  # a01 ... a19
+    activity = {r["sample"].split("_")[0]: r["activity"] for r in rows}
+    split = {r["sample"].split("_")[1]: r["split"] for r in rows}  # p7 -> test
+    for person in split:
+        folder = root / "samples" / person
+        folder.mkdir(parents=True)
+        for part in ("upper", "lower"):
+            np.save(
+                folder / f"{part}.npy",
+                np.concatenate(
+                    [
+                        np.load(DATA / "samples" / f"{a}_{person}_s{s:02d}" / f"{part}.npy")
+                        for a in order
+                        for s in range(1, SEGMENTS + 1)
+                    ]
+                ),
+            )
+        ranges = [f"{300 * j},{300 * (j + 1)},{activity[a]}" for j, a in enumerate(order)]
+        (folder / "segments.csv").write_text("t0_s,t1_s,activity\n" + "\n".join(ranges) + "\n")
+    write_labels(root, "activity", [(person, sp, "") for person, sp in split.items()])
+    return order
+
+
 def spec_with(hop_s: float):
     from edgefuse.spec import load_spec, parse_spec, spec_to_dict
 
@@ -70,6 +101,30 @@ def check_windows(joined: Path) -> int:
     for w, wid in enumerate(windows.ids):
         name, k = wid.split("#")
         i = at[f"{name}_s{SEGMENTS - int(k):02d}"]
+        for m in ("upper", "lower"):
+            if not np.array_equal(windows.inputs[m][w], segments.inputs[m][i]):
+                raise SystemExit(f"window {wid} differs from segment {segments.ids[i]} in {m}")
+        if windows.split[w] != segments.split[i] or windows.targets["activity"][w] != segments.targets["activity"][i]:
+            raise SystemExit(f"window {wid}: split or label differs from segment {segments.ids[i]}")
+    if len(windows) != len(segments):
+        raise SystemExit(f"{len(windows)} windows for {len(segments)} segments")
+    return len(windows)
+
+
+def check_ranges(people: Path, order: list[str]) -> int:
+    """The hop-5 windows of the per-person recordings equal the converted segments, with their labels; how many."""
+    from edgefuse.spec import load_spec
+    from edgefuse.trainer.data import load_dataset
+
+    windows = load_dataset(spec_with(5.0), people, progress=False)
+    segments = load_dataset(load_spec(HERE / "dsads.yaml"), DATA, progress=False)
+    at = {sid: i for i, sid in enumerate(segments.ids)}
+    total = 300 * len(order)  # s: every recording ends there
+    for w, wid in enumerate(windows.ids):  # p7@600#1079: the range starting at 600 s, window 1079 (ends 305 s)
+        person, rest = wid.split("@")
+        t0, k = rest.split("#")
+        j, end = int(float(t0)) // 300, total - 5 * int(k)
+        i = at[f"{order[j]}_{person}_s{(end - 300 * j) // 5:02d}"]
         for m in ("upper", "lower"):
             if not np.array_equal(windows.inputs[m][w], segments.inputs[m][i]):
                 raise SystemExit(f"window {wid} differs from segment {segments.ids[i]} in {m}")
@@ -102,6 +157,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--jobs", type=int, default=1, help="trainings at once (each one torch thread)")
+    p.add_argument("--checks-only", action="store_true", help="only the two value-for-value checks, no training")
     args = p.parse_args()
     if not (DATA / "labels.csv").is_file():
         p.error(f"{DATA} is not converted yet: run benchmarks/realdata/dsads.py convert first")
@@ -110,6 +166,14 @@ def main() -> int:
         join(joined)
         n = check_windows(joined)
         print(f"window_hop_s 5.0 on the 152 joined recordings: {n} windows, each equal to its converted segment")
+        order = join_people(Path(tmp) / "people")
+        n = check_ranges(Path(tmp) / "people", order)
+        print(
+            f"window_hop_s 5.0 on the 8 per-person recordings labelled by time range: {n} windows, each equal to "
+            "its converted segment, with its activity"
+        )
+        if args.checks_only:
+            return 0
         jobs = [(str(joined), hop, seed) for seed in range(args.seeds) for hop in (5.0, 2.5)]
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:
             results = list(pool.map(run, *zip(*jobs, strict=True)))
