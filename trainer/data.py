@@ -497,14 +497,16 @@ def _onto_grid(
 
 
 def _read_series_csv(path: Path, channels: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
-    """(rows (k, C) in the spec's channel order, the `t_s` column (k,) or None when the file has none)."""
+    """(rows (k, C) in the spec's channel order, the `t_s` column (k,) or None when the file has none). Comma-separated,
+    or semicolon- or tab-separated when the header holds no comma (as spreadsheets in many locales export it)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: spreadsheets often write a BOM
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(path, f"cannot read: {err}") from None
     if not lines:
         raise DataError(path, f"empty: expected a header with channels {channels}")
-    header = [h.strip() for h in lines[0].split(",")]
+    sep = next((c for c in (",", ";", "\t") if c in lines[0]), ",")
+    header = [h.strip() for h in lines[0].split(sep)]
     stamped = TIME_COLUMN in header and TIME_COLUMN not in channels
     missing = [c for c in channels if c not in header]
     unknown = [h for h in header if h not in channels and not (stamped and h == TIME_COLUMN)]
@@ -516,10 +518,10 @@ def _read_series_csv(path: Path, channels: list[str]) -> tuple[np.ndarray, np.nd
     rows = [ln for ln in lines[1:] if ln.strip()]
     try:
         # numpy parses the strings in C; any bad value or ragged row falls through to the diagnosis below
-        x = np.array(",".join(rows).split(","), dtype=np.float64).reshape(len(rows), len(header))
+        x = np.array(sep.join(rows).split(sep), dtype=np.float64).reshape(len(rows), len(header))
     except ValueError:
         for i, ln in enumerate(rows):
-            vals = ln.split(",")
+            vals = ln.split(sep)
             if len(vals) != len(header):
                 raise DataError(path, f"row {i + 2}: {len(vals)} values for {len(header)} columns") from None
             for h, v in zip(header, vals, strict=True):

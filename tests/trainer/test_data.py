@@ -702,3 +702,26 @@ def test_labelled_time_ranges_label_each_window_by_the_range_covering_its_end(tm
     assert (
         err.problem == "labelled time ranges carry class heads only; this spec also has multilabel or regression heads"
     )
+
+
+def test_series_csv_with_a_bom_semicolons_or_tabs_loads_as_the_comma_file(tmp_path, home_spec, home_data: Path):
+    ds = load_dataset(home_spec, home_data, progress=False)
+    i = list(ds.ids).index("000000")
+    text = (first_sample(home_data) / "env.csv").read_text()
+    for name, edit in {
+        "bom": lambda t: "\ufeff" + t,
+        "semicolon": lambda t: t.replace(",", ";"),
+        "tab": lambda t: t.replace(",", "\t"),
+    }.items():
+        root = broken(home_data, tmp_path / name, lambda r, e=edit: (first_sample(r) / "env.csv").write_text(e(text)))
+        np.testing.assert_array_equal(
+            load_dataset(home_spec, root, progress=False).inputs["env"][i], ds.inputs["env"][i]
+        )
+    # a semicolon file with decimal commas: the cell is named
+    lines = text.replace(",", ";").splitlines()
+    lines[5] = lines[5].replace(".", ",", 1)
+    root = broken(home_data, tmp_path / "decimal", lambda r: (first_sample(r) / "env.csv").write_text("\n".join(lines)))
+    with pytest.raises(DataError) as err:
+        load_dataset(home_spec, root, progress=False)
+    assert err.value.path.endswith("000000/env.csv") and err.value.problem.startswith("row 6, column '")
+    assert err.value.problem.endswith("is not a number")
