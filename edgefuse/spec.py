@@ -499,6 +499,11 @@ class TrainSpec(Strict):
     # `t_s` from its first row); for datasets of short clips (spoken words, sound events). Training prints how
     # many were padded per modality and the shortest. Off: a recording shorter than the window is an error
     pad_short: bool = False
+    # series cells that are empty or NaN take their channel's previous value in the file (its first value for those
+    # before it), as a sensor that did not report holds its last reading (e.g. a heart rate logged in a few rows of
+    # an IMU's); a channel with no value at all is still an error; loading prints how many cells were held per
+    # modality. Off: an empty or NaN cell is an error
+    hold_missing: bool = False
     # unimodal pre-training: first train each modality alone (same recipe and seed; kept in <run>/pretrain/), then
     # start the fused model's encoders from those models and train it as usual; about (M + 1) x the training time;
     # one process only (refused with --nproc)

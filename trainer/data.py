@@ -50,6 +50,7 @@ GROUP_COLUMN = "group"  # labels.csv's optional column: the person, session or p
 SEGMENTS = "segments.csv"  # a sample's labelled time ranges (t0_s,t1_s,<head>...), cut by train.window_hop_s
 CACHE_VERSION = 2  # bump when decoding changes, so old caches stop matching
 PAD_HINT = " (train.pad_short: true pads short recordings)"
+HOLD_HINT = " (train.hold_missing: true holds a channel's last value over empty or NaN cells)"
 
 
 @dataclass
@@ -431,10 +432,31 @@ def load_audio(path: Path, m: ModalitySpec, whole: bool = False, short: bool = F
     return np.ascontiguousarray(x[0 if whole else -m.n_steps :].T)  # (C, n_steps), or (C, T) whole
 
 
-def load_series(path: Path, m: ModalitySpec, whole: bool = False, short: bool = False) -> np.ndarray:
+def hold_last(path: Path, x: np.ndarray, names: list[str], held: list[int]) -> np.ndarray:
+    """`train.hold_missing`: each NaN of x (T, C) takes its column's previous value (the first value for NaNs before
+    it), as a sensor that did not report holds its last reading; appends the number of cells held to `held`. A
+    column with no value at all is an error."""
+    miss = np.isnan(x)
+    if not miss.any():
+        held.append(0)
+        return x
+    empty = np.flatnonzero(miss.all(axis=0))
+    if len(empty):
+        raise DataError(path, f"column '{names[empty[0]]}' has no value at all (every cell empty or NaN)")
+    rows = np.where(miss, 0, np.arange(len(x))[:, None])  # (T, C) own row where present
+    np.maximum.accumulate(rows, axis=0, out=rows)  # the last row with a value, at or before each row
+    rows = np.where(np.cumsum(~miss, axis=0) == 0, np.argmax(~miss, axis=0)[None, :], rows)  # before the first: it
+    held.append(int(miss.sum()))
+    return x[rows, np.arange(x.shape[1])[None, :]]
+
+
+def load_series(
+    path: Path, m: ModalitySpec, whole: bool = False, short: bool = False, held: list[int] | None = None
+) -> np.ndarray:
     """CSV (header = channel names) or .npy (T, C) -> (C, n_steps) float32: the last n_steps rows (`whole`: all of
     them, (C, T) with T >= n_steps). A CSV with a `t_s` column (seconds, increasing) may be at any rate: it is put on
-    the rate_hz grid ending at its last row. `short`: as for load_audio."""
+    the rate_hz grid ending at its last row. `short`: as for load_audio. `held` (a list): empty or NaN cells are held
+    (hold_last) instead of an error, and the number held is appended to it."""
     channels = list(m.channels)  # type: ignore[arg-type]
     if path.suffix == ".npy":
         try:
@@ -444,12 +466,15 @@ def load_series(path: Path, m: ModalitySpec, whole: bool = False, short: bool = 
         if x.ndim != 2 or x.shape[1] != len(channels):
             raise DataError(path, f"shape {x.shape}, expected (T, {len(channels)}) with columns {channels}")
         x = x.astype(np.float32)
-        bad = np.argwhere(~np.isfinite(x))
+        bad = np.argwhere(np.isinf(x) | (np.isnan(x) if held is None else False))
         if bad.size:
             r, c = bad[0]
-            raise DataError(path, f"non-finite value at row {r}, column '{channels[c]}'")
+            hint = HOLD_HINT if np.isnan(x[r, c]) else ""
+            raise DataError(path, f"non-finite value at row {r}, column '{channels[c]}'{hint}")
+        if held is not None:
+            x = hold_last(path, x, channels, held)
     else:
-        x, t = _read_series_csv(path, channels)
+        x, t = _read_series_csv(path, channels, held)
         if t is not None:
             return _onto_grid(path, t, x, m, whole, short)
     if x.shape[0] < m.n_steps and not (short and x.shape[0]):
@@ -496,9 +521,12 @@ def _onto_grid(
     return out
 
 
-def _read_series_csv(path: Path, channels: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_series_csv(
+    path: Path, channels: list[str], held: list[int] | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(rows (k, C) in the spec's channel order, the `t_s` column (k,) or None when the file has none). Comma-separated,
-    or semicolon- or tab-separated when the header holds no comma (as spreadsheets in many locales export it)."""
+    or semicolon- or tab-separated when the header holds no comma (as spreadsheets in many locales export it).
+    `held`: as for load_series (a `t_s` cell must never be missing)."""
     try:
         lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: spreadsheets often write a BOM
     except (OSError, UnicodeDecodeError) as err:
@@ -515,10 +543,15 @@ def _read_series_csv(path: Path, channels: list[str]) -> tuple[np.ndarray, np.nd
             path, f"header {header}: missing channel(s) {missing}, unknown column(s) {unknown}; expected {channels}"
         )
     order = [header.index(c) for c in channels]
-    rows = [ln for ln in lines[1:] if ln.strip()]
+    while len(lines) > 1 and not lines[-1].strip():  # blank lines at the end; one inside is a row of empty cells
+        lines.pop()
+    rows = [ln if ln.strip() or len(header) == 1 else sep * (len(header) - 1) for ln in lines[1:]]
+    cells = sep.join(rows).split(sep)
+    if held is not None:  # an empty cell is a missing value, held below
+        cells = [c if c.strip() else "nan" for c in cells]
     try:
         # numpy parses the strings in C; any bad value or ragged row falls through to the diagnosis below
-        x = np.array(sep.join(rows).split(sep), dtype=np.float64).reshape(len(rows), len(header))
+        x = np.array(cells, dtype=np.float64).reshape(len(rows), len(header))
     except ValueError:
         for i, ln in enumerate(rows):
             vals = ln.split(sep)
@@ -526,15 +559,22 @@ def _read_series_csv(path: Path, channels: list[str]) -> tuple[np.ndarray, np.nd
                 raise DataError(path, f"row {i + 2}: {len(vals)} values for {len(header)} columns") from None
             for h, v in zip(header, vals, strict=True):
                 try:
-                    float(v)
+                    float(v if v.strip() or held is None else "nan")
                 except ValueError:
-                    raise DataError(path, f"row {i + 2}, column '{h}': '{v.strip()}' is not a number") from None
+                    hint = HOLD_HINT if not v.strip() else ""
+                    raise DataError(path, f"row {i + 2}, column '{h}': '{v.strip()}' is not a number{hint}") from None
         x = np.zeros((len(rows), len(header)))  # only reached without rows: too short, reported by the caller
-    bad = np.argwhere(~np.isfinite(x))
+    holdable = np.zeros(len(header), bool)
+    holdable[order] = held is not None  # channel columns; never t_s
+    bad = np.argwhere(np.isinf(x) | (np.isnan(x) & ~holdable[None, :]))
     if bad.size:
         r, c = bad[0]
-        raise DataError(path, f"row {r + 2}, column '{header[c]}': {x[r, c]} (NaN/inf) is not allowed")
-    return x[:, order].astype(np.float32), (x[:, header.index(TIME_COLUMN)] if stamped else None)
+        hint = HOLD_HINT if np.isnan(x[r, c]) and header[c] != TIME_COLUMN else ""
+        raise DataError(path, f"row {r + 2}, column '{header[c]}': {x[r, c]} (NaN/inf) is not allowed{hint}")
+    out = x[:, order].astype(np.float32)
+    if held is not None:
+        out = hold_last(path, out, channels, held)
+    return out, (x[:, header.index(TIME_COLUMN)] if stamped else None)
 
 
 def load_text(path: Path, m: ModalitySpec, buckets: int, ngrams: int) -> np.ndarray:
@@ -590,6 +630,7 @@ def _cache_key(spec: ScenarioSpec, root: Path, files: list[dict[str, Path]]) -> 
         "select": {n: m.source.select_channels for n, m in spec.modalities.items() if m.kind == "audio"},
         "whole": spec.train.window_hop_s is not None,  # whole recordings, cut into windows after the cache
         **({"pad": True} if spec.train.pad_short else {}),  # (absent when off: caches made before it still match)
+        **({"hold": True} if spec.train.hold_missing else {}),
     }
     h.update(json.dumps(meta, sort_keys=True).encode())
     h.update((root / "labels.csv").read_bytes())
@@ -617,7 +658,8 @@ def _decode(
     their whole recordings instead of the last window, as "rows_<m>" (sum of T, C) all samples' rows back to back
     and "len_<m>" (N,) each sample's T (0 where missing); images as "rows_<m>" (sum of T, C, H, W), a still one
     frame, a video its frames on the rate_hz grid (load_video); cut into windows by `windows`. With `train.pad_short`,
-    "short_<m>" (N,) holds the steps each audio or series recording had before `pad_start` (0: not padded)."""
+    "short_<m>" (N,) holds the steps each audio or series recording had before `pad_start` (0: not padded); with
+    `train.hold_missing`, "held_<m>" (N,) the cells each series file had held (hold_last)."""
     n, names = len(files), spec.modality_names
     ragged = {k for k, m in spec.modalities.items() if whole and m.kind in ("audio", "series", "image")}
     inputs = {
@@ -629,6 +671,8 @@ def _decode(
     pad = spec.train.pad_short
     timed = [k for k, m in spec.modalities.items() if m.kind in ("audio", "series")]
     short = {k: np.zeros(n, dtype=np.int64) for k in timed} if pad else {}
+    hold = spec.train.hold_missing
+    held = {k: np.zeros(n, dtype=np.int64) for k, m in spec.modalities.items() if m.kind == "series"} if hold else {}
     loaders = {"audio": load_audio, "series": load_series}
     for i, sample_files in enumerate(tqdm(files, desc="load dataset", unit="sample", disable=not progress)):
         for j, name in enumerate(names):
@@ -646,7 +690,11 @@ def _decode(
                 else:
                     inputs[name][i] = x[-1]
             else:
-                x = loaders[m.kind](path, m, whole=name in ragged, short=pad)  # (C, T)
+                cells: list[int] = []
+                more = {"held": cells} if hold and m.kind == "series" else {}
+                x = loaders[m.kind](path, m, whole=name in ragged, short=pad, **more)  # (C, T)
+                if cells:
+                    held[name][i] = cells[0]
                 if x.shape[1] < m.n_steps:
                     short[name][i] = x.shape[1]
                     x = pad_start(x, m.n_steps, m.kind)
@@ -662,6 +710,7 @@ def _decode(
         inputs[f"rows_{k}"] = np.concatenate(rows[k]) if rows[k] else empty
         inputs[f"len_{k}"] = lengths[k]
     inputs.update({f"short_{k}": v for k, v in short.items()})
+    inputs.update({f"held_{k}": v for k, v in held.items()})
     return inputs, mask
 
 
@@ -787,6 +836,8 @@ def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) ->
     else:
         inputs, mask = _decode(spec, files, progress, whole=hop_s is not None)
         _write_cache(cache, inputs, mask)
+    for name in [k for k in inputs if k.startswith("held_")]:
+        _note_held(root, name[5:], inputs.pop(name))
     for name in [k for k in inputs if k.startswith("short_")]:
         _note_padded(
             root, spec.modalities[name[6:]], name[6:], inputs.pop(name), mask[:, spec.modality_names.index(name[6:])]
@@ -887,6 +938,16 @@ def _note_shared_groups(root: Path, split: np.ndarray, group: np.ndarray) -> Non
         print(
             f"note: {root / 'labels.csv'}: {len(shared)} group(s) have samples in more than one split, e.g. {names}: "
             "validation and test then score groups seen in training",
+            file=sys.stderr,
+        )
+
+
+def _note_held(root: Path, name: str, held: np.ndarray) -> None:
+    """One line on stderr: how many empty or NaN cells of a modality's files train.hold_missing held, in how many."""
+    if held.any():
+        print(
+            f"note: {root}: train.hold_missing held the last value over {int(held.sum()):,} empty or NaN cells of "
+            f"'{name}' in {int((held > 0).sum()):,} of its files",
             file=sys.stderr,
         )
 

@@ -725,3 +725,41 @@ def test_series_csv_with_a_bom_semicolons_or_tabs_loads_as_the_comma_file(tmp_pa
         load_dataset(home_spec, root, progress=False)
     assert err.value.path.endswith("000000/env.csv") and err.value.problem.startswith("row 6, column '")
     assert err.value.problem.endswith("is not a number")
+
+
+def test_hold_missing_holds_each_channels_last_value_over_empty_or_nan_cells(tmp_path, capfd):
+    root = write_windowed(tmp_path / "d")  # s0's env.csv: one channel 'a', row i holds i (50 rows, 10 Hz, 2 s window)
+    (root / "samples" / "s0" / "env.csv").write_text(
+        "a\n" + "\n".join("" if i < 3 or 35 <= i < 38 else ("nan" if i == 45 else str(i)) for i in range(50)) + "\n"
+    )
+    with pytest.raises(DataError) as err:  # off (the default): the first empty cell, with the option named
+        load_dataset(parse_spec(WINDOWED), root, progress=False)
+    assert err.value.path.endswith("s0/env.csv")
+    assert err.value.problem == (
+        "row 2, column 'a': '' is not a number (train.hold_missing: true holds a channel's last value over empty or "
+        "NaN cells)"
+    )
+    capfd.readouterr()
+    ds = load_dataset(parse_spec({**WINDOWED, "train": {"hold_missing": True}}), root, progress=False)
+    # the last 20 rows (30-49): 35-37 hold 34, 45 holds 44
+    want = [30, 31, 32, 33, 34, 34, 34, 34, 38, 39, 40, 41, 42, 43, 44, 44, 46, 47, 48, 49]
+    np.testing.assert_array_equal(ds.inputs["env"][0, 0], want)
+    assert capfd.readouterr().err.strip().splitlines()[0] == (
+        f"note: {root}: train.hold_missing held the last value over 7 empty or NaN cells of 'env' in 1 of its files"
+    )
+    # cells before a channel's first value take that value; a blank line inside a file is a row of empty cells
+    (root / "samples" / "s1" / "env.csv").write_text("a\n\n\n\n" + "\n".join(str(i) for i in range(3, 20)) + "\n\n")
+    ds = load_dataset(parse_spec({**WINDOWED, "train": {"hold_missing": True}}), root, progress=False)
+    np.testing.assert_array_equal(ds.inputs["env"][1, 0], [3, 3, 3] + list(range(3, 20)))
+    # a channel with no value at all, and inf, stay errors
+    (root / "samples" / "s1" / "env.csv").write_text("t_s,a\n" + "\n".join(f"{i / 10}," for i in range(20)) + "\n")
+    with pytest.raises(DataError) as err:
+        load_dataset(parse_spec({**WINDOWED, "train": {"hold_missing": True}}), root, progress=False)
+    assert err.value.path.endswith("s1/env.csv")
+    assert err.value.problem == "column 'a' has no value at all (every cell empty or NaN)"
+    (root / "samples" / "s1" / "env.csv").write_text(
+        "a\n" + "\n".join("inf" if i == 4 else "1" for i in range(20)) + "\n"
+    )
+    with pytest.raises(DataError) as err:
+        load_dataset(parse_spec({**WINDOWED, "train": {"hold_missing": True}}), root, progress=False)
+    assert err.value.problem == "row 6, column 'a': inf (NaN/inf) is not allowed"
