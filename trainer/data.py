@@ -143,7 +143,7 @@ def read_labels(spec: ScenarioSpec, root: Path) -> list[tuple[str, str, dict[str
             )
         for head in spec.heads:
             value = row[col[head]].strip()
-            if ranged:  # its labels come from its segments.csv, window by window (segment_labels)
+            if ranged:  # its labels come from its segments.csv, window by window (range_labels)
                 if value:
                     raise DataError(
                         path,
@@ -323,7 +323,7 @@ def load_video(path: Path, m: ModalitySpec, whole: bool = False) -> np.ndarray:
         try:
             for i in range(max(want) + 1):  # pass 2: decode only the frames picked
                 if not cap.grab():
-                    raise DataError(path, f"unreadable video: frame {i} decoded once, not twice")
+                    raise DataError(path, f"unreadable video: frame {i} of {len(t)} did not decode a second time")
                 if i in want:
                     ok, frame = cap.retrieve()
                     if not ok:
