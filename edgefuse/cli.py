@@ -18,6 +18,7 @@ EPILOG = """\
 examples:
   edgefuse demo                                                     # synth -> train -> eval -> export -> run
   edgefuse synth --config configs/smart_home.yaml --out data/home --samples 2400 --seed 0
+  edgefuse check-data --config configs/smart_home.yaml --data data/home
   edgefuse train --config configs/smart_home.yaml --data data/home --out runs/home
   edgefuse eval  --run runs/home --data data/home --report runs/home/report.json
   edgefuse export --run runs/home --out bundles/home --data data/home --precision fp16,int8
@@ -71,6 +72,14 @@ def _train(p: argparse.ArgumentParser) -> None:
         "--nproc", type=int, default=1, help="data-parallel processes on this host (torchrun; trainer/distributed.py)"
     )
     p.add_argument("--seeds", type=int, default=None, help="train N seeds (seed, seed+1, ...) into OUT/seed-<n>/")
+
+
+def _check_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="scenario YAML")
+    p.add_argument(
+        "--data", required=True, help="dataset folder (docs/dataset.md), or a recorded session with labels.csv"
+    )
+    p.add_argument("--json", default=None, help="also write the summary as JSON to this path")
 
 
 def _eval(p: argparse.ArgumentParser) -> None:
@@ -261,6 +270,13 @@ VERBS = [
         "write a deterministic synthetic dataset for a scenario",
         "edgefuse synth --config configs/smart_home.yaml --out data/home --samples 600 --seed 1",
         _synth,
+    ),
+    Verb(
+        "check-data",
+        "edgefuse.trainer.datacheck:cli_check_data",
+        "load a dataset as training will and summarise it: splits, classes, modalities present, groups, warnings",
+        "edgefuse check-data --config configs/smart_home.yaml --data data/home --json data/home/summary.json",
+        _check_data,
     ),
     Verb(
         "train",

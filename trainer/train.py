@@ -50,13 +50,13 @@ from edgefuse.errors import DataError
 from edgefuse.heads import HEAD_KINDS
 from edgefuse.spec import ScenarioSpec, SpecError, load_spec, parse_spec, spec_to_dict
 from edgefuse.trainer.checkpoint import Normalization, save_run
+from edgefuse.trainer.datacheck import IMBALANCE_NOTE
 
 torch = require("torch", "training")
 F = torch.nn.functional
 
 EVAL_BATCH = 256  # inference batch for validation/test passes (memory, not accuracy)
 CAPTION_LR_SCALE = 5.0  # the caption decoder's learning rate relative to train.lr
-IMBALANCE_NOTE = 3.0  # largest / smallest training class at which train() notes that scores follow the frequencies
 
 
 # ---------------------------------------------------------------------------------------------------------------------
