@@ -4,7 +4,7 @@ The loader's own checks run (every bad file is one DataError line naming it) and
 (validation held out, padded clips, held cells, windows outside every labelled range). Then one table per head:
 samples per class and split; which modalities are present; groups and whether any sits in two splits; and the
 warnings training would give (a class never in train, a head whose largest train class has IMBALANCE_NOTE times its
-smallest's samples). No torch: it runs where the data is, before the trainer is installed with its GPU wheels.
+smallest's samples). It imports no torch (only what loading needs), so it answers in seconds.
 """
 
 from __future__ import annotations
