@@ -24,6 +24,7 @@ import argparse
 import csv
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -90,17 +91,17 @@ def spec_with(hop_s: float):
     return parse_spec(d, "dsads")
 
 
-def check_windows(joined: Path) -> int:
-    """Step 1: the hop-5 windows equal the converted segments; returns how many were compared."""
+def compare(folder: Path, segment_of: Callable[[str], str]) -> int:
+    """The hop-5 windows of the joined recordings in `folder` equal the converted segments value for value, with
+    their split and label; `segment_of` names the segment of a window id. Returns how many were compared."""
     from edgefuse.spec import load_spec
     from edgefuse.trainer.data import load_dataset
 
-    windows = load_dataset(spec_with(5.0), joined, progress=False)
+    windows = load_dataset(spec_with(5.0), folder, progress=False)
     segments = load_dataset(load_spec(HERE / "dsads.yaml"), DATA, progress=False)
     at = {sid: i for i, sid in enumerate(segments.ids)}
     for w, wid in enumerate(windows.ids):
-        name, k = wid.split("#")
-        i = at[f"{name}_s{SEGMENTS - int(k):02d}"]
+        i = at[segment_of(wid)]
         for m in ("upper", "lower"):
             if not np.array_equal(windows.inputs[m][w], segments.inputs[m][i]):
                 raise SystemExit(f"window {wid} differs from segment {segments.ids[i]} in {m}")
@@ -109,30 +110,30 @@ def check_windows(joined: Path) -> int:
     if len(windows) != len(segments):
         raise SystemExit(f"{len(windows)} windows for {len(segments)} segments")
     return len(windows)
+
+
+def check_windows(joined: Path) -> int:
+    """Step 1: window k of a recording a<AA>_p<P> is its segment 60 - k."""
+
+    def segment_of(wid: str) -> str:
+        name, k = wid.split("#")
+        return f"{name}_s{SEGMENTS - int(k):02d}"
+
+    return compare(joined, segment_of)
 
 
 def check_ranges(people: Path, order: list[str]) -> int:
-    """The hop-5 windows of the per-person recordings equal the converted segments, with their labels; how many."""
-    from edgefuse.spec import load_spec
-    from edgefuse.trainer.data import load_dataset
-
-    windows = load_dataset(spec_with(5.0), people, progress=False)
-    segments = load_dataset(load_spec(HERE / "dsads.yaml"), DATA, progress=False)
-    at = {sid: i for i, sid in enumerate(segments.ids)}
+    """The per-person recordings labelled by time range: window p7@600#1019 (the range starting at 600 s, window
+    1019, ending 605 s after the start) is activity order[2]'s segment 1 of p7."""
     total = 300 * len(order)  # s: every recording ends there
-    for w, wid in enumerate(windows.ids):  # p7@600#1079: the range starting at 600 s, window 1079 (ends 305 s)
+
+    def segment_of(wid: str) -> str:
         person, rest = wid.split("@")
         t0, k = rest.split("#")
         j, end = int(float(t0)) // 300, total - 5 * int(k)
-        i = at[f"{order[j]}_{person}_s{(end - 300 * j) // 5:02d}"]
-        for m in ("upper", "lower"):
-            if not np.array_equal(windows.inputs[m][w], segments.inputs[m][i]):
-                raise SystemExit(f"window {wid} differs from segment {segments.ids[i]} in {m}")
-        if windows.split[w] != segments.split[i] or windows.targets["activity"][w] != segments.targets["activity"][i]:
-            raise SystemExit(f"window {wid}: split or label differs from segment {segments.ids[i]}")
-    if len(windows) != len(segments):
-        raise SystemExit(f"{len(windows)} windows for {len(segments)} segments")
-    return len(windows)
+        return f"{order[j]}_{person}_s{(end - 300 * j) // 5:02d}"
+
+    return compare(people, segment_of)
 
 
 def run(joined: str, hop_s: float, seed: int) -> tuple[float, int, float]:
