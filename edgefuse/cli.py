@@ -72,6 +72,13 @@ def _train(p: argparse.ArgumentParser) -> None:
         "--nproc", type=int, default=1, help="data-parallel processes on this host (torchrun; trainer/distributed.py)"
     )
     p.add_argument("--seeds", type=int, default=None, help="train N seeds (seed, seed+1, ...) into OUT/seed-<n>/")
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=None,
+        help="cross-validate: train K times into OUT/fold-<n>/, each fold of the train and val samples validating in "
+        "turn (whole groups of labels.csv's group column, or recordings, held out together); the test split is untouched",
+    )
 
 
 def _check_data(p: argparse.ArgumentParser) -> None:

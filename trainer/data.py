@@ -785,6 +785,41 @@ def carve_val(split: np.ndarray, classes: np.ndarray | None, groups: np.ndarray 
     return out
 
 
+def recording_name(sample_id: str) -> str:
+    """The recording a window was cut from: its id without '#<k>' and '@<t0>' (windows)."""
+    return sample_id.split("#")[0].split("@")[0]
+
+
+def cv_folds(ds: Dataset, k: int) -> tuple[str, list[np.ndarray]]:
+    """Cross-validation folds over the train and val samples (the test split is never in one): (unit, k boolean (N,)
+    masks, each a fold's validation samples). The unit kept whole is labels.csv's group when there is one, else the
+    recording when windows were cut (ids <recording>[@<t0>]#<k>), else the sample. Groups and recordings go, largest
+    first, to the fold holding fewest samples so far (names break ties); samples are dealt round-robin in class
+    order (first class head), shuffled with a fixed seed within each class. k is capped at the number of units."""
+    pool = np.flatnonzero(ds.split != "test")
+    if ds.group is not None:
+        unit, names = "group", ds.group
+    elif any("#" in i for i in ds.ids):
+        unit, names = "recording", np.array([recording_name(i) for i in ds.ids])
+    else:
+        unit, names = "sample", None
+    if names is None:
+        rng = np.random.default_rng(0)
+        y = ds.targets[ds.spec.heads[0]][pool] if ds.spec.heads else np.zeros(len(pool), np.int64)
+        order = pool[np.lexsort((rng.permutation(len(pool)), y))]  # by class, shuffled within
+        k = min(k, len(order))
+        fold_of = dict(zip(order.tolist(), (np.arange(len(order)) % k).tolist(), strict=True))
+        return unit, [np.isin(np.arange(len(ds)), [i for i, f in fold_of.items() if f == j]) for j in range(k)]
+    units, sizes = np.unique(names[pool], return_counts=True)
+    k = min(k, len(units))
+    load, members = np.zeros(k, np.int64), [[] for _ in range(k)]
+    for i in sorted(range(len(units)), key=lambda i: (-sizes[i], str(units[i]))):
+        j = int(np.argmin(load))
+        load[j] += sizes[i]
+        members[j].append(units[i])
+    return unit, [(ds.split != "test") & np.isin(names, m) for m in members]
+
+
 def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) -> Dataset:
     """Load a folder dataset for `spec`; decoded arrays are cached in root/.cache and reused while valid."""
     root = Path(root)

@@ -35,7 +35,9 @@ def summary(spec: ScenarioSpec, ds: Any) -> dict[str, Any]:
         "warnings": [],
     }
     if any("#" in i for i in ds.ids):  # windows cut from recordings (train.window_hop_s)
-        recordings = {i.rsplit("#", 1)[0].split("@")[0] for i in ds.ids}
+        from edgefuse.trainer.data import recording_name
+
+        recordings = {recording_name(i) for i in ds.ids}
         out["recordings"] = len(recordings)
     for head, classes in spec.labels.items():
         y = np.asarray(ds.targets[head])

@@ -737,13 +737,64 @@ def train_seeds(spec: ScenarioSpec, data_dir: str | Path, out_dir: str | Path, s
     return summary
 
 
+def train_folds(spec: ScenarioSpec, data_dir: str | Path, out_dir: str | Path, folds: int, **kw: Any) -> dict[str, Any]:
+    """Cross-validate: train once per fold of the train and val samples (trainer/data.py cv_folds: whole groups, or
+    recordings, held out together), that fold validating and the rest training, into OUT/fold-<n>/; the test split
+    is untouched. Writes OUT/folds.json: each fold's validation samples, units and accuracy, and their mean +- std."""
+    import dataclasses
+    import json
+
+    from edgefuse.trainer.data import cv_folds, load_data, recording_name
+
+    if folds < 2:
+        raise DataError("--folds", f"{folds}: cross-validation needs at least 2 folds")
+    ds = kw.pop("dataset", None) or load_data(spec, data_dir, progress=kw.get("progress", True))
+    unit, masks = cv_folds(ds, folds)
+    if len(masks) < 2:
+        raise DataError(data_dir, f"--folds needs at least 2 {unit}s outside the test split, found {len(masks)}")
+    runs = []
+    for n, val in enumerate(masks, start=1):
+        split = np.where(ds.split == "test", "test", np.where(val, "val", "train"))
+        m = train(spec, data_dir, Path(out_dir) / f"fold-{n}", dataset=dataclasses.replace(ds, split=split), **kw)
+        entry = {
+            "fold": n,
+            "val_samples": int(val.sum()),
+            "val_accuracy": m["val_accuracy"],
+            "best_epoch": m["best_epoch"],
+        }
+        if unit != "sample":  # which groups or recordings validated
+            names = ds.group if unit == "group" else np.array([recording_name(i) for i in ds.ids])
+            entry[f"val_{unit}s"] = sorted({str(x) for x in names[val]})
+        runs.append(entry)
+    summary = {"unit": unit, "val_accuracy": mean_std([r["val_accuracy"] for r in runs]), "folds": runs}
+    Path(out_dir, "folds.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
 def cli_train(args: argparse.Namespace) -> int:
     """`edgefuse train`: train, then print where the run went and its validation accuracy."""
+    if getattr(args, "nproc", 1) > 1 and getattr(args, "folds", None):
+        raise DataError("--folds", "cross-validation runs in one process; not with --nproc")
     if getattr(args, "nproc", 1) > 1:
         from edgefuse.trainer.distributed import launch
 
         return launch(args)  # torchrun runs this verb again in each process, without --nproc
     spec = load_spec(args.config)
+    if getattr(args, "folds", None):
+        kw = {"epochs": args.epochs, "fusion": args.fusion, "only": args.only, "drop": getattr(args, "drop", None)}
+        s = train_folds(spec, args.data, args.out, args.folds, seed=args.seed, **kw)
+        for r in s["folds"]:
+            names = r.get(f"val_{s['unit']}s", [])
+            who = f", {len(names)} {s['unit']}(s): {', '.join(names[:5])}{', ...' * (len(names) > 5)}" if names else ""
+            print(
+                f"  fold {r['fold']}: validates on {r['val_samples']:,} samples{who}; val accuracy {r['val_accuracy']:.3f}"
+            )
+        va = s["val_accuracy"]
+        print(
+            f"{args.out}: {len(s['folds'])} folds by {s['unit']} in fold-<n>/, cross-validated accuracy "
+            f"{va['mean']:.3f} +- {va['std']:.3f}"
+        )
+        return 0
     if getattr(args, "seeds", None):
         kw = {"epochs": args.epochs, "fusion": args.fusion, "only": args.only, "drop": getattr(args, "drop", None)}
         s = train_seeds(spec, args.data, args.out, args.seeds, seed=args.seed, **kw)

@@ -328,3 +328,47 @@ def test_cli_train(tiny_data, tmp_path, capsys):
     assert list((tmp_path / "run" / "tb").iterdir())  # TensorBoard event file
     rc = main(["train", "--config", str(cfg), "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r2")])
     assert rc == 1 and "error" in capsys.readouterr().err
+
+
+def test_folds_cross_validate_over_whole_groups_leaving_test_alone(tiny_data, tmp_path):
+    import csv
+    import dataclasses
+    import shutil
+
+    from edgefuse.trainer.data import cv_folds, load_dataset
+    from edgefuse.trainer.train import train_folds
+
+    spec, data, ds = tiny_data
+    root = tmp_path / "g"
+    shutil.copytree(data, root, ignore=shutil.ignore_patterns(".cache"))
+    rows = list(csv.reader((root / "labels.csv").open()))
+    rows = [rows[0] + ["group"]] + [r + ["t" if r[1] == "test" else f"g{i % 5}"] for i, r in enumerate(rows[1:])]
+    with (root / "labels.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    grouped = load_dataset(spec, root, progress=False)
+    s = train_folds(spec, root, tmp_path / "cv", 3, epochs=1, progress=False, dataset=grouped)
+    assert s["unit"] == "group" and len(s["folds"]) == 3
+    held = [set(r["val_groups"]) for r in s["folds"]]
+    assert set().union(*held) == {f"g{i}" for i in range(5)} and sum(map(len, held)) == 5  # each group once
+    assert sum(r["val_samples"] for r in s["folds"]) == (grouped.split != "test").sum()
+    assert json.loads((tmp_path / "cv" / "folds.json").read_text()) == s
+    for r in s["folds"]:
+        m = json.loads((tmp_path / "cv" / f"fold-{r['fold']}" / "metrics.json").read_text())
+        assert m["val_accuracy"] == r["val_accuracy"]
+    assert s["val_accuracy"]["mean"] == pytest.approx(np.mean([r["val_accuracy"] for r in s["folds"]]))
+    # fold 1 is an ordinary training on that split: the same run again gives the same validation accuracy
+    _, masks = cv_folds(grouped, 3)
+    split = np.where(grouped.split == "test", "test", np.where(masks[0], "val", "train"))
+    again = train(
+        spec, root, tmp_path / "again", epochs=1, progress=False, dataset=dataclasses.replace(grouped, split=split)
+    )
+    assert again["val_accuracy"] == s["folds"][0]["val_accuracy"]
+    # without groups: samples dealt round-robin per class, every class spread over the folds, test never in a fold
+    unit, masks = cv_folds(ds, 3)
+    y = ds.targets[spec.heads[0]]
+    assert unit == "sample" and not any((m & (ds.split == "test")).any() for m in masks)
+    for c in np.unique(y[ds.split != "test"]):
+        per = [int((m & (y == c)).sum()) for m in masks]
+        assert max(per) - min(per) <= 1
+    with pytest.raises(DataError, match="cross-validation needs at least 2 folds"):
+        train_folds(spec, root, tmp_path / "cv1", 1, dataset=grouped)
