@@ -29,6 +29,9 @@ the kept epoch (score, then loss) instead of the loss, since the loss has no cap
 `val_accuracy` stays the mean score over the other heads. Captions train in one process (no --nproc). Baselines
 reuse the same encoders and settings: `only=m` masks every other modality always (and turns modality dropout off),
 `drop=m` masks m always. The run folder gets checkpoint.pt, metrics.json and TensorBoard logs (tb/).
+
+`--seeds N` trains N seeds into OUT/seed-<n>/ (train_seeds); `--folds K` cross-validates into OUT/fold-<n>/, each
+fold of the train and val data (whole groups or recordings; data.py cv_folds) validating in turn (train_folds).
 """
 
 from __future__ import annotations
