@@ -37,8 +37,9 @@ def summary(spec: ScenarioSpec, ds: Any) -> dict[str, Any]:
     if any("#" in i for i in ds.ids):  # windows cut from recordings (train.window_hop_s)
         from edgefuse.trainer.data import recording_name
 
-        recordings = {recording_name(i) for i in ds.ids}
-        out["recordings"] = len(recordings)
+        per = np.unique([recording_name(i) for i in ds.ids], return_counts=True)[1]  # windows per recording
+        out["recordings"] = len(per)
+        out["windows_per_recording"] = {"min": int(per.min()), "median": float(np.median(per)), "max": int(per.max())}
     for head, classes in spec.labels.items():
         y = np.asarray(ds.targets[head])
         table = {c: {s: int(((ds.split == s) & (y == k)).sum()) for s in splits} for k, c in enumerate(classes)}
@@ -82,7 +83,10 @@ def render(s: dict[str, Any], where: str) -> str:
     per = ", ".join(f"{k} {v:,}" for k, v in s["splits"].items())
     lines = [f"{where}: {s['samples']:,} samples ({per})"]
     if "recordings" in s:
-        lines[0] += f", windows of {s['recordings']:,} recordings"
+        w = s["windows_per_recording"]
+        lines[0] += (
+            f", windows of {s['recordings']:,} recordings ({w['min']:,} to {w['max']:,} each, median {w['median']:g})"
+        )
     present = "; ".join(
         f"{m} {n:,}" + (f" ({s['samples'] - n:,} missing)" if n < s["samples"] else "")
         for m, n in s["modalities"].items()

@@ -60,3 +60,36 @@ def test_check_data_runs_without_importing_torch(home_data: Path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[2])
     assert done.returncode == 0, done.stderr
+
+
+def test_check_data_counts_the_windows_of_each_recording(tmp_path, capsys):
+
+    from edgefuse.spec import parse_spec
+    from edgefuse.trainer.data import load_dataset
+    from edgefuse.trainer.datacheck import render, summary
+
+    root = tmp_path / "d"
+    for name, rows in (("r0", 50), ("r1", 30), ("r2", 20)):  # 10 Hz, 2 s windows every 1 s: 4, 2 and 1 windows
+        (root / "samples" / name).mkdir(parents=True)
+        (root / "samples" / name / "env.csv").write_text("a\n" + "\n".join(str(i) for i in range(rows)) + "\n")
+    (root / "labels.csv").write_text("sample,split,event\nr0,train,x\nr1,val,y\nr2,test,y\n")
+    spec = parse_spec(
+        {
+            "name": "w",
+            "modalities": {"env": {"kind": "series", "rate_hz": 10, "window_s": 2.0, "channels": ["a"]}},
+            "labels": {"event": ["x", "y"]},
+            "train": {"window_hop_s": 1.0},
+        }
+    )
+    s = summary(spec, load_dataset(spec, root, progress=False))
+    assert s["samples"] == 7 and s["splits"] == {"train": 4, "val": 2, "test": 1}
+    assert s["recordings"] == 3 and s["windows_per_recording"] == {"min": 1, "median": 2.0, "max": 4}
+    assert render(s, "d").splitlines()[0] == (
+        "d: 7 samples (train 4, val 2, test 1), windows of 3 recordings (1 to 4 each, median 2)"
+    )
+    assert s["heads"]["event"]["classes"] == {
+        "x": {"train": 4, "val": 0, "test": 0},
+        "y": {"train": 0, "val": 2, "test": 1},
+    }
+    assert s["warnings"] == ["event: no 'train' sample of ['y']: the model cannot learn to predict them"]
+    assert s["modalities"] == {"env": 7}
