@@ -62,8 +62,7 @@ def test_check_data_runs_without_importing_torch(home_data: Path):
     assert done.returncode == 0, done.stderr
 
 
-def test_check_data_counts_the_windows_of_each_recording(tmp_path, capsys):
-
+def test_check_data_counts_the_windows_of_each_recording(tmp_path):
     from edgefuse.spec import parse_spec
     from edgefuse.trainer.data import load_dataset
     from edgefuse.trainer.datacheck import render, summary
