@@ -881,6 +881,7 @@ def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) ->
     extra = head_targets(spec, [r[2] for r in rows])
     if hop_s is not None:  # every window of a sample keeps its split, labels and captions
         ends = recording_ends(spec, inputs, len(mask))  # (N,)
+        _note_coarse_video(root, spec, inputs, hop_s)
         inputs, mask, sample, k = windows(spec, inputs, mask, hop_s)
         targets = {h: v[sample] for h, v in targets.items()}
         start = range_labels(spec, root, ids, ranged, sample, ends[sample] - k * hop_s, targets)
@@ -951,6 +952,19 @@ def range_labels(
                 for h in spec.heads:
                     targets[h][w] = spec.labels[h].index(truth[h])
     return start
+
+
+def _note_coarse_video(root: Path, spec: ScenarioSpec, inputs: dict[str, np.ndarray], hop_s: float) -> None:
+    """One line on stderr when a modality's videos sit on a rate_hz grid coarser than the hop: windows would then
+    share frames (an image modality's rate_hz is 1 Hz when unset)."""
+    for name, m in spec.modalities.items():
+        if m.kind == "image" and (inputs.get(f"len_{name}", np.zeros(1)) > 1).any() and hop_s * m.rate_hz < 1:
+            print(
+                f"note: {root}: '{name}' videos give frames on its {m.rate_hz:g} Hz rate_hz grid, coarser than the "
+                f"{hop_s:g} s hop, so neighbouring windows share a frame; set modalities.{name}.rate_hz to the camera's "
+                "rate",
+                file=sys.stderr,
+            )
 
 
 def _note_unlabelled(root: Path, left_out: int, of: int) -> None:

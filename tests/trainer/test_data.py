@@ -615,6 +615,21 @@ def test_a_video_gives_the_frame_at_the_tick_and_with_a_hop_the_frame_at_each_wi
     np.testing.assert_allclose(short.inputs["cam"][2], 20 / 255, atol=2 / 255)  # 1.2 - 1.0 s: frame 2
 
 
+def test_videos_on_a_grid_coarser_than_the_hop_are_noted(tmp_path, capfd):
+    root = write_windowed(tmp_path / "d")
+    (root / "samples" / "s0" / "cam.png").unlink()
+    write_video(root / "samples" / "s0" / "cam.avi", [10 * i for i in range(25)], 10, "MJPG")
+    capfd.readouterr()
+    load_dataset(parse_spec({**WINDOWED, "train": {"window_hop_s": 0.5}}), root, progress=False)  # cam: 1 Hz (unset)
+    assert capfd.readouterr().err.strip() == (
+        f"note: {root}: 'cam' videos give frames on its 1 Hz rate_hz grid, coarser than the 0.5 s hop, so "
+        "neighbouring windows share a frame; set modalities.cam.rate_hz to the camera's rate"
+    )
+    d = {**WINDOWED, "modalities": {**WINDOWED["modalities"], "cam": {**WINDOWED["modalities"]["cam"], "rate_hz": 10}}}
+    load_dataset(parse_spec({**d, "train": {"window_hop_s": 0.5}}), root, progress=False)
+    assert capfd.readouterr().err == ""
+
+
 def test_a_broken_video_is_named_in_one_line(tmp_path, capfd):
     root = write_windowed(tmp_path / "d")
     (root / "samples" / "s0" / "cam.png").unlink()
