@@ -68,7 +68,7 @@ class Dataset:
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     # captions.csv (trainer/caption.py): the reference captions of each sample; None when the folder has none
     captions: list[list[str]] | None = None
-    # (N,) str: labels.csv's `group` column (read_groups); None when it has none
+    # (N,) str: labels.csv's `group` column (read_labels); None when it has none
     group: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -98,8 +98,9 @@ class Dataset:
 # labels.csv
 
 
-def read_labels(spec: ScenarioSpec, root: Path) -> list[tuple[str, str, dict[str, str]]]:
-    """(sample, split, labels) per row of labels.csv, every value checked against the spec."""
+def read_labels(spec: ScenarioSpec, root: Path) -> tuple[list[tuple[str, str, dict[str, str]]], np.ndarray | None]:
+    """(sample, split, labels) per row of labels.csv, every value checked against the spec; and (N,) its `group`
+    column, or None when it has none (or a head is named group: the column is then that head's)."""
     path = root / "labels.csv"
     if not path.is_file():
         raise DataError(
@@ -118,7 +119,8 @@ def read_labels(spec: ScenarioSpec, root: Path) -> list[tuple[str, str, dict[str
     if missing:
         raise DataError(path, f"missing column(s) {missing}; the header is {header}")
     col = {name: header.index(name) for name in ("sample", "split", *heads)}
-    out, seen = [], set()
+    grouped = GROUP_COLUMN in header and GROUP_COLUMN not in spec.head_kinds
+    out, seen, groups = [], set(), []
     for line, row in enumerate(rows[1:], start=2):
         if not any(cell.strip() for cell in row):
             continue
@@ -162,34 +164,17 @@ def read_labels(spec: ScenarioSpec, root: Path) -> list[tuple[str, str, dict[str
             labels[head] = _multilabel_cell(spec, head, row[col[head]], path, line, sample)
         for head in spec.regression:
             labels[head] = _regression_cell(head, row[col[head]], path, line, sample)
+        if grouped:
+            group = row[header.index(GROUP_COLUMN)].strip()
+            if not group:
+                raise DataError(
+                    path, f"line {line} (sample '{sample}'): empty group (a group column needs one per row)"
+                )
+            groups.append(group)
         out.append((sample, split, labels))
     if not out:
         raise DataError(path, "no samples listed")
-    return out
-
-
-def read_groups(spec: ScenarioSpec, root: Path, ids: list[str]) -> np.ndarray | None:
-    """(N,) str in the order of `ids`: labels.csv's `group` column, or None when it has none (or a head is named
-    group: the column is then that head's). Call after read_labels, which checks the rest of the file."""
-    if GROUP_COLUMN in spec.head_kinds:
-        return None
-    path = root / "labels.csv"
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.reader(f))
-    header = [h.strip() for h in rows[0]]
-    if GROUP_COLUMN not in header:
-        return None
-    col, sample = header.index(GROUP_COLUMN), header.index("sample")
-    of = {}
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue
-        if not row[col].strip():
-            raise DataError(
-                path, f"line {line} (sample '{row[sample].strip()}'): empty group (a group column needs one per row)"
-            )
-        of[row[sample].strip()] = row[col].strip()
-    return np.array([of[i] for i in ids])
+    return out, np.array(groups) if grouped else None
 
 
 def _multilabel_cell(spec: ScenarioSpec, head: str, cell: str, path: Path, line: int, sample: str) -> str:
@@ -825,7 +810,7 @@ def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) ->
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "dataset folder not found")
-    rows = read_labels(spec, root)
+    rows, group = read_labels(spec, root)
     files = _scan(spec, root, rows)
     key = _cache_key(spec, root, files)
     cache = root / ".cache" / f"{key}.npz"
@@ -843,7 +828,6 @@ def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) ->
             "labelled time ranges need train.window_hop_s (the recording is cut into windows, each labelled by the "
             "range covering its end)",
         )
-    group = read_groups(spec, root, ids)
     if (
         not (split == "val").any()
         and (carved := carve_val(split, targets[spec.heads[0]] if spec.heads else None, group)).any()
