@@ -775,26 +775,31 @@ def recording_name(sample_id: str) -> str:
     return sample_id.split("#")[0].split("@")[0]
 
 
+def fold_units(ds: Dataset) -> tuple[str, np.ndarray | None]:
+    """What cross-validation keeps whole: ("group", labels.csv's groups) when there is a group column, else
+    ("recording", each window's recording name) when windows were cut, else ("sample", None)."""
+    if ds.group is not None:
+        return "group", ds.group
+    if any("#" in i for i in ds.ids):
+        return "recording", np.array([recording_name(i) for i in ds.ids])
+    return "sample", None
+
+
 def cv_folds(ds: Dataset, k: int) -> tuple[str, list[np.ndarray]]:
     """Cross-validation folds over the train and val samples (the test split is never in one): (unit, k boolean (N,)
-    masks, each a fold's validation samples). The unit kept whole is labels.csv's group when there is one, else the
-    recording when windows were cut (ids <recording>[@<t0>]#<k>), else the sample. Groups and recordings go, largest
+    masks, each a fold's validation samples). The unit kept whole is fold_units'. Groups and recordings go, largest
     first, to the fold holding fewest samples so far (names break ties); samples are dealt round-robin in class
     order (first class head), shuffled with a fixed seed within each class. k is capped at the number of units."""
     pool = np.flatnonzero(ds.split != "test")
-    if ds.group is not None:
-        unit, names = "group", ds.group
-    elif any("#" in i for i in ds.ids):
-        unit, names = "recording", np.array([recording_name(i) for i in ds.ids])
-    else:
-        unit, names = "sample", None
+    unit, names = fold_units(ds)
     if names is None:
         rng = np.random.default_rng(0)
         y = ds.targets[ds.spec.heads[0]][pool] if ds.spec.heads else np.zeros(len(pool), np.int64)
         order = pool[np.lexsort((rng.permutation(len(pool)), y))]  # by class, shuffled within
         k = min(k, len(order))
-        fold_of = dict(zip(order.tolist(), (np.arange(len(order)) % k).tolist(), strict=True))
-        return unit, [np.isin(np.arange(len(ds)), [i for i, f in fold_of.items() if f == j]) for j in range(k)]
+        fold = np.full(len(ds), -1)
+        fold[order] = np.arange(len(order)) % k
+        return unit, [fold == j for j in range(k)]
     units, sizes = np.unique(names[pool], return_counts=True)
     k = min(k, len(units))
     load, members = np.zeros(k, np.int64), [[] for _ in range(k)]

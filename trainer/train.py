@@ -747,12 +747,13 @@ def train_folds(spec: ScenarioSpec, data_dir: str | Path, out_dir: str | Path, f
     import dataclasses
     import json
 
-    from edgefuse.trainer.data import cv_folds, load_data, recording_name
+    from edgefuse.trainer.data import cv_folds, fold_units, load_data
 
     if folds < 2:
         raise DataError("--folds", f"{folds}: cross-validation needs at least 2 folds")
     ds = kw.pop("dataset", None) or load_data(spec, data_dir, progress=kw.get("progress", True))
     unit, masks = cv_folds(ds, folds)
+    names = fold_units(ds)[1]  # which group or recording each sample is (None: samples)
     if len(masks) < 2:
         raise DataError(data_dir, f"--folds needs at least 2 {unit}s outside the test split, found {len(masks)}")
     runs = []
@@ -765,8 +766,7 @@ def train_folds(spec: ScenarioSpec, data_dir: str | Path, out_dir: str | Path, f
             "val_accuracy": m["val_accuracy"],
             "best_epoch": m["best_epoch"],
         }
-        if unit != "sample":  # which groups or recordings validated
-            names = ds.group if unit == "group" else np.array([recording_name(i) for i in ds.ids])
+        if names is not None:  # which groups or recordings validated
             entry[f"val_{unit}s"] = sorted({str(x) for x in names[val]})
         runs.append(entry)
     summary = {"unit": unit, "val_accuracy": mean_std([r["val_accuracy"] for r in runs]), "folds": runs}
