@@ -22,6 +22,21 @@ IMBALANCE_NOTE = 3.0  # largest / smallest train class at which training (traine
 SPLIT_ORDER = ("train", "val", "test")
 
 
+def class_counts(spec: ScenarioSpec, targets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Class head -> (n_classes,) samples per class of `targets` (head -> (N,) class ids), in the spec's order."""
+    return {h: np.bincount(np.asarray(targets[h], dtype=np.int64), minlength=len(c)) for h, c in spec.labels.items()}
+
+
+def imbalance(counts: np.ndarray) -> tuple[int, int] | None:
+    """(smallest, largest) class of `counts` among those with samples, when the largest has IMBALANCE_NOTE times the
+    smallest's samples (classes with none are warned about apart); None otherwise."""
+    seen = np.flatnonzero(counts)
+    if len(seen) < 2:
+        return None
+    lo, hi = seen[np.argmin(counts[seen])], seen[np.argmax(counts[seen])]
+    return (int(lo), int(hi)) if counts[hi] >= IMBALANCE_NOTE * counts[lo] else None
+
+
 def summary(spec: ScenarioSpec, ds: Any) -> dict[str, Any]:
     """Counts of a loaded Dataset: per split, per modality present, per class and split for each class head,
     positives per label for multilabel heads, known targets for regression heads, groups, and warnings."""
@@ -40,17 +55,16 @@ def summary(spec: ScenarioSpec, ds: Any) -> dict[str, Any]:
         per = np.unique([recording_name(i) for i in ds.ids], return_counts=True)[1]  # windows per recording
         out["recordings"] = len(per)
         out["windows_per_recording"] = {"min": int(per.min()), "median": float(np.median(per)), "max": int(per.max())}
+    per_split = {sp: class_counts(spec, {h: y[ds.split == sp] for h, y in ds.targets.items()}) for sp in SPLIT_ORDER}
     for head, classes in spec.labels.items():
-        y = np.asarray(ds.targets[head])
-        table = {c: {s: int(((ds.split == s) & (y == k)).sum()) for s in splits} for k, c in enumerate(classes)}
+        table = {c: {sp: int(per_split[sp][head][k]) for sp in splits} for k, c in enumerate(classes)}
         out["heads"][head] = {"kind": "labels", "classes": table}
-        train = np.array([table[c].get("train", 0) for c in classes])
+        train = per_split["train"][head]
         missing = [c for c, n in zip(classes, train, strict=True) if n == 0]
         if missing:
             out["warnings"].append(f"{head}: no 'train' sample of {missing}: the model cannot learn to predict them")
-        seen = np.flatnonzero(train)
-        if len(seen) > 1 and train[seen].max() >= IMBALANCE_NOTE * train[seen].min():
-            lo, hi = seen[np.argmin(train[seen])], seen[np.argmax(train[seen])]
+        if (pair := imbalance(train)) is not None:
+            lo, hi = pair
             out["warnings"].append(
                 f"{head}: 'train' classes range from {train[lo]} samples ({classes[lo]}) to {train[hi]} "
                 f"({classes[hi]}); train.balanced: true scores every class as equally likely"

@@ -15,7 +15,7 @@ comes before it (EarlyStopping), then temperature scaling of the class heads and
 of the multilabel heads, both on the validation split only (trainer/calibrate.py, edgefuse/heads.py). With
 `train.balanced` each class head's calibrated logits then get minus the log of the training split's class frequencies
 (balance_scores: every class scored as equally likely; off by default, and a one-line note names it when a head's
-largest training class has IMBALANCE_NOTE times its smallest's samples). With
+largest training class has datacheck.IMBALANCE_NOTE times its smallest's samples). With
 `train.pretrain` each modality first trains alone with the same recipe and seed and the fused model's encoders start
 from those models (pretrain_encoders; off by default: on UTD-MHAD it scored lower, BENCHMARKS.md "Real data"). Seeds
 fix python, NumPy and torch, and the batch order comes from a seeded generator, so the same seed gives the same
@@ -53,7 +53,7 @@ from edgefuse.errors import DataError
 from edgefuse.heads import HEAD_KINDS
 from edgefuse.spec import ScenarioSpec, SpecError, load_spec, parse_spec, spec_to_dict
 from edgefuse.trainer.checkpoint import Normalization, save_run
-from edgefuse.trainer.datacheck import IMBALANCE_NOTE
+from edgefuse.trainer.datacheck import class_counts, imbalance
 
 torch = require("torch", "training")
 F = torch.nn.functional
@@ -422,19 +422,11 @@ def tune_thresholds(model: Any, inputs: dict[str, Any], mask: Any, targets: dict
     return out
 
 
-def class_counts(spec: ScenarioSpec, train_ds: Any) -> dict[str, np.ndarray]:
-    """Class head -> (n_classes,) the training split's samples per class, in the spec's class order."""
-    return {
-        h: np.bincount(np.asarray(train_ds.targets[h], dtype=np.int64), minlength=len(c))
-        for h, c in spec.labels.items()
-    }
-
-
 def classes_not_trained(spec: ScenarioSpec, train_ds: Any) -> dict[str, list[str]]:
     """Class head -> its classes with no sample in the training split (a model never shown them cannot predict
     them; e.g. a split by person where only the test people did an activity). Heads missing none are left out."""
     out = {}
-    for head, seen in class_counts(spec, train_ds).items():
+    for head, seen in class_counts(spec, train_ds.targets).items():
         missing = [c for c, k in zip(spec.labels[head], seen, strict=True) if k == 0]
         if missing:
             out[head] = missing
@@ -442,14 +434,12 @@ def classes_not_trained(spec: ScenarioSpec, train_ds: Any) -> dict[str, list[str
 
 
 def imbalance_notes(spec: ScenarioSpec, train_ds: Any, labels_csv: Path) -> list[str]:
-    """One note per class head whose largest training class has IMBALANCE_NOTE times the samples of its smallest
-    (classes with none are warned about apart), for a run without `train.balanced`."""
+    """One note per class head whose training classes are imbalanced (datacheck.imbalance: the largest has
+    IMBALANCE_NOTE times the samples of the smallest), for a run without `train.balanced`."""
     notes = []
-    for head, counts in class_counts(spec, train_ds).items():
-        seen = np.flatnonzero(counts)
-        lo, hi = seen[np.argmin(counts[seen])], seen[np.argmax(counts[seen])]
-        if len(seen) > 1 and counts[hi] >= IMBALANCE_NOTE * counts[lo]:
-            classes = spec.labels[head]
+    for head, counts in class_counts(spec, train_ds.targets).items():
+        if (pair := imbalance(counts)) is not None:
+            lo, hi, classes = *pair, spec.labels[head]
             notes.append(
                 f"note: {labels_csv}: the 'train' classes of {head} range from {counts[lo]} samples "
                 f"({classes[lo]}) to {counts[hi]} ({classes[hi]}); its scores follow these frequencies "
@@ -664,7 +654,9 @@ def train(
     calibration = calibrate(model, x_va, m_va, y_va) if cfg.calibrate and model.class_heads else {}
     thresholds = tune_thresholds(model, x_va, m_va, y_va)  # validation only: the test split never sets them
     # after the temperature, which is fitted on the validation split's own class frequencies
-    class_bias = balance_scores(model, class_counts(spec, train_ds)) if cfg.balanced and model.class_heads else {}
+    class_bias = (
+        balance_scores(model, class_counts(spec, train_ds.targets)) if cfg.balanced and model.class_heads else {}
+    )
 
     metrics = {
         "scenario": spec.name,

@@ -69,15 +69,16 @@ def run(name: str, data: str, seed: int) -> dict[str, dict[str, float]]:
     from edgefuse.spec import load_spec, parse_spec, spec_to_dict
     from edgefuse.trainer.checkpoint import load_run
     from edgefuse.trainer.data import load_dataset
+    from edgefuse.trainer.datacheck import class_counts
     from edgefuse.trainer.evaluate import head_metrics, run_mask
-    from edgefuse.trainer.train import class_counts, predict_logits, to_tensors, train
+    from edgefuse.trainer.train import predict_logits, to_tensors, train
 
     d = spec_to_dict(load_spec(HERE / f"{name}.yaml"))
     d["train"]["balanced"] = True
     spec = parse_spec(d, name)
     ds = load_dataset(spec, Path(data), progress=False)
     (head,) = spec.heads
-    prior = class_counts(spec, ds.subset("train"))[head] / (ds.split == "train").sum()
+    prior = class_counts(spec, {head: ds.targets[head][ds.split == "train"]})[head] / (ds.split == "train").sum()
     test = ds.subset("test")
     y = np.asarray(test.targets[head])
     out = {}
