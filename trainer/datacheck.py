@@ -27,6 +27,17 @@ def class_counts(spec: ScenarioSpec, targets: dict[str, np.ndarray]) -> dict[str
     return {h: np.bincount(np.asarray(targets[h], dtype=np.int64), minlength=len(c)) for h, c in spec.labels.items()}
 
 
+def classes_not_trained(spec: ScenarioSpec, train_targets: dict[str, np.ndarray]) -> dict[str, list[str]]:
+    """Class head -> its classes with no sample in `train_targets` (a model never shown them cannot predict them;
+    e.g. a split by person where only the test people did an activity). Heads missing none are left out."""
+    out = {}
+    for head, seen in class_counts(spec, train_targets).items():
+        missing = [c for c, k in zip(spec.labels[head], seen, strict=True) if k == 0]
+        if missing:
+            out[head] = missing
+    return out
+
+
 def imbalance(counts: np.ndarray) -> tuple[int, int] | None:
     """(smallest, largest) class of `counts` among those with samples, when the largest has IMBALANCE_NOTE times the
     smallest's samples (classes with none are warned about apart); None otherwise."""
@@ -55,13 +66,13 @@ def summary(spec: ScenarioSpec, ds: Any) -> dict[str, Any]:
         per = np.unique([recording_name(i) for i in ds.ids], return_counts=True)[1]  # windows per recording
         out["recordings"] = len(per)
         out["windows_per_recording"] = {"min": int(per.min()), "median": float(np.median(per)), "max": int(per.max())}
+    not_trained = classes_not_trained(spec, {h: y[ds.split == "train"] for h, y in ds.targets.items()})
     per_split = {sp: class_counts(spec, {h: y[ds.split == sp] for h, y in ds.targets.items()}) for sp in SPLIT_ORDER}
     for head, classes in spec.labels.items():
         table = {c: {sp: int(per_split[sp][head][k]) for sp in splits} for k, c in enumerate(classes)}
         out["heads"][head] = {"kind": "labels", "classes": table}
         train = per_split["train"][head]
-        missing = [c for c, n in zip(classes, train, strict=True) if n == 0]
-        if missing:
+        if missing := not_trained.get(head):
             out["warnings"].append(f"{head}: no 'train' sample of {missing}: the model cannot learn to predict them")
         if (pair := imbalance(train)) is not None:
             lo, hi = pair

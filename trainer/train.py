@@ -53,7 +53,7 @@ from edgefuse.errors import DataError
 from edgefuse.heads import HEAD_KINDS
 from edgefuse.spec import ScenarioSpec, SpecError, load_spec, parse_spec, spec_to_dict
 from edgefuse.trainer.checkpoint import Normalization, save_run
-from edgefuse.trainer.datacheck import class_counts, imbalance
+from edgefuse.trainer.datacheck import class_counts, classes_not_trained, imbalance
 
 torch = require("torch", "training")
 F = torch.nn.functional
@@ -422,17 +422,6 @@ def tune_thresholds(model: Any, inputs: dict[str, Any], mask: Any, targets: dict
     return out
 
 
-def classes_not_trained(spec: ScenarioSpec, train_ds: Any) -> dict[str, list[str]]:
-    """Class head -> its classes with no sample in the training split (a model never shown them cannot predict
-    them; e.g. a split by person where only the test people did an activity). Heads missing none are left out."""
-    out = {}
-    for head, seen in class_counts(spec, train_ds.targets).items():
-        missing = [c for c, k in zip(spec.labels[head], seen, strict=True) if k == 0]
-        if missing:
-            out[head] = missing
-    return out
-
-
 def imbalance_notes(spec: ScenarioSpec, train_ds: Any, labels_csv: Path) -> list[str]:
     """One note per class head whose training classes are imbalanced (datacheck.imbalance: the largest has
     IMBALANCE_NOTE times the samples of the smallest), for a run without `train.balanced`."""
@@ -548,7 +537,7 @@ def train(
     ds = dataset if dataset is not None else load_data(spec, data_dir, progress=progress)
     train_ds, val_ds = train_val_splits(ds, spec, data_dir)
     if ddp is None or ddp.is_main:
-        for head, missing in classes_not_trained(spec, train_ds).items():
+        for head, missing in classes_not_trained(spec, train_ds.targets).items():
             print(
                 f"warning: {Path(data_dir) / 'labels.csv'}: no 'train' sample of {head} {missing}: the model cannot "
                 "learn to predict them",

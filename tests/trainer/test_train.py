@@ -70,17 +70,17 @@ def test_same_seed_same_metrics_and_other_seed_differs(tiny_data, tmp_path):
 def test_a_class_without_training_samples_is_named_in_a_warning(tiny_data, tmp_path, capsys):
     import copy
 
-    from edgefuse.trainer.train import classes_not_trained
+    from edgefuse.trainer.datacheck import classes_not_trained
 
     spec, data, ds = tiny_data
     ((head, classes),) = spec.labels.items()
-    assert classes_not_trained(spec, ds.subset("train")) == {}
+    assert classes_not_trained(spec, ds.subset("train").targets) == {}
     train(spec, data, tmp_path / "all", epochs=1, progress=False, dataset=ds)
     assert "warning" not in capsys.readouterr().err
     gone = copy.deepcopy(ds)  # every training sample of the first two classes relabelled as the third
     y = gone.targets[head]
     y[(gone.split == "train") & np.isin(y, [0, 1])] = 2
-    assert classes_not_trained(spec, gone.subset("train")) == {head: classes[:2]}
+    assert classes_not_trained(spec, gone.subset("train").targets) == {head: classes[:2]}
     train(spec, data, tmp_path / "gone", epochs=1, progress=False, dataset=gone)
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0] == (
