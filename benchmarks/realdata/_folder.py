@@ -5,29 +5,42 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+# the person of a converted sample name, per dataset with people: a01_s1_t1 -> s1 (utdmhad), a01_p7_s01 -> p7 (dsads)
+PERSON = {"utdmhad": re.compile(r"_(s\d+)_"), "dsads": re.compile(r"_(p\d+)_")}
 
-def write_labels(out: Path, head: str, rows: list[tuple[str, str, str]]) -> None:
-    """out/labels.csv: one (sample, split, <head>) row per sample."""
+
+def person(dataset: str, sample: str) -> str:
+    """The person a converted sample of `dataset` was recorded from (PERSON): 's1', 'p7'."""
+    return PERSON[dataset].search(sample).group(1)
+
+
+def write_labels(out: Path, head: str, rows: list[tuple[str, str, str]], groups: list[str] | None = None) -> None:
+    """out/labels.csv: one (sample, split, <head>) row per sample, and a `group` column when `groups` is given."""
     with open(out / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["sample", "split", head])
-        w.writerows(rows)
+        w.writerow(["sample", "split", head, *(["group"] if groups is not None else [])])
+        w.writerows(rows if groups is None else [(*r, g) for r, g in zip(rows, groups, strict=True)])
 
 
-def resplit(data: Path, root: Path, split_of: Callable[[str, str], str]) -> Path:
-    """root/labels.csv: data's labels.csv with each sample's split replaced by split_of(sample, split), and
-    root/samples linked to data/samples; for benchmarks that re-split a converted dataset (person folds)."""
+def resplit(
+    data: Path, root: Path, split_of: Callable[[str, str], str], group_of: Callable[[str], str] | None = None
+) -> Path:
+    """root/labels.csv: data's labels.csv with each sample's split replaced by split_of(sample, split) (and a group
+    column group_of(sample), when given), and root/samples linked to data/samples; for benchmarks that re-split a
+    converted dataset (person folds)."""
     root.mkdir(parents=True)
     (root / "samples").symlink_to(data.resolve() / "samples", target_is_directory=True)
     with open(data / "labels.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     head = [k for k in rows[0] if k not in ("sample", "split")][0]
-    write_labels(root, head, [(r["sample"], split_of(r["sample"], r["split"]), r[head]) for r in rows])
+    groups = [group_of(r["sample"]) for r in rows] if group_of is not None else None
+    write_labels(root, head, [(r["sample"], split_of(r["sample"], r["split"]), r[head]) for r in rows], groups)
     return root
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
-from _folder import resplit  # noqa: E402
+from _folder import person, resplit  # noqa: E402
 
 DATA = ROOT / "data" / "realdata" / "dsads"
 FOLDS = {"p1-p2": ((1, 2), 3), "p3-p4": ((3, 4), 5), "p5-p6": ((5, 6), 7), "p7-p8 (the bench's)": ((7, 8), 6)}
@@ -32,8 +32,8 @@ def write_fold(root: Path, test: tuple[int, int], val: int) -> Path:
     """root/labels.csv with this fold's splits; root/samples -> the converted samples."""
 
     def split(sample: str, _: str) -> str:
-        person = int(sample.split("_p")[1].split("_")[0])  # a01_p7_s01
-        return "test" if person in test else "val" if person == val else "train"
+        who = int(person("dsads", sample)[1:])  # a01_p7_s01 -> 7
+        return "test" if who in test else "val" if who == val else "train"
 
     return resplit(DATA, root, split)
 

@@ -16,8 +16,6 @@ thread per training, --jobs trainings at once.
 from __future__ import annotations
 
 import argparse
-import csv
-import re
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -25,26 +23,18 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-PERSON = {"utdmhad": re.compile(r"_(s\d+)_"), "dsads": re.compile(r"_(p\d+)_")}  # a01_s1_t1, a01_p7_s01
+sys.path.insert(0, str(HERE))
+from _folder import PERSON, person, resplit  # noqa: E402
 
 
 def write_variant(name: str, root: Path, grouped: bool) -> Path:
     """root/labels.csv: the dataset's rows with val turned into train, and a group column (the person) if `grouped`."""
-    src = ROOT / "data" / "realdata" / name
-    root.mkdir(parents=True)
-    (root / "samples").symlink_to(src / "samples", target_is_directory=True)
-    with open(src / "labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    fields = list(rows[0]) + (["group"] if grouped else [])
-    with open(root / "labels.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        for r in rows:
-            r["split"] = "train" if r["split"] == "val" else r["split"]
-            if grouped:
-                r["group"] = PERSON[name].search(r["sample"]).group(1)
-            w.writerow(r)
-    return root
+    return resplit(
+        ROOT / "data" / "realdata" / name,
+        root,
+        lambda _, split: "train" if split == "val" else split,
+        (lambda sample: person(name, sample)) if grouped else None,
+    )
 
 
 def run(name: str, data: str, seed: int) -> dict:
@@ -58,7 +48,7 @@ def run(name: str, data: str, seed: int) -> dict:
 
     spec = load_spec(HERE / f"{name}.yaml")
     ds = load_dataset(spec, Path(data), progress=False)
-    val_people = sorted({PERSON[name].search(i).group(1) for i in np.array(ds.ids)[ds.split == "val"]})
+    val_people = sorted({person(name, i) for i in np.array(ds.ids)[ds.split == "val"]})
     with tempfile.TemporaryDirectory(prefix="groups-run-") as out:
         metrics = train(spec, Path(data), Path(out), seed=seed, progress=False, dataset=ds)
         r = evaluate(out, data, with_baselines=False, progress=False, dataset=ds)

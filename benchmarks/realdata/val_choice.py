@@ -20,7 +20,6 @@ variant's validation accuracy per held-out person (mean over seeds) and over all
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -31,9 +30,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
-from _folder import resplit  # noqa: E402
+from _folder import person, resplit  # noqa: E402
 
-PERSON = {"utdmhad": re.compile(r"_s(\d+)_"), "dsads": re.compile(r"_p(\d+)_")}  # a01_s1_t1, a01_p7_s01
 VARIANTS = {  # dataset -> variant name -> model options
     "utdmhad": {"none": {"rotate_deg": 0.0}, "rotation (the yaml)": {}},
     "dsads": {
@@ -68,7 +66,7 @@ def people(name: str) -> list[int]:
 
     with open(ROOT / "data" / "realdata" / name / "labels.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] != "test"]
-    return sorted({int(PERSON[name].search(r["sample"]).group(1)) for r in rows})
+    return sorted({int(person(name, r["sample"])[1:]) for r in rows})
 
 
 def cross_validate(names: list[str], seeds: int, jobs: int) -> None:
@@ -81,7 +79,7 @@ def cross_validate(names: list[str], seeds: int, jobs: int) -> None:
                 def split(sample: str, split: str, n: str = n, who: int = who) -> str:
                     if split == "test":
                         return "test"
-                    return "val" if int(PERSON[n].search(sample).group(1)) == who else "train"
+                    return "val" if int(person(n, sample)[1:]) == who else "train"
 
                 folds[n, who] = resplit(ROOT / "data" / "realdata" / n, Path(tmp) / f"{n}-{who}", split)
         todo = {
