@@ -882,21 +882,12 @@ def load_dataset(spec: ScenarioSpec, root: str | Path, progress: bool = True) ->
         extra = {h: v[sample] for h, v in extra.items()}
         captions = [captions[i] for i in sample] if captions is not None else None
         group = group[sample] if group is not None else None
-        if len(ranged):  # windows no labelled range covers are left out
-            keep = targets[spec.heads[0]] >= 0
-            _note_unlabelled(root, int((~keep).sum()), int(np.isin(sample, ranged).sum()))
-            return Dataset(spec, ids, split, inputs, mask, targets, extra, captions, group).rows(keep)
-    return Dataset(
-        spec=spec,
-        ids=ids,
-        split=split,
-        inputs=inputs,
-        mask=mask,
-        targets=targets,
-        extra=extra,
-        captions=captions,
-        group=group,
-    )
+    ds = Dataset(spec, ids, split, inputs, mask, targets, extra, captions, group)
+    if len(ranged):  # windows no labelled range covers are left out (ranged samples need a hop: refused above)
+        keep = targets[spec.heads[0]] >= 0
+        _note_unlabelled(root, int((~keep).sum()), int(np.isin(sample, ranged).sum()))
+        return ds.rows(keep)
+    return ds
 
 
 def recording_ends(spec: ScenarioSpec, inputs: dict[str, np.ndarray], n: int) -> np.ndarray:
