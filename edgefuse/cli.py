@@ -76,6 +76,7 @@ def _train(p: argparse.ArgumentParser) -> None:
         "--folds",
         type=int,
         default=None,
+        metavar="K",
         help="cross-validate: train K times into OUT/fold-<n>/, each fold of the train and val samples validating in "
         "turn (whole groups of labels.csv's group column, or recordings, held out together); the test split is untouched",
     )
